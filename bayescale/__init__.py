@@ -1,0 +1,53 @@
+"""bayescale: hierarchical Bayesian scaling laws for language models.
+
+Importing the package lets JAX see several CPU "devices" so that NUTS chains
+run in parallel; this must happen before JAX initialises its backend, and is
+skipped when the user already configured ``XLA_FLAGS`` or started JAX.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__version__ = "0.1.0"
+
+
+def _enable_parallel_chains(n: int = 4) -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+_enable_parallel_chains()
+
+from bayescale.data import DataError, LossScaleWarning, ScalingData, validate_frame  # noqa: E402
+from bayescale.fit import (  # noqa: E402
+    ConvergenceWarning,
+    FitConfig,
+    FitFileError,
+    Posterior,
+    fit,
+    load,
+)
+from bayescale.model import Priors  # noqa: E402
+from bayescale.predict import UnseenFamilyWarning, compute_optimal, predict  # noqa: E402
+
+__all__ = [
+    "ConvergenceWarning",
+    "DataError",
+    "FitConfig",
+    "FitFileError",
+    "LossScaleWarning",
+    "Posterior",
+    "Priors",
+    "ScalingData",
+    "UnseenFamilyWarning",
+    "__version__",
+    "compute_optimal",
+    "fit",
+    "load",
+    "predict",
+    "validate_frame",
+]

@@ -1,0 +1,369 @@
+"""Tidy loss table → validated arrays (:class:`ScalingData`).
+
+This is the only module that sees pandas on the way in. It validates the table
+once, applies the warm-up cut and log-spaced thinning (both counted, never
+silent) and converts everything to integer indices and float arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+REQUIRED = ("family", "run", "params", "tokens", "loss")
+DEFAULT_MIN_TOKENS = 1e10
+DEFAULT_MAX_POINTS = 50
+_BILLIONS_THRESHOLD = 1e4
+_PERPLEXITY_THRESHOLD = 15.0
+
+
+class DataError(ValueError):
+    """Bad input table: the message names the column, the rows and the fix."""
+
+
+class LossScaleWarning(UserWarning):
+    """The loss column looks like perplexity rather than nats."""
+
+
+def _rows(index, limit: int = 8) -> str:
+    idx = list(index)
+    shown = ", ".join(str(i) for i in idx[:limit])
+    more = f" … (+{len(idx) - limit} more)" if len(idx) > limit else ""
+    return f"rows [{shown}{more}]"
+
+
+def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Check a tidy loss table and return a clean copy.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per evaluated checkpoint with at least the columns
+        ``family``, ``run``, ``params`` (raw count), ``tokens`` (raw count)
+        and ``loss`` (nats).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with string labels, float sizes and a default ``seed``.
+
+    Raises
+    ------
+    DataError
+        On a missing column, NaN/inf, non-positive or billions-scaled sizes,
+        non-positive loss, duplicated ``(run, tokens)`` or a run whose
+        ``params`` changes. The message names the column, the rows and the fix.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"missing required column(s) {missing}; the table needs {list(REQUIRED)} "
+            "(one row per checkpoint: family, run, params = raw parameter count, "
+            "tokens = raw tokens seen, loss in nats)"
+        )
+    if len(df) == 0:
+        raise DataError("the table has no rows")
+    out = df.copy()
+    out = out.reset_index(drop=True)
+    for col in ("family", "run"):
+        bad = out.index[out[col].isna()]
+        if len(bad):
+            raise DataError(f"column '{col}' has missing labels at {_rows(bad)}; fill them in")
+        out[col] = out[col].astype(str)
+    for col in ("params", "tokens", "loss"):
+        try:
+            values = pd.to_numeric(out[col], errors="raise").astype(float)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"column '{col}' must be numeric ({exc})") from None
+        bad = out.index[~np.isfinite(values.to_numpy())]
+        if len(bad):
+            raise DataError(
+                f"column '{col}' has NaN or infinite values at {_rows(bad)}; "
+                "drop those checkpoints or fill in the value"
+            )
+        bad = out.index[values.to_numpy() <= 0]
+        if len(bad):
+            raise DataError(
+                f"column '{col}' must be > 0 but is non-positive at {_rows(bad)}; "
+                + ("loss is in nats (cross-entropy)" if col == "loss" else "use raw counts")
+            )
+        out[col] = values
+    for col, unit in (("params", "parameters"), ("tokens", "tokens")):
+        bad = out.index[out[col].to_numpy() < _BILLIONS_THRESHOLD]
+        if len(bad):
+            raise DataError(
+                f"column '{col}' has values below 1e4 at {_rows(bad)} "
+                f"(e.g. {out.loc[bad[0], col]:g}); it looks like {unit} given in billions or "
+                f"millions; pass raw counts (multiply by 1e9 for billions)"
+            )
+    dup = out.duplicated(subset=["family", "run", "tokens"], keep=False)
+    if dup.any():
+        bad = out.index[dup]
+        raise DataError(
+            f"duplicated (run, tokens) pairs at {_rows(bad)} "
+            f"(first: run '{out.loc[bad[0], 'run']}', tokens {out.loc[bad[0], 'tokens']:g}); "
+            "keep one evaluation per checkpoint (e.g. average them)"
+        )
+    nunique = out.groupby(["family", "run"], sort=False)["params"].nunique()
+    changing = nunique[nunique > 1]
+    if len(changing):
+        fam, run = changing.index[0]
+        bad = out.index[(out["family"] == fam) & (out["run"] == run)]
+        raise DataError(
+            f"column 'params' changes within run '{run}' (family '{fam}') at {_rows(bad)}; "
+            "a run has one model size: split it into separate runs or fix the value"
+        )
+    if "seed" not in out.columns:
+        out["seed"] = "0"
+    out["seed"] = out["seed"].astype(str)
+    return out
+
+
+@dataclass(frozen=True)
+class ScalingData:
+    """Validated arrays for the model.
+
+    Observations are sorted by run then tokens, so the previous checkpoint of
+    observation ``i`` within its run is ``i - 1`` whenever ``first[i]`` is
+    False. Families keep the order of first appearance.
+
+    Attributes
+    ----------
+    families : tuple of str
+        Family labels (coordinate ``family``).
+    family_scale : ndarray, shape (F,)
+        Fixed per-family loss constant (median kept loss); the model works on
+        ``loss / family_scale`` so families on different scales pool.
+    runs : tuple of str
+        Run labels (coordinate ``run``).
+    run_family : ndarray of int, shape (R,)
+    run_params : ndarray, shape (R,)
+    run_seed : tuple of str
+    obs_run : ndarray of int, shape (n,)
+    tokens, loss : ndarray, shape (n,)
+    first : ndarray of bool, shape (n,)
+        True for the first kept checkpoint of each run.
+    report : pandas.DataFrame
+        Per family: rows in, rows cut by warm-up, rows thinned, rows kept.
+    min_tokens : float
+    """
+
+    families: tuple
+    family_scale: np.ndarray
+    runs: tuple
+    run_family: np.ndarray
+    run_params: np.ndarray
+    run_seed: tuple
+    obs_run: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+    first: np.ndarray
+    report: pd.DataFrame = field(compare=False, repr=False)
+    min_tokens: float = DEFAULT_MIN_TOKENS
+
+    @property
+    def n_families(self) -> int:
+        return len(self.families)
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.runs)
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.loss.shape[0])
+
+    @property
+    def obs_family(self) -> np.ndarray:
+        return self.run_family[self.obs_run]
+
+    def hash(self) -> str:
+        """SHA-256 of the arrays and labels the model sees."""
+        h = hashlib.sha256()
+        for arr in (self.family_scale, self.run_family, self.run_params, self.obs_run):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        for arr in (self.tokens, self.loss):
+            h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+        h.update("\x1f".join(self.families).encode())
+        h.update("\x1f".join(self.runs).encode())
+        return h.hexdigest()[:16]
+
+    def family_index(self, family: str) -> int:
+        try:
+            return self.families.index(family)
+        except ValueError:
+            raise KeyError(family) from None
+
+    def to_frame(self) -> pd.DataFrame:
+        """The kept checkpoints as a tidy table."""
+        return pd.DataFrame(
+            {
+                "family": np.asarray(self.families, dtype=object)[self.obs_family],
+                "run": np.asarray(self.runs, dtype=object)[self.obs_run],
+                "params": self.run_params[self.obs_run],
+                "tokens": self.tokens,
+                "loss": self.loss,
+                "seed": np.asarray(self.run_seed, dtype=object)[self.obs_run],
+            }
+        )
+
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        *,
+        families=None,
+        min_tokens: float | None = DEFAULT_MIN_TOKENS,
+        min_tokens_by_family: dict | None = None,
+        max_points_per_run: int | None = DEFAULT_MAX_POINTS,
+    ) -> ScalingData:
+        """Validate a tidy table and convert it to arrays.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            Tidy loss table (see :func:`validate_frame`). An ``is_final``
+            column marks each run's last checkpoint; without it the largest
+            ``tokens`` of each run is taken as final.
+        families : list of str, optional
+            Keep only these families (in this order).
+        min_tokens : float or None
+            Warm-up cut: intermediate checkpoints below this many tokens are
+            dropped; a run's final checkpoint is always kept. ``None`` keeps all.
+        min_tokens_by_family : dict, optional
+            Per-family override of ``min_tokens``.
+        max_points_per_run : int or None
+            Thin dense curves to at most this many log-spaced checkpoints per
+            run (the final one always kept) so that digitised curves with
+            hundreds of points do not dominate. ``None`` keeps all.
+        """
+        clean = validate_frame(df)
+        if families is not None:
+            families = [str(f) for f in families]
+            unknown = sorted(set(families) - set(clean["family"]))
+            if unknown:
+                raise DataError(
+                    f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                    f"the table has {sorted(clean['family'].unique())}"
+                )
+            clean = clean[clean["family"].isin(families)]
+        clean = clean.sort_values(["family", "run", "tokens"], kind="stable")
+        if "is_final" in clean.columns:
+            final = clean["is_final"].fillna(False).astype(bool).to_numpy()
+            # a run whose final checkpoint was removed upstream still needs one
+            last = (
+                clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
+                == clean["tokens"].to_numpy()
+            )
+            has_final = clean.assign(_f=final).groupby(["family", "run"])["_f"].transform("any")
+            final = final | (last & ~has_final.to_numpy())
+        else:
+            final = (
+                clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
+                == clean["tokens"].to_numpy()
+            )
+        clean = clean.assign(_final=final)
+
+        thresholds = np.full(len(clean), -np.inf if min_tokens is None else float(min_tokens))
+        for fam, thr in (min_tokens_by_family or {}).items():
+            thresholds[(clean["family"] == fam).to_numpy()] = -np.inf if thr is None else thr
+        keep_warm = (clean["tokens"].to_numpy() >= thresholds) | clean["_final"].to_numpy()
+        n_in = clean.groupby("family", sort=False).size()
+        cut = clean[~keep_warm].groupby("family", sort=False).size()
+        clean = clean[keep_warm]
+
+        if max_points_per_run is not None:
+            keep = np.zeros(len(clean), dtype=bool)
+            pos = 0
+            for _, grp in clean.groupby(["family", "run"], sort=False):
+                keep[pos : pos + len(grp)] = _thin_mask(
+                    grp["tokens"].to_numpy(), grp["_final"].to_numpy(), max_points_per_run
+                )
+                pos += len(grp)
+            thinned = clean[~keep].groupby("family", sort=False).size()
+            clean = clean[keep]
+        else:
+            thinned = pd.Series(dtype=int)
+
+        if families is None:
+            order = list(dict.fromkeys(clean["family"]))
+        else:
+            order = [f for f in families if f in set(clean["family"])]
+        fam_code = {f: i for i, f in enumerate(order)}
+        clean = clean.assign(_fam=clean["family"].map(fam_code)).sort_values(
+            ["_fam", "run", "tokens"], kind="stable"
+        )
+        big = clean["loss"].to_numpy() > _PERPLEXITY_THRESHOLD
+        if big.any():
+            fams = sorted(clean.loc[big, "family"].unique())
+            warnings.warn(
+                f"column 'loss' has {int(big.sum())} kept value(s) above {_PERPLEXITY_THRESHOLD:g} "
+                f"(families {fams}); this looks like perplexity. Pass log-perplexity "
+                "(cross-entropy in nats) instead",
+                LossScaleWarning,
+                stacklevel=2,
+            )
+        run_keys = list(dict.fromkeys(zip(clean["family"], clean["run"], strict=True)))
+        run_code = {k: i for i, k in enumerate(run_keys)}
+        obs_run = np.array(
+            [run_code[k] for k in zip(clean["family"], clean["run"], strict=True)], dtype=np.int32
+        )
+        first_rows = clean.groupby(["family", "run"], sort=False).head(1)
+        run_family = np.array([fam_code[f] for f, _ in run_keys], dtype=np.int32)
+        run_params = first_rows["params"].to_numpy(dtype=float)
+        run_seed = tuple(first_rows["seed"].astype(str))
+        # run labels must be unique; qualify with the family only where they clash
+        bare = [r for _, r in run_keys]
+        clash = {r for r in bare if bare.count(r) > 1}
+        runs = tuple(f"{f}/{r}" if r in clash else r for f, r in run_keys)
+        first = np.ones(len(obs_run), dtype=bool)
+        first[1:] = obs_run[1:] != obs_run[:-1]
+        loss = clean["loss"].to_numpy(dtype=float)
+        scale = np.array([np.median(loss[run_family[obs_run] == i]) for i in range(len(order))])
+
+        report = pd.DataFrame(
+            {
+                "family": order,
+                "rows_in": [int(n_in.get(f, 0)) for f in order],
+                "cut_warmup": [int(cut.get(f, 0)) for f in order],
+                "thinned": [int(thinned.get(f, 0)) for f in order],
+                "kept": [int((clean["family"] == f).sum()) for f in order],
+                "runs": [int((run_family == i).sum()) for i in range(len(order))],
+            }
+        )
+        if len(order) == 0 or len(loss) == 0:
+            raise DataError("no checkpoints left after filtering; check `families`/`min_tokens`")
+        return cls(
+            families=tuple(order),
+            family_scale=scale,
+            runs=runs,
+            run_family=run_family,
+            run_params=run_params,
+            run_seed=run_seed,
+            obs_run=obs_run,
+            tokens=clean["tokens"].to_numpy(dtype=float),
+            loss=loss,
+            first=first,
+            report=report,
+            min_tokens=float("nan") if min_tokens is None else float(min_tokens),
+        )
+
+
+def _thin_mask(tokens: np.ndarray, final: np.ndarray, max_points: int) -> np.ndarray:
+    """Keep at most ``max_points`` checkpoints, nearest to a log-spaced grid."""
+    n = len(tokens)
+    if n <= max_points:
+        return np.ones(n, dtype=bool)
+    logt = np.log(tokens)
+    grid = np.linspace(logt[0], logt[-1], max_points)
+    idx = np.unique(np.abs(logt[None, :] - grid[:, None]).argmin(axis=1))
+    keep = np.zeros(n, dtype=bool)
+    keep[idx] = True
+    keep |= final.astype(bool)
+    return keep

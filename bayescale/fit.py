@@ -1,0 +1,518 @@
+"""Fitting: ``fit()`` → :class:`Posterior` (an ArviZ DataTree plus its data).
+
+NUTS is the default; chains run in parallel across host devices when there
+are enough of them (see ``bayescale/__init__.py``), each started from a
+jittered MAP estimate. Every fit is checked for divergences and R-hat, and
+problems are raised as visible :class:`ConvergenceWarning` s.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import xarray as xr
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import MCMC, NUTS, init_to_median
+from numpyro.infer.util import initialize_model
+
+from bayescale import __version__
+from bayescale.data import DEFAULT_MAX_POINTS, DEFAULT_MIN_TOKENS, ScalingData
+from bayescale.model import COEFS, Priors, inputs_from_data, scaling_model
+
+METHODS = ("nuts", "map")
+RHAT_MAX = 1.01
+
+
+class ConvergenceWarning(UserWarning):
+    """R-hat above 1.01, divergent transitions or low ESS."""
+
+
+class FitFileError(ValueError):
+    """A saved fit is unreadable or does not match this package/data."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything needed to reproduce a fit (stored with the saved file)."""
+
+    law: str = "chinchilla"
+    exponents: str = "pooled"
+    method: str = "nuts"
+    num_chains: int = 4
+    num_warmup: int = 500
+    num_samples: int = 500
+    seed: int = 0
+    target_accept: float = 0.9
+    max_tree_depth: int = 8
+    min_tokens: float | None = DEFAULT_MIN_TOKENS
+    max_points_per_run: int | None = DEFAULT_MAX_POINTS
+    map_starts: int = 8
+    priors: Priors = field(default_factory=Priors)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["priors"] = self.priors.to_dict()
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> FitConfig:
+        d = json.loads(s)
+        d["priors"] = Priors.from_dict(d["priors"])
+        return cls(**d)
+
+
+_DIMS = {
+    "z_theta": ["family", "coef"],
+    "z_sigma": ["family"],
+    "z_alpha": ["family"],
+    "z_beta": ["family"],
+    "log_E": ["family"],
+    "a": ["family"],
+    "b": ["family"],
+    "alpha_f": ["family"],
+    "beta_f": ["family"],
+    "sigma_obs": ["family"],
+    "z_u": ["run"],
+    "u": ["run"],
+    "mu_theta": ["coef"],
+    "sigma_theta": ["coef"],
+    "L_omega": ["coef", "coef_bis"],
+    "innovation": ["obs"],
+}
+
+
+def _model_kwargs(data: ScalingData, config: FitConfig, observe: bool = True) -> dict:
+    return {
+        "inputs": inputs_from_data(data),
+        "exponents": config.exponents,
+        "law": config.law,
+        "priors": config.priors,
+        "observe": observe,
+    }
+
+
+def map_estimate(data: ScalingData, config: FitConfig, *, key=None):
+    """Best of several BFGS runs on the posterior potential, vmapped over starts.
+
+    Returns
+    -------
+    best : dict
+        Unconstrained parameter values at the best optimum.
+    info : dict
+        ``potential`` of the best start, all final potentials, number of starts.
+    """
+    key = jax.random.PRNGKey(config.seed) if key is None else key
+    k_init, k_starts = jax.random.split(key)
+    kwargs = _model_kwargs(data, config)
+    info = initialize_model(
+        k_init, scaling_model, model_kwargs=kwargs, init_strategy=init_to_median(num_samples=15)
+    )
+    proto = info.param_info.z
+    flat0, unravel = ravel_pytree(proto)
+    potential = info.potential_fn
+
+    def objective(x):
+        return potential(unravel(x))
+
+    n = max(int(config.map_starts), 1)
+    # start 0 at prior medians, the rest spread around it in unconstrained space
+    jitter = jax.random.uniform(k_starts, (n, flat0.shape[0]), minval=-1.0, maxval=1.0)
+    starts = flat0[None, :] + jitter.at[0].set(0.0)
+
+    def solve(x0):
+        res = jax.scipy.optimize.minimize(objective, x0, method="BFGS", options={"maxiter": 400})
+        f = jnp.where(jnp.isfinite(res.fun), res.fun, jnp.inf)
+        return res.x, f
+
+    xs, fs = jax.jit(jax.vmap(solve))(starts)
+    fs = np.asarray(fs)
+    best = int(np.argmin(fs))
+    x_best = xs[best] if np.isfinite(fs[best]) else flat0
+    return unravel(x_best), {
+        "potential": float(fs[best]),
+        "all_potentials": fs,
+        "n_starts": n,
+        "postprocess_fn": info.postprocess_fn,
+    }
+
+
+def fit(
+    data,
+    *,
+    law: str = "chinchilla",
+    exponents: str = "pooled",
+    method: str = "nuts",
+    seed: int = 0,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    target_accept: float = 0.9,
+    max_tree_depth: int = 8,
+    families=None,
+    min_tokens: float | None = DEFAULT_MIN_TOKENS,
+    min_tokens_by_family: dict | None = None,
+    max_points_per_run: int | None = DEFAULT_MAX_POINTS,
+    priors: Priors | None = None,
+    progress_bar: bool | None = None,
+) -> Posterior:
+    """Fit the hierarchical scaling law.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame or ScalingData
+        Tidy loss table (DESIGN §2) or already-validated arrays.
+    law : {"chinchilla", "overtrain"}
+        ``"overtrain"`` ties ``alpha = beta`` (Gadre et al.'s (C, M) form).
+    exponents : {"pooled", "shared"}
+        Family exponents partially pooled around shared ones, or one pair.
+    method : {"nuts", "map"}
+        Full posterior by NUTS, or a MAP point estimate (one draw).
+    seed : int
+        Seed for everything random in the fit.
+    num_chains, num_warmup, num_samples, target_accept, max_tree_depth
+        NUTS settings.
+    families, min_tokens, min_tokens_by_family, max_points_per_run
+        Passed to :meth:`ScalingData.from_frame` when ``data`` is a frame.
+    priors : Priors, optional
+    progress_bar : bool, optional
+        Default: shown when stderr is a terminal.
+
+    Returns
+    -------
+    Posterior
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    config = FitConfig(
+        law=law,
+        exponents=exponents,
+        method=method,
+        num_chains=int(num_chains),
+        num_warmup=int(num_warmup),
+        num_samples=int(num_samples),
+        seed=int(seed),
+        target_accept=float(target_accept),
+        max_tree_depth=int(max_tree_depth),
+        min_tokens=min_tokens,
+        max_points_per_run=max_points_per_run,
+        priors=priors or Priors(),
+    )
+    if isinstance(data, pd.DataFrame):
+        data = ScalingData.from_frame(
+            data,
+            families=families,
+            min_tokens=min_tokens,
+            min_tokens_by_family=min_tokens_by_family,
+            max_points_per_run=max_points_per_run,
+        )
+    elif not isinstance(data, ScalingData):
+        raise TypeError("data must be a pandas DataFrame or a ScalingData")
+    if progress_bar is None:
+        progress_bar = sys.stderr.isatty()
+    key = jax.random.PRNGKey(config.seed)
+    k_map, k_jit, k_mcmc = jax.random.split(key, 3)
+    z_map, map_info = map_estimate(data, config, key=k_map)
+    if method == "map":
+        samples = map_info["postprocess_fn"](z_map)
+        samples = jax.tree.map(lambda v: np.asarray(v)[None, None], samples)
+        tree = _tree_from_samples(samples, data)
+        return Posterior(tree=tree, data=data, config=config)
+
+    nchains = config.num_chains
+    chain_method = "parallel" if jax.local_device_count() >= nchains else "sequential"
+    kernel = NUTS(
+        scaling_model,
+        target_accept_prob=config.target_accept,
+        max_tree_depth=config.max_tree_depth,
+        init_strategy=init_to_median(num_samples=15),
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=config.num_warmup,
+        num_samples=config.num_samples,
+        num_chains=nchains,
+        chain_method=chain_method,
+        progress_bar=bool(progress_bar),
+    )
+    # chains start at the MAP, jittered so that R-hat can see disagreement
+    keys = jax.random.split(k_jit, len(z_map))
+    init = {
+        name: z_map[name][None] + 0.1 * jax.random.normal(k, (nchains,) + jnp.shape(z_map[name]))
+        for k, name in zip(keys, sorted(z_map), strict=True)
+    }
+    mcmc.run(k_mcmc, init_params=init, extra_fields=("num_steps",), **_model_kwargs(data, config))
+    tree = _tree_from_mcmc(mcmc, data)
+    post = Posterior(tree=tree, data=data, config=config)
+    post.check(warn=True)
+    return post
+
+
+def _coords(data: ScalingData) -> dict:
+    return {
+        "family": list(data.families),
+        "run": list(data.runs),
+        "obs": np.arange(data.n_obs),
+        "coef": list(COEFS),
+        "coef_bis": list(COEFS),
+    }
+
+
+def _tree_from_mcmc(mcmc: MCMC, data: ScalingData) -> xr.DataTree:
+    from arviz_base import from_numpyro
+
+    samples = mcmc.get_samples(group_by_chain=True)
+    dims = {k: v for k, v in _DIMS.items() if k in samples or k == "innovation"}
+    tree = from_numpyro(mcmc, log_likelihood=True, coords=_coords(data), dims=dims)
+    return _attach_data(tree, data)
+
+
+def _tree_from_samples(samples: dict, data: ScalingData) -> xr.DataTree:
+    from arviz_base import from_dict
+
+    dims = {k: v for k, v in _DIMS.items() if k in samples}
+    tree = from_dict({"posterior": samples}, coords=_coords(data), dims=dims)
+    return _attach_data(tree, data)
+
+
+def _attach_data(tree: xr.DataTree, data: ScalingData) -> xr.DataTree:
+    const = xr.Dataset(
+        {
+            "family_scale": ("family", np.asarray(data.family_scale, dtype=float)),
+            "run_family": ("run", np.asarray(data.run_family, dtype=np.int32)),
+            "run_params": ("run", np.asarray(data.run_params, dtype=float)),
+            "run_seed": ("run", np.asarray(data.run_seed, dtype=str)),
+            "obs_run": ("obs", np.asarray(data.obs_run, dtype=np.int32)),
+            "tokens": ("obs", np.asarray(data.tokens, dtype=float)),
+            "first": ("obs", np.asarray(data.first, dtype=np.int8)),
+        },
+        coords={
+            "family": list(data.families),
+            "run": list(data.runs),
+            "obs": np.arange(data.n_obs),
+        },
+    )
+    obs = xr.Dataset(
+        {"loss": ("obs", np.asarray(data.loss, dtype=float))}, coords={"obs": const.obs}
+    )
+    tree["constant_data"] = xr.DataTree(const)
+    tree["observed_data"] = xr.DataTree(obs)
+    report = xr.Dataset(
+        {c: ("family", data.report[c].to_numpy()) for c in data.report.columns if c != "family"},
+        coords={"family": list(data.report["family"])},
+    )
+    tree["data_report"] = xr.DataTree(report)
+    return tree
+
+
+def _data_from_tree(tree: xr.DataTree, min_tokens: float) -> ScalingData:
+    const = tree["constant_data"].to_dataset()
+    rep = tree["data_report"].to_dataset()
+    report = pd.DataFrame({"family": rep["family"].values.astype(str)})
+    for name in rep.data_vars:
+        report[name] = rep[name].values
+    return ScalingData(
+        families=tuple(str(f) for f in const["family"].values),
+        family_scale=const["family_scale"].values.astype(float),
+        runs=tuple(str(r) for r in const["run"].values),
+        run_family=const["run_family"].values.astype(np.int32),
+        run_params=const["run_params"].values.astype(float),
+        run_seed=tuple(str(s) for s in const["run_seed"].values),
+        obs_run=const["obs_run"].values.astype(np.int32),
+        tokens=const["tokens"].values.astype(float),
+        loss=tree["observed_data"]["loss"].values.astype(float),
+        first=const["first"].values.astype(bool),
+        report=report,
+        min_tokens=min_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """A fitted hierarchical scaling law.
+
+    Attributes
+    ----------
+    tree : xarray.DataTree
+        ArviZ 1.x tree: ``posterior``, ``sample_stats`` and ``log_likelihood``
+        (NUTS), ``constant_data``/``observed_data`` (the fitted arrays) and
+        ``data_report`` (what the warm-up cut and thinning removed).
+    data : ScalingData
+    config : FitConfig
+    """
+
+    tree: xr.DataTree
+    data: ScalingData
+    config: FitConfig
+
+    # -- draws -----------------------------------------------------------------
+    def draws(self, name: str) -> np.ndarray:
+        """Posterior draws of one variable, chains stacked: shape (S, ...)."""
+        da = self.tree["posterior"][name]
+        arr = np.asarray(da.values)
+        return arr.reshape((-1,) + arr.shape[2:])
+
+    @property
+    def n_draws(self) -> int:
+        post = self.tree["posterior"]
+        return int(post.sizes["chain"] * post.sizes["draw"])
+
+    @property
+    def families(self) -> tuple:
+        return self.data.families
+
+    # -- summaries ---------------------------------------------------------------
+    def summary(self, var_names=None, **kwargs) -> pd.DataFrame:
+        """ArviZ summary (defaults: 89% equal-tailed intervals, numbers unrounded)."""
+        from arviz_stats import summary
+
+        if var_names is None:
+            var_names = ["alpha", "beta", "log_E", "a", "b", "alpha_f", "beta_f", "sigma_seed"]
+            var_names += ["sigma_obs", "ell", "nu"]
+            if self.config.exponents == "pooled":
+                var_names += ["tau_alpha"] + (
+                    ["tau_beta"] if self.config.law != "overtrain" else []
+                )
+        kwargs.setdefault("round_to", "none")
+        if self.config.method == "map":
+            kwargs.setdefault("kind", "stats")
+        return summary(self.tree, var_names=var_names, **kwargs)
+
+    def diagnostics(self) -> dict:
+        """R-hat (max), bulk/tail ESS (min), divergences, and a pass/warn status."""
+        out = {"method": self.config.method, "divergences": 0, "rhat_max": float("nan")}
+        out.update({"ess_bulk_min": float("nan"), "ess_tail_min": float("nan"), "problems": []})
+        if self.config.method != "nuts":
+            out["status"] = "n/a (point estimate)"
+            return out
+        from arviz_stats import ess, rhat
+
+        names = [
+            v
+            for v in self.tree["posterior"].data_vars
+            if not v.startswith("z_") and v not in ("L_omega",)
+        ]
+        post = self.tree["posterior"].to_dataset()[names]
+        rh = rhat(post)
+        eb = ess(post, method="bulk")
+        et = ess(post, method="tail")
+
+        def _extreme(ds, fn):
+            vals = [np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars]
+            vals = np.concatenate(vals) if vals else np.array([np.nan])
+            return float(fn(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else float("nan")
+
+        out["rhat_max"] = _extreme(rh, np.max)
+        out["ess_bulk_min"] = _extreme(eb, np.min)
+        out["ess_tail_min"] = _extreme(et, np.min)
+        worst = sorted(((float(np.nanmax(rh[v].values)), v) for v in rh.data_vars), reverse=True)[
+            :3
+        ]
+        out["rhat_worst"] = {v: r for r, v in worst}
+        div = self.tree["sample_stats"]["diverging"].values
+        out["divergences"] = int(np.sum(div))
+        if out["rhat_max"] > RHAT_MAX:
+            out["problems"].append(
+                f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} (worst: "
+                + ", ".join(f"{v} {r:.3f}" for r, v in worst)
+                + ")"
+            )
+        if out["divergences"]:
+            out["problems"].append(f"{out['divergences']} divergent transitions")
+        n_chains = self.tree["posterior"].sizes["chain"]
+        if np.isfinite(out["ess_bulk_min"]) and out["ess_bulk_min"] < 100 * min(n_chains, 4) / 4:
+            out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
+        out["status"] = "warn" if out["problems"] else "pass"
+        return out
+
+    def check(self, warn: bool = True) -> dict:
+        """Run :meth:`diagnostics` and warn visibly about any problem."""
+        diag = self.diagnostics()
+        if warn and diag["problems"]:
+            warnings.warn(
+                "sampling problems: "
+                + "; ".join(diag["problems"])
+                + ". Intervals may be unreliable: run longer (--warmup/--samples), "
+                "or raise target_accept.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return diag
+
+    # -- queries (implemented in predict.py) ---------------------------------------
+    def predict(self, family, params, tokens, *, kind="mean", prob=0.9, draws=False, seed=0):
+        """Posterior predictive loss; see :func:`bayescale.predict.predict`."""
+        from bayescale.predict import predict
+
+        return predict(
+            self, family, params, tokens, kind=kind, prob=prob, return_draws=draws, seed=seed
+        )
+
+    def compute_optimal(self, flops, *, family, prob=0.9, seed=0):
+        """Compute-optimal allocation; see :func:`bayescale.predict.compute_optimal`."""
+        from bayescale.predict import compute_optimal
+
+        return compute_optimal(self, flops, family=family, prob=prob, seed=seed)
+
+    # -- persistence -------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write a netCDF file with the tree, config, package version and data hash."""
+        tree = self.tree.copy()
+        tree.attrs = dict(tree.attrs)
+        tree.attrs.update(
+            {
+                "bayescale_config": self.config.to_json(),
+                "bayescale_version": __version__,
+                "bayescale_data_hash": self.data.hash(),
+            }
+        )
+        tree.to_netcdf(str(path), engine="h5netcdf")
+
+
+def load(path, *, data=None) -> Posterior:
+    """Read a fit written by :meth:`Posterior.save`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    data : ScalingData, optional
+        If given, its hash must match the one stored in the file.
+
+    Raises
+    ------
+    FitFileError
+        If the file is not a bayescale fit, or the data hash does not match.
+    """
+    try:
+        tree = xr.open_datatree(str(path), engine="h5netcdf").load()
+    except (OSError, ValueError) as exc:
+        raise FitFileError(f"cannot read fit file {path}: {exc}") from None
+    attrs = tree.attrs
+    if "bayescale_config" not in attrs:
+        raise FitFileError(f"{path} is not a bayescale fit (no 'bayescale_config' attribute)")
+    config = FitConfig.from_json(attrs["bayescale_config"])
+    version = attrs.get("bayescale_version", "?")
+    if version != __version__:
+        warnings.warn(
+            f"{path} was written by bayescale {version}; this is {__version__}",
+            UserWarning,
+            stacklevel=2,
+        )
+    stored = _data_from_tree(tree, config.min_tokens if config.min_tokens is not None else np.nan)
+    expected = attrs.get("bayescale_data_hash")
+    if stored.hash() != expected:
+        raise FitFileError(f"{path}: stored data do not match the stored hash (file corrupted?)")
+    if data is not None and data.hash() != expected:
+        raise FitFileError(f"{path} was fitted to different data (hash {expected})")
+    return Posterior(tree=tree, data=stored, config=config)
+
+
+def with_tree(post: Posterior, tree: xr.DataTree) -> Posterior:
+    """A copy of ``post`` with another tree (e.g. reweighted draws)."""
+    return replace(post, tree=tree)
