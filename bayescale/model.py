@@ -212,24 +212,69 @@ def scaling_model(
     u = numpyro.deterministic("u", sigma_seed * z_u)
     if not observe:
         return
-    fam_obs = inputs.run_family[inputs.obs_run]
-    mu = laws.log_chinchilla_centered(
-        inputs.log_n[inputs.obs_run],
-        inputs.log_d,
-        theta[fam_obs, 0],
-        theta[fam_obs, 1],
-        theta[fam_obs, 2],
-        alpha_f[fam_obs],
-        beta_f[fam_obs],
-    )
-    resid = inputs.y - mu - u[inputs.obs_run]
-    rho = jnp.where(inputs.first, 0.0, jnp.exp(-inputs.dlog_prev / ell))
-    prev = jnp.concatenate([jnp.zeros(1), resid[:-1]])
-    innov = resid - rho * prev
-    # floor keeps near-duplicate checkpoints from giving a zero scale
-    scale = sigma_f[fam_obs] * jnp.sqrt(jnp.clip(1.0 - rho**2, 1e-4, 1.0))
+    params = {
+        "log_E": theta[:, 0],
+        "a": theta[:, 1],
+        "b": theta[:, 2],
+        "alpha_f": alpha_f,
+        "beta_f": beta_f,
+        "sigma_obs": sigma_f,
+        "u": u,
+        "ell": ell,
+        "nu": nu,
+    }
+    innov, scale = innovations(inputs, params)
     with numpyro.plate("obs", inputs.y.shape[0]):
         numpyro.sample("innovation", dist.StudentT(nu, 0.0, scale), obs=innov)
+
+
+def law_mean(inputs: ModelInputs, params: dict):
+    """Log of the family law at every checkpoint (relative scale), shape (n,)."""
+    fam_obs = inputs.run_family[inputs.obs_run]
+    return laws.log_chinchilla_centered(
+        inputs.log_n[inputs.obs_run],
+        inputs.log_d,
+        params["log_E"][fam_obs],
+        params["a"][fam_obs],
+        params["b"][fam_obs],
+        params["alpha_f"][fam_obs],
+        params["beta_f"][fam_obs],
+    )
+
+
+def ou_rho_scale(inputs: ModelInputs, params: dict):
+    """OU autocorrelation to the previous checkpoint and innovation scale, shape (n,)."""
+    fam_obs = inputs.run_family[inputs.obs_run]
+    rho = jnp.where(inputs.first, 0.0, jnp.exp(-inputs.dlog_prev / params["ell"]))
+    # floor keeps near-duplicate checkpoints from giving a zero scale
+    scale = params["sigma_obs"][fam_obs] * jnp.sqrt(jnp.clip(1.0 - rho**2, 1e-4, 1.0))
+    return rho, scale
+
+
+def innovations(inputs: ModelInputs, params: dict):
+    """Whitened OU residuals ``eps_i - rho_i eps_{i-1}`` and their scales.
+
+    Parameters
+    ----------
+    inputs : ModelInputs
+        Design and observations ``y`` (log relative loss).
+    params : dict
+        One set of parameters: per-family ``log_E``, ``a``, ``b``, ``alpha_f``,
+        ``beta_f``, ``sigma_obs``; per-run ``u``; scalars ``ell``, ``nu``.
+    """
+    resid = inputs.y - law_mean(inputs, params) - params["u"][inputs.obs_run]
+    rho, scale = ou_rho_scale(inputs, params)
+    prev = jnp.concatenate([jnp.zeros(1), resid[:-1]])
+    return resid - rho * prev, scale
+
+
+def log_likelihood(inputs: ModelInputs, params: dict):
+    """Log-likelihood of ``inputs.y`` under one parameter set (a scalar).
+
+    The same density the model conditions on; ``jax.vmap`` it over draws.
+    """
+    innov, scale = innovations(inputs, params)
+    return dist.StudentT(params["nu"], 0.0, scale).log_prob(innov).sum()
 
 
 def ou_paths(rho, innovations):
@@ -263,17 +308,12 @@ def simulate_log_loss(key, inputs: ModelInputs, params: dict, family_scale):
     family_scale : array, shape (F,)
     """
     fam_obs = inputs.run_family[inputs.obs_run]
-    mu = laws.log_chinchilla_centered(
-        inputs.log_n[inputs.obs_run],
-        inputs.log_d,
-        params["log_E"][fam_obs],
-        params["a"][fam_obs],
-        params["b"][fam_obs],
-        params["alpha_f"][fam_obs],
-        params["beta_f"][fam_obs],
-    )
-    rho = jnp.where(inputs.first, 0.0, jnp.exp(-inputs.dlog_prev / params["ell"]))
-    scale = params["sigma_obs"][fam_obs] * jnp.sqrt(jnp.clip(1.0 - rho**2, 1e-4, 1.0))
+    rho, scale = ou_rho_scale(inputs, params)
     w = scale * jax.random.t(key, params["nu"], shape=jnp.shape(inputs.log_d))
     eps = ou_paths(rho, w)
-    return mu + params["u"][inputs.obs_run] + eps + jnp.log(jnp.asarray(family_scale)[fam_obs])
+    return (
+        law_mean(inputs, params)
+        + params["u"][inputs.obs_run]
+        + eps
+        + jnp.log(jnp.asarray(family_scale)[fam_obs])
+    )
