@@ -23,6 +23,7 @@ def _enable_parallel_chains(n: int = 4) -> None:
 _enable_parallel_chains()
 
 from bayescale.data import DataError, LossScaleWarning, ScalingData, validate_frame  # noqa: E402
+from bayescale.datasets import list_datasets, load_dataset  # noqa: E402
 from bayescale.fit import (  # noqa: E402
     ConvergenceWarning,
     FitConfig,
@@ -47,7 +48,9 @@ __all__ = [
     "__version__",
     "compute_optimal",
     "fit",
+    "list_datasets",
     "load",
+    "load_dataset",
     "predict",
     "validate_frame",
 ]
