@@ -19,7 +19,7 @@ SHARED = ROOT.parent / "shared" / "data"
 DATA_DIR = ROOT / "bayescale" / "datasets" / "data"
 
 CONTRACT_NAMES = ("hitchhiker", "gadre", "gadre_downstream")
-ROWS = {"hitchhiker": 71578, "gadre": 104, "gadre_downstream": 4784}
+ROWS = {"hitchhiker": 71578, "gadre": 104, "gadre_downstream": 4784, "pythia_evals": 195986}
 REQUIRED = ("family", "run", "params", "tokens", "loss")
 GADRE_RUNS = {"overtrain-C4": 34, "overtrain-RedPajama": 35, "overtrain-RefinedWeb": 35}
 HITCHHIKER_FAMILIES = sorted(load_hitchhiker()["family"].unique())
@@ -116,6 +116,20 @@ def test_gadre_downstream_matches_runs():
     np.testing.assert_allclose(avg17, runs.loc[avg17.index, "err_avg17"], rtol=0, atol=1e-9)
     avg46 = df.groupby("run")["err"].mean()
     np.testing.assert_allclose(avg46, runs.loc[avg46.index, "err_avg46"], rtol=0, atol=1e-9)
+
+
+def test_pythia_evals_share_the_hitchhiker_loss():
+    ev = load_dataset("pythia_evals")
+    assert ev["family"].nunique() == 8 and ev["run"].nunique() == 40
+    assert not ev.duplicated(["run", "tokens", "num_fewshot", "task", "metric"]).any()
+    assert set(ev["num_fewshot"]) == {0, 5}
+    lam = ev[(ev["task"] == "lambada_openai") & (ev["metric"] == "ppl") & (ev["num_fewshot"] == 0)]
+    np.testing.assert_allclose(lam["loss"], np.log(lam["value"]), rtol=1e-15)
+    assert (ev.groupby(["run", "tokens"])["loss"].nunique() == 1).all()
+    hh = load_dataset("hitchhiker", families=["pythia", "pythia-deduped", "pythia-v0"])
+    both = hh.merge(ev.drop_duplicates(["run", "tokens"]), on=["family", "run", "tokens"])
+    assert len(both) == len(hh)
+    np.testing.assert_array_equal(both["loss_x"], both["loss_y"])
 
 
 def test_families_filter_and_copies():

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bayescale.datasets._files import DatasetNameError
 from bayescale.datasets.gadre import load_gadre, load_gadre_downstream
 from bayescale.datasets.hitchhiker import load_hitchhiker
+from bayescale.datasets.pythia import load_pythia_evals
 from bayescale.datasets.registry import list_datasets, load_dataset
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "load_gadre",
     "load_gadre_downstream",
     "load_hitchhiker",
+    "load_pythia_evals",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bayescale.datasets import gadre, hitchhiker
+from bayescale.datasets import gadre, hitchhiker, pythia
 from bayescale.datasets._files import DatasetNameError
 
 
@@ -27,6 +27,7 @@ _DATASETS: dict[str, _Entry] = {
     gadre.DOWNSTREAM_NAME: _Entry(
         gadre.load_gadre_downstream, gadre.DOWNSTREAM_DESCRIPTION, gadre.CITATION
     ),
+    pythia.NAME: _Entry(pythia.load_pythia_evals, pythia.DESCRIPTION, pythia.CITATION),
 }
 
 
@@ -63,7 +64,7 @@ def load_dataset(name: str, *, families: str | Iterable[str] | None = None) -> p
     ----------
     name : str
         One of the names in :func:`list_datasets` (``"hitchhiker"``,
-        ``"gadre"``, ``"gadre_downstream"``, ...).
+        ``"gadre"``, ``"gadre_downstream"``, ``"pythia_evals"``).
     families : str or list of str, optional
         Keep only these families.
 
