@@ -34,6 +34,7 @@ from bayescale.fit import (  # noqa: E402
 )
 from bayescale.model import Priors  # noqa: E402
 from bayescale.predict import UnseenFamilyWarning, compute_optimal, predict  # noqa: E402
+from bayescale.report import report, write_report  # noqa: E402
 
 __all__ = [
     "ConvergenceWarning",
@@ -52,5 +53,7 @@ __all__ = [
     "load",
     "load_dataset",
     "predict",
+    "report",
     "validate_frame",
+    "write_report",
 ]
