@@ -107,7 +107,7 @@ def _log_ticks(axis, counts: bool):
     if hi / lo < 3:
         subs = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
     elif hi / lo < 30:
-        subs = (1.0, 2.0, 3.0, 5.0)
+        subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
     else:
         subs = (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
