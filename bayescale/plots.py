@@ -529,8 +529,14 @@ def plot_predictive(
         ax = grid[0, 0]
     else:
         fig = _figure_of(ax)
+    all_draws = {
+        k: _loss_draws(post, family, params, tokens, kind=k, seed=seed)[:, 0] for k in kinds
+    }
+    pooled = np.concatenate(list(all_draws.values()))
+    # over a wide range (e.g. an unseen family) a log axis shows the shape
+    wide = np.ptp(pooled) > 0 and np.divide(*np.quantile(pooled, [0.998, 0.002])) > 3
     for i, k in enumerate(kinds):
-        draws = _loss_draws(post, family, params, tokens, kind=k, seed=seed)[:, 0]
+        draws = all_draws[k]
         color = PALETTE[i]
         if draws.size < 2 or np.ptp(draws) == 0:
             ax.axvline(draws[0], color=color, lw=2, label=f"{k}: {draws[0]:.4g} (point)")
@@ -538,10 +544,12 @@ def plot_predictive(
         from scipy.stats import gaussian_kde
 
         lo, hi = _quantiles(draws, prob)
-        q = np.quantile(draws, [0.001, 0.999])
-        pad = 0.15 * (q[1] - q[0])
-        x = np.linspace(q[0] - pad, q[1] + pad, 300)
-        y = gaussian_kde(draws)(x)
+        # the density of a positive, often skewed quantity: smooth in log space
+        logd = np.log(draws)
+        q = np.quantile(logd, [0.002, 0.998])
+        pad = 0.1 * (q[1] - q[0])
+        x = np.exp(np.linspace(q[0] - pad, q[1] + pad, 300))
+        y = gaussian_kde(logd)(np.log(x)) / (1.0 if wide else x)
         med = np.median(draws)
         ax.plot(x, y, color=color, lw=1.8, label=f"{k}: {med:.4g} [{lo:.4g}, {hi:.4g}]")
         inside = (x >= lo) & (x <= hi)
@@ -552,6 +560,9 @@ def plot_predictive(
     ax.set_ylim(bottom=0)
     ax.set_xlabel("loss (nats)")
     ax.set_ylabel("predictive density")
+    if wide:
+        ax.set_xscale("log")
+        ax.set_ylabel("predictive density of log loss")
     ax.set_title(
         f"{family}: N={_size_label(float(params))}, D={_size_label(float(tokens))} "
         f"(median, {round(100 * prob)}% interval)",
@@ -693,6 +704,16 @@ def plot_seed_effects(post, ax=None, *, prob=0.9):
 DIAGNOSTIC_VARS = ("alpha", "beta", "tau_alpha", "tau_beta", "sigma_seed", "ell", "nu")
 
 
+def diagnostic_vars(post) -> list:
+    """The shared exponents and noise scalars present in the fit."""
+    present = set(post.tree["posterior"].data_vars)
+    names = [v for v in DIAGNOSTIC_VARS if v in present]
+    if post.config.law == "overtrain":
+        # beta (and its spread) are copies of alpha there
+        names = [v for v in names if v not in ("beta", "tau_beta")]
+    return names
+
+
 def plot_diagnostics(post, kind="trace", var_names=None, **kwargs):
     """Trace or rank plots of the main scalars, drawn by arviz-plots.
 
@@ -721,9 +742,6 @@ def plot_diagnostics(post, kind="trace", var_names=None, **kwargs):
     if post.n_draws < 2 or post.tree["posterior"].sizes["draw"] < 2:
         raise ValueError("diagnostic plots need posterior samples; this fit is a point estimate")
     if var_names is None:
-        present = set(post.tree["posterior"].data_vars)
-        var_names = [v for v in DIAGNOSTIC_VARS if v in present]
-        if post.config.law == "overtrain":
-            var_names = [v for v in var_names if v not in ("beta", "tau_beta")]
+        var_names = diagnostic_vars(post)
     kwargs.setdefault("backend", "matplotlib")
     return funcs[kind](post.tree, var_names=list(var_names), **kwargs)

@@ -625,13 +625,22 @@ def _figures(post, targets, heldout, data, prob, frontier_flops, diagnostic_plot
             )
         )
     if diagnostic_plots and not _is_point_estimate(post):
-        for kind, text in (
-            ("trace", "Trace and marginal density per chain (arviz-plots)."),
-            ("rank", "Rank plots per chain: uniform ranks mean the chains agree (arviz-plots)."),
+        n_vars = len(plots.diagnostic_vars(post))
+        for kind, text, size in (
+            ("trace", "Trace and marginal density per chain (arviz-plots).", None),
+            (
+                "rank",
+                "Rank ECDF of each chain minus the uniform one: curves inside the envelope mean "
+                "the chains sample the same distribution (arviz-plots).",
+                (12.0, 3.0 * -(-n_vars // 4)),
+            ),
         ):
             fig = None
+            kwargs = {"figure_kwargs": {"figsize": size}} if size else {}
             try:
-                fig = plots.plot_diagnostics(post, kind).get_viz("figure")
+                fig = plots.plot_diagnostics(post, kind, **kwargs).get_viz("figure")
+                # arviz-plots leaves titles and tick labels of stacked panels overlapping
+                fig.set_layout_engine("constrained")
                 figs.append(Figure(f"diagnostics_{kind}", _png(fig, dpi=70), text))
             except Exception as exc:  # noqa: BLE001 - a missing diagnostic plot is not fatal
                 figs.append(Figure(f"diagnostics_{kind}", b"", f"{kind} plot failed: {exc}"))
