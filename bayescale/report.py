@@ -665,29 +665,65 @@ def _slug(text: str) -> str:
 # -- optional sections (features that may not exist in this version) --------------------------
 
 
-def _optional_frame(value, post, targets, *, module: str, attr: str, label: str):
-    """A DataFrame for an optional section, or a note why there is none.
+def _feature(module: str, attr: str):
+    """``bayescale.<module>.<attr>`` if this version has it, else None."""
+    import importlib
 
-    ``value`` may be a DataFrame (shown as is), a callable ``f(post, targets)``
-    or a dict of keyword arguments for ``bayescale.<module>.<attr>(post, ...)``
-    when that function exists in this version.
-    """
-    if value is None:
+    try:
+        return getattr(importlib.import_module(f"bayescale.{module}"), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _unavailable(label: str) -> tuple:
+    return None, f"{label} is not available in this version of bayescale."
+
+
+def _plan_frame(plan, post, targets):
+    """``plan``: a table, ``f(post, targets)``, or keyword arguments for ``design.plan``."""
+    if plan is None:
         return None, None
-    if isinstance(value, pd.DataFrame):
-        return value, None
-    if callable(value):
-        return _as_frame(value(post, targets)), None
-    if isinstance(value, dict):
-        import importlib
+    if isinstance(plan, pd.DataFrame):
+        return plan, None
+    if callable(plan):
+        return _as_frame(plan(post, targets)), None
+    if isinstance(plan, dict):
+        func = _feature("design", "plan")
+        if func is None:
+            return _unavailable("Experiment planning (bayescale.design.plan)")
+        return _as_frame(func(post, **plan)), None
+    raise TypeError(f"plan: expected a DataFrame, a callable or a dict, got {type(plan)}")
 
-        try:
-            mod = importlib.import_module(f"bayescale.{module}")
-            func = getattr(mod, attr)
-        except (ImportError, AttributeError):
-            return None, f"{label} is not available in this version of bayescale."
-        return _as_frame(func(post, **value)), None
-    raise TypeError(f"{label}: expected a DataFrame, a callable or a dict, got {type(value)}")
+
+def _downstream_frame(downstream, post, targets):
+    """Downstream error at each target, both kinds.
+
+    ``downstream``: a table, ``f(post, targets)``, a downstream posterior
+    (``bayescale.downstream.fit_downstream``), or a dict with key
+    ``"posterior"`` plus keyword arguments for ``predict_downstream`` (e.g.
+    ``tasks="avg46"``).
+    """
+    if downstream is None:
+        return None, None
+    if isinstance(downstream, pd.DataFrame):
+        return downstream, None
+    if callable(downstream) and not hasattr(downstream, "tree"):
+        return _as_frame(downstream(post, targets)), None
+    kwargs = dict(downstream) if isinstance(downstream, dict) else {"posterior": downstream}
+    down_post = kwargs.pop("posterior", None)
+    if down_post is None:
+        raise ValueError("downstream: a dict needs the downstream fit under 'posterior'")
+    func = _feature("downstream", "predict_downstream")
+    if func is None:
+        return _unavailable("Downstream prediction (bayescale.downstream)")
+    if not targets:
+        return None, "Downstream errors are predicted at the targets: pass targets= to see them."
+    frames = [
+        func(post, down_post, family=t.family, params=t.params, tokens=t.tokens, kind=k, **kwargs)
+        for t in targets
+        for k in KINDS
+    ]
+    return pd.concat(frames, ignore_index=True), None
 
 
 def _as_frame(obj) -> pd.DataFrame:
@@ -699,6 +735,15 @@ def _as_frame(obj) -> pd.DataFrame:
         if isinstance(got, pd.DataFrame):
             return got
     raise TypeError(f"expected a DataFrame (or an object with .to_frame()), got {type(obj)}")
+
+
+def _readable(df: pd.DataFrame) -> pd.DataFrame:
+    """Model sizes as 7B/300B and no constant bookkeeping columns."""
+    out = df.copy()
+    for col in ("params", "tokens"):
+        if col in out and pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = [_count(v) for v in out[col]]
+    return out.rename(columns={"params": "N", "tokens": "D"})
 
 
 def _frame_to_strings(df: pd.DataFrame) -> pd.DataFrame:
@@ -815,16 +860,20 @@ def build_sections(
     )
     sections.append(figs)
 
-    for value, module, attr, title, anchor in (
-        (downstream, "downstream", "predict_downstream", "Downstream predictions", "downstream"),
-        (plan, "design", "plan", "What to train next", "plan"),
+    for (frame, note), title, anchor, caption in (
+        (
+            _downstream_frame(downstream, post, targets),
+            "Downstream predictions",
+            "downstream",
+            "Predicted task error (a fraction) at each target",
+        ),
+        (_plan_frame(plan, post, targets), "What to train next", "plan", "Candidate experiments"),
     ):
-        frame, note = _optional_frame(value, post, targets, module=module, attr=attr, label=title)
         if frame is None and note is None:
             continue
         sec = Section(title, anchor)
         if frame is not None:
-            sec.items.append(Table(_frame_to_strings(frame), title))
+            sec.items.append(Table(_frame_to_strings(_readable(frame)), caption))
         else:
             sec.items.append(note)
         sections.append(sec)
@@ -1063,10 +1112,15 @@ def write_report(
         100× its largest run).
     diagnostic_plots : bool
         Add arviz-plots trace and rank figures (sampled fits only).
-    downstream, plan : DataFrame, callable or dict, optional
-        Optional sections: a table, a function ``f(post, targets)`` returning
-        one, or keyword arguments for ``bayescale.downstream.predict_downstream``
-        / ``bayescale.design.plan`` where this version has them.
+    downstream : optional
+        Downstream task error at each target (both kinds): a downstream fit
+        (``bayescale.downstream.fit_downstream``), or ``{"posterior": fit,
+        **kwargs}`` with keyword arguments for ``predict_downstream`` such as
+        ``tasks="avg46"``; or a ready table, or ``f(post, targets)``.
+    plan : optional
+        The "what to train next" table: keyword arguments for
+        ``bayescale.design.plan(post, ...)``, a ready table, or
+        ``f(post, targets)``. Sections whose feature this version lacks say so.
     seed : int
 
     Returns
@@ -1126,6 +1180,14 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument(
         "--heldout", help="tidy CSV/Parquet of held-out checkpoints to draw and compare"
     )
+    parser.add_argument(
+        "--downstream",
+        metavar="DOWN.nc",
+        help="downstream fit file: adds the predicted task error at each --target",
+    )
+    parser.add_argument(
+        "--tasks", default="avg17", help="downstream tasks: avg17, avg46, all or a task name"
+    )
     parser.add_argument("--title", help="report title")
     parser.add_argument("--prob", type=float, default=0.9, help="interval probability (0.9)")
     parser.add_argument(
@@ -1152,6 +1214,12 @@ def main_report(args) -> int:
         targets = [parse_target(t) for t in args.target]
         heldout = _read_table(args.heldout) if args.heldout else None
         post = load(args.fit)
+        downstream = None
+        if getattr(args, "downstream", None):
+            load_down = _feature("downstream", "load_downstream")
+            if load_down is None:
+                raise ValueError("--downstream needs bayescale.downstream, not in this version")
+            downstream = {"posterior": load_down(args.downstream), "tasks": args.tasks}
     except (FitFileError, ValueError, OSError) as exc:
         print(f"bayescale report: error: {exc}", file=sys.stderr)
         return 2
@@ -1165,6 +1233,7 @@ def main_report(args) -> int:
             title=args.title,
             prob=args.prob,
             diagnostic_plots=not args.no_diagnostic_plots,
+            downstream=downstream,
             seed=args.seed,
         )
     except (KeyError, ValueError) as exc:

@@ -218,30 +218,65 @@ def test_report_of_warned_fit_says_so(tmp_path):
 
 
 def test_optional_sections_by_feature_detection(post, tmp_path, monkeypatch):
-    calls = {}
+    calls = {"plan": [], "downstream": []}
 
     def fake_plan(p, **kwargs):
-        calls["args"] = (p, kwargs)
+        calls["plan"].append((p, kwargs))
         return pd.DataFrame({"candidate": ["3 seeds at 1B"], "sd_reduction_per_flop": [1.5e-21]})
 
+    def fake_predict_downstream(loss_post, down_post, *, family, params, tokens, kind, **kw):
+        calls["downstream"].append((loss_post, down_post, family, params, tokens, kind, kw))
+        return pd.DataFrame(
+            {"family": [family], "params": [params], "tokens": [tokens], "task": ["avg17"],
+             "kind": [kind], "median": [0.41]}
+        )  # fmt: skip
+
     monkeypatch.setitem(sys.modules, "bayescale.design", types.SimpleNamespace(plan=fake_plan))
-    monkeypatch.setitem(sys.modules, "bayescale.downstream", None)  # not available
+    monkeypatch.setitem(
+        sys.modules,
+        "bayescale.downstream",
+        types.SimpleNamespace(predict_downstream=fake_predict_downstream),
+    )
+    down_fit = object()
     write_report(
         post,
         tmp_path / "r.html",
+        targets=["fam-a:3B:60B"],
         plan={"target": "fam-a:3B:60B"},
-        downstream={"tasks": "all"},
+        downstream={"posterior": down_fit, "tasks": "avg46"},
         diagnostic_plots=False,
     )
     text = (tmp_path / "r.html").read_text()
-    assert calls["args"] == (post, {"target": "fam-a:3B:60B"})
+    assert calls["plan"] == [(post, {"target": "fam-a:3B:60B"})]
     assert "<h2>What to train next</h2>" in text and "3 seeds at 1B" in text
     assert "1.500e-21" in text
-    assert "Downstream predictions is not available in this version" in text
+    assert [c[2:6] for c in calls["downstream"]] == [
+        ("fam-a", 3e9, 6e10, "mean"),
+        ("fam-a", 3e9, 6e10, "new_run"),
+    ]
+    assert all(c[0] is post and c[1] is down_fit for c in calls["downstream"])
+    assert calls["downstream"][0][6] == {"tasks": "avg46"}
+    section = text.split("<h2>Downstream predictions</h2>")[1].split("</section>")[0]
+    assert section.count("<td>avg17</td>") == 2 and "<td>3B</td>" in section
+
+    # versions without the features say so instead of failing
+    monkeypatch.setitem(sys.modules, "bayescale.design", None)
+    monkeypatch.setitem(sys.modules, "bayescale.downstream", None)
+    write_report(
+        post,
+        tmp_path / "r2.html",
+        targets=["fam-a:3B:60B"],
+        plan={"target": "x"},
+        downstream=down_fit,
+        diagnostic_plots=False,
+    )
+    text = (tmp_path / "r2.html").read_text()
+    assert "Downstream prediction (bayescale.downstream) is not available" in text
+    assert "Experiment planning (bayescale.design.plan) is not available" in text
     # a ready table needs no module at all
     table = pd.DataFrame({"task": ["hellaswag"], "error": [0.41]})
-    write_report(post, tmp_path / "r2.html", downstream=table, diagnostic_plots=False)
-    assert "hellaswag" in (tmp_path / "r2.html").read_text()
+    write_report(post, tmp_path / "r3.html", downstream=table, diagnostic_plots=False)
+    assert "hellaswag" in (tmp_path / "r3.html").read_text()
 
 
 @pytest.mark.skipif(
