@@ -1180,10 +1180,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--markdown", help="also write a Markdown report (PNGs beside it)")
     parser.add_argument(
         "--target",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="FAMILY:N:D",
-        help="model to predict, e.g. gpt3:175B:300B (repeatable; FAMILY:N:D:LOSS adds the "
+        help="models to predict, e.g. gpt3:175B:300B OPT:175B:180B (FAMILY:N:D:LOSS adds the "
         "actual loss)",
     )
     parser.add_argument(

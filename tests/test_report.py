@@ -316,13 +316,15 @@ def fit_file(tmp_path_factory):
 @pytest.mark.slow
 def test_cli_report_end_to_end(fit_file, tmp_path, capsys):
     out, md = tmp_path / "r.html", tmp_path / "r.md"
-    args = [str(fit_file), "--out", str(out), "--markdown", str(md), "--target", "fam-a:3B:60B"]
-    code = main(args)
+    args = [str(fit_file), "--out", str(out), "--markdown", str(md)]
+    code = main(args + ["--target", "fam-a:3B:60B", "fam-b:1B:20B", "--target", "fam-a:1B:1T"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "status: WARN" in captured.out and "MAP point estimate" in captured.err
     text = out.read_text()
     assert "MAP point estimate" in text and "fam-a" in text
+    predictions = text.split("<h2>Predictions</h2>")[1].split("</table>")[0]
+    assert predictions.count("<tr>") == 1 + 3 * 2  # header + 3 targets × 2 kinds
     assert (tmp_path / "r_files" / "trajectories.png").exists()
     # the API gives the same verdict
     assert bayescale.report(bayescale.load(fit_file), tmp_path / "api.html").status == "warn"
