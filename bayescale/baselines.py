@@ -21,7 +21,10 @@ The Huber objective is *summed* over points, as in the Chinchilla paper. With
 SciPy's default relative tolerance ``ftol`` (scaled by ``max(|f|, 1)``) a
 *mean* objective of order 1e-5 makes the optimiser stop early; Besiroglu et al.
 trace Hoffmann et al.'s published coefficients partly to this loss scale.
-``reduction="mean"`` is available to reproduce that behaviour.
+``reduction="mean"`` is available to reproduce that behaviour. Besiroglu et
+al. fit 240 of the 245 digitised points; the five they set aside are the
+highest losses (the largest models at the smallest budget). Numbers on the
+real data are in ``benchmarks/RESULTS.md`` (``benchmarks/baselines_real.py``).
 
 Why a hand-written L-BFGS: ``jax.scipy.optimize`` offers BFGS and an
 experimental L-BFGS that its authors ask not to rely on, and optax is not a
@@ -80,9 +83,10 @@ _MIN_COUNT = 1e4  # raw counts below this are almost surely billions or millions
 class ChinchillaFit:
     """Point estimate of ``L = E + A / N**alpha + B / D**beta``.
 
-    ``loss`` is the fit's objective at the optimum (sum of squared residuals
-    for the Hitchhiker fit, Huber sum for Hoffmann's); ``method`` names the
-    estimator.
+    ``loss`` is the fit's objective at the optimum (half the sum of squared
+    residuals for the Hitchhiker fit, the Huber sum -- or mean -- for
+    Hoffmann's); ``success`` is the optimiser's convergence flag for the kept
+    start; ``method`` names the estimator.
     """
 
     E: float
