@@ -22,8 +22,8 @@ SciPy's default relative tolerance ``ftol`` (scaled by ``max(|f|, 1)``) a
 *mean* objective of order 1e-5 makes the optimiser stop early; Besiroglu et al.
 trace Hoffmann et al.'s published coefficients partly to this loss scale.
 ``reduction="mean"`` is available to reproduce that behaviour. Besiroglu et
-al. fit 240 of the 245 digitised points; the five they set aside are the
-highest losses (the largest models at the smallest budget). Numbers on the
+al. fit 240 of the 245 digitised points; dropping the five highest losses (the
+largest models at the smallest budget) reproduces their coefficients closely. Numbers on the
 real data are in ``benchmarks/RESULTS.md`` (``benchmarks/baselines_real.py``).
 
 Why a hand-written L-BFGS: ``jax.scipy.optimize`` offers BFGS and an

@@ -48,8 +48,8 @@ def chinchilla(run_scipy: bool):
     df = pd.read_parquet(TIDY)
     c = df[df["family"] == "chinchilla"]
     n, d, y = (c[k].to_numpy(float) for k in ("num_params", "tokens_seen", "loss_nats"))
-    # Epoch fit 240 of the 245 points; the 5 they set aside are the highest
-    # losses (the largest models at the smallest budget, ~2e8-1e9 tokens)
+    # Epoch fit 240 of the 245 points; dropping the 5 highest losses (the
+    # largest models at the smallest budget, ~2e8-1e9 tokens) matches their fit
     keep = np.argsort(y)[:-5]
     dropped = c.iloc[np.argsort(y)[-5:]][["num_params", "tokens_seen", "loss_nats"]]
 
