@@ -23,8 +23,9 @@ SciPy's default relative tolerance ``ftol`` (scaled by ``max(|f|, 1)``) a
 trace Hoffmann et al.'s published coefficients partly to this loss scale.
 ``reduction="mean"`` is available to reproduce that behaviour. Besiroglu et
 al. fit 240 of the 245 digitised points; dropping the five highest losses (the
-largest models at the smallest budget) reproduces their coefficients closely. Numbers on the
-real data are in ``benchmarks/RESULTS.md`` (``benchmarks/baselines_real.py``).
+largest models at the smallest budget) reproduces their coefficients closely.
+Numbers on the real data are in ``benchmarks/RESULTS.md``
+(``benchmarks/baselines_real.py``).
 
 Why a hand-written L-BFGS: ``jax.scipy.optimize`` offers BFGS and an
 experimental L-BFGS that its authors ask not to rely on, and optax is not a
