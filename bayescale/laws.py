@@ -11,6 +11,7 @@ the exponents during sampling.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 LOG_N_REF = float(jnp.log(1e9))
@@ -139,3 +140,29 @@ def downstream_error(loss, eps, k, gamma):
         Scale and rate; ``Err -> eps - k`` as ``L -> 0``.
     """
     return eps - k * jnp.exp(-gamma * loss)
+
+
+def downstream_error_saturating(loss, eps, k, gamma, floor=0.0):
+    """Gadre's downstream law made to saturate between a floor and the ceiling.
+
+    ``Err(L) = floor + (eps - floor) * sigmoid(gamma * L - log(k / (eps - floor)))``.
+
+    Near the ceiling (``k exp(-gamma L)`` small against ``eps - floor``) it
+    equals :func:`downstream_error` to first order; with ``floor = 0`` the
+    difference is ``(k exp(-gamma L))**2 / (eps + k exp(-gamma L))``. Far below
+    the data it levels off at ``floor`` instead of crossing zero, so ``Err``
+    stays in ``(floor, eps)`` for every loss. With ``floor = 0`` it is the
+    logistic ``eps / (1 + (k / eps) exp(-gamma L))``.
+
+    Parameters
+    ----------
+    loss : array
+        Validation loss in nats.
+    eps : array
+        Error ceiling, in (0, 1).
+    k, gamma : array
+        Positive scale and rate, as in :func:`downstream_error`.
+    floor : array
+        Error the task levels off at (label noise, a format plateau); ``< eps``.
+    """
+    return floor + (eps - floor) * jax.nn.sigmoid(gamma * loss - jnp.log(k / (eps - floor)))

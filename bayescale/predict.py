@@ -210,3 +210,57 @@ def compute_optimal(post, flops, *, family: str, prob: float = 0.9, seed: int = 
         out[f"{name}_lower"] = lo
         out[f"{name}_upper"] = hi
     return pd.DataFrame(out)
+
+
+def optimal_tok_per_param(post, family, *, prob: float = 0.9, seed: int = 0) -> pd.DataFrame:
+    """Loss-optimal tokens per parameter ``M* = (b / a)^(1 / (2 eta))`` with an interval.
+
+    With ``alpha = beta`` the law in ``(C, M = D/N)`` coordinates (Gadre et al.)
+    is ``E + (a M^eta + b M^-eta) C^-eta``, ``eta = alpha / 2``, and its
+    minimiser in ``M`` at fixed compute does not depend on the budget. Only
+    fits with tied exponents (``bayescale.fit(..., law="overtrain")``) have
+    this property; for others use :func:`compute_optimal`, whose ratio
+    ``D*/N*`` changes with the budget.
+
+    Parameters
+    ----------
+    post : Posterior
+        A fit with ``law="overtrain"``.
+    family : str or list of str
+        One row per family; an unseen family is drawn from the population.
+    prob : float
+    seed : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: family, prob, median, mean, lower, upper (of M*) and
+        ``eta_median``.
+    """
+    prob = _check_prob(prob)
+    if post.config.law != "overtrain":
+        raise ValueError(
+            f"M* is budget-independent only when alpha = beta; this fit has law="
+            f"{post.config.law!r}. Refit with law='overtrain', or use compute_optimal(post, "
+            "flops, family=...) for tokens per parameter at a given budget."
+        )
+    rows = []
+    for fam in [family] if isinstance(family, str) else list(family):
+        d = family_draws(post, fam, seed=seed)
+        big_a = np.exp(d["a"] + d["alpha"] * laws.LOG_N_REF)
+        big_b = np.exp(d["b"] + d["beta"] * laws.LOG_D_REF)
+        _, a, b, eta = laws.overtrain_from_chinchilla(np.exp(d["log_E"]), big_a, big_b, d["alpha"])
+        m_star = np.asarray(laws.optimal_tok_per_param(a, b, eta), dtype=float)
+        med, lo, hi = _interval(m_star, prob)
+        rows.append(
+            {
+                "family": fam,
+                "prob": prob,
+                "median": med,
+                "mean": m_star.mean(),
+                "lower": lo,
+                "upper": hi,
+                "eta_median": float(np.median(eta)),
+            }
+        )
+    return pd.DataFrame(rows)
