@@ -1,0 +1,327 @@
+"""Command line: ``bayescale datasets|fit|predict|demo|...``.
+
+Exit codes: 0 ok, 1 the command failed, 2 bad input (unreadable or invalid
+data, unknown family, bad option). Query commands take ``--json`` and then
+print machine-readable output on stdout only; human notes and warnings go to
+stderr so pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+class BadInput(Exception):
+    """Raised for user errors that should exit with code 2."""
+
+
+def parse_count(text: str) -> float:
+    """Parse a raw count such as ``7e9``, ``6.9B``, ``300B`` or ``1.4T``."""
+    s = str(text).strip().replace("_", "").replace(",", "")
+    mult = 1.0
+    if s and s[-1].lower() in _SUFFIX:
+        mult = _SUFFIX[s[-1].lower()]
+        s = s[:-1]
+    try:
+        value = float(s) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number (use raw counts like 7e9, or suffixes K/M/B/T: 6.9B)"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
+    return value
+
+
+def _prob(text: str) -> float:
+    p = float(text)
+    if not 0 < p < 1:
+        raise argparse.ArgumentTypeError(f"--prob must be in (0, 1), got {text}")
+    return p
+
+
+def _emit_json(obj) -> None:
+    def default(o):
+        if hasattr(o, "item"):
+            return o.item()
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        return str(o)
+
+    json.dump(obj, sys.stdout, indent=2, default=default, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def _records(df) -> list:
+    """DataFrame → list of JSON-safe dicts (NaN → None)."""
+    out = []
+    for rec in df.to_dict(orient="records"):
+        clean = {}
+        for k, v in rec.items():
+            if hasattr(v, "item"):
+                v = v.item()
+            if isinstance(v, float) and not math.isfinite(v):
+                v = None
+            clean[str(k)] = v
+        out.append(clean)
+    return out
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    name = getattr(category, "__name__", "Warning")
+    print(f"WARNING ({name}): {message}", file=sys.stderr)
+
+
+def read_table(source: str, families=None):
+    """Read DATA: a CSV/Parquet path, or the name of a bundled dataset."""
+    import pandas as pd
+
+    from bayescale.datasets import DatasetNameError, list_datasets, load_dataset
+
+    path = Path(source)
+    if path.exists():
+        suffixes = "".join(path.suffixes).lower()
+        try:
+            if ".parquet" in suffixes or suffixes.endswith(".pq"):
+                df = pd.read_parquet(path)
+            else:
+                df = pd.read_csv(path)
+        except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+            raise BadInput(f"cannot read {source}: {exc}") from None
+        return df
+    names = list(list_datasets()["name"])
+    if source in names:
+        try:
+            return load_dataset(source, families=families)
+        except DatasetNameError as exc:
+            raise BadInput(str(exc.args[0] if exc.args else exc)) from None
+    raise BadInput(f"{source!r} is neither a file nor a bundled dataset; bundled datasets: {names}")
+
+
+# -- commands ------------------------------------------------------------------------
+def cmd_datasets(args) -> int:
+    from bayescale.datasets import list_datasets
+
+    table = list_datasets()
+    if args.json:
+        _emit_json(_records(table))
+        return EXIT_OK
+    print(table.drop(columns=["citation"], errors="ignore").to_string(index=False))
+    print("\nLoad one with bayescale.load_dataset(name); see its docstring for units and pitfalls.")
+    return EXIT_OK
+
+
+def cmd_fit(args) -> int:
+    from bayescale.data import DataError, ScalingData
+    from bayescale.fit import fit
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise BadInput(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise BadInput(f"directory {out.parent} does not exist")
+    df = read_table(args.data, families=args.families)
+    try:
+        data = ScalingData.from_frame(
+            df,
+            families=args.families,
+            min_tokens=args.min_tokens,
+            max_points_per_run=args.max_points or None,
+        )
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+    _note(_data_note(data))
+    post = fit(
+        data,
+        law=args.law,
+        exponents=args.exponents,
+        method=args.method,
+        seed=args.seed,
+        num_chains=args.chains,
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        min_tokens=args.min_tokens,
+        progress_bar=None if not args.json else False,
+    )
+    post.save(out)
+    diag = post.diagnostics()
+    if args.json:
+        _emit_json(
+            {
+                "out": str(out),
+                "families": list(data.families),
+                "runs": data.n_runs,
+                "checkpoints": data.n_obs,
+                "diagnostics": _json_diag(diag),
+            }
+        )
+    else:
+        print(f"wrote {out}")
+        print(_diag_line(diag))
+        print(post.summary(var_names=["alpha", "beta", "sigma_seed"]).to_string())
+    return EXIT_OK
+
+
+def _data_note(data) -> str:
+    rep = data.report
+    return (
+        f"data: {data.n_families} families, {data.n_runs} runs, {data.n_obs} checkpoints kept "
+        f"of {int(rep['rows_in'].sum())} ({int(rep['cut_warmup'].sum())} cut by the warm-up "
+        f"cut, {int(rep['thinned'].sum())} thinned)"
+    )
+
+
+def _json_diag(diag: dict) -> dict:
+    keep = ("status", "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "problems")
+    return {k: diag.get(k) for k in keep}
+
+
+def _diag_line(diag: dict) -> str:
+    if diag.get("method") != "nuts":
+        return "diagnostics: n/a (point estimate)"
+    status = diag["status"].upper()
+    line = (
+        f"diagnostics: {status}  max R-hat {diag['rhat_max']:.3f}, min bulk ESS "
+        f"{diag['ess_bulk_min']:.0f}, divergences {diag['divergences']}"
+    )
+    if diag["problems"]:
+        line += "\n  " + "\n  ".join(diag["problems"])
+    return line
+
+
+def _load_fit(path: str):
+    from bayescale.fit import FitFileError, load
+
+    if not Path(path).exists():
+        raise BadInput(f"fit file {path} does not exist (create one with `bayescale fit`)")
+    try:
+        return load(path)
+    except FitFileError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def cmd_predict(args) -> int:
+    post = _load_fit(args.fit)
+    if args.family not in post.families:
+        _note(
+            f"note: family {args.family!r} is not in the fit {list(post.families)}; "
+            "predicting from the population distribution"
+        )
+    table = post.predict(
+        args.family, args.params, args.tokens, kind=args.kind, prob=args.prob, seed=args.seed
+    )
+    diag = post.diagnostics()
+    if diag.get("problems"):
+        _note("WARNING: the fit has sampling problems: " + "; ".join(diag["problems"]))
+    if args.json:
+        _emit_json(_records(table))
+    else:
+        print(table.to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from bayescale.demo import format_table, run_demo
+
+    result = run_demo(
+        quick=args.quick, seed=args.seed, progress_bar=None if not args.json else False
+    )
+    if args.json:
+        _emit_json(_records(result.table[list(result.JSON_KEYS)]))
+        return EXIT_OK
+    print(format_table(result))
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from bayescale import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bayescale",
+        description="Hierarchical Bayesian scaling laws for language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"bayescale {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("datasets", help="list the bundled real datasets")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("fit", help="fit the hierarchical law and save it (netCDF)")
+    p.add_argument("data", metavar="DATA", help="CSV/Parquet path or bundled dataset name")
+    p.add_argument("--out", required=True, metavar="FIT.nc", help="output file")
+    p.add_argument("--law", default="chinchilla", choices=("chinchilla", "overtrain"))
+    p.add_argument("--exponents", default="pooled", choices=("pooled", "shared"))
+    p.add_argument("--method", default="nuts", choices=("nuts", "map"))
+    p.add_argument(
+        "--families", type=lambda s: [x for x in s.split(",") if x], help="comma-separated list"
+    )
+    p.add_argument("--min-tokens", type=parse_count, default=1e10, help="warm-up cut (1e10)")
+    p.add_argument(
+        "--max-points", type=int, default=50, help="log-spaced checkpoints kept per run (0 = all)"
+    )
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="predict the loss of a model from a saved fit")
+    p.add_argument("fit", metavar="FIT.nc")
+    p.add_argument("--family", required=True)
+    p.add_argument("--params", required=True, type=parse_count, help="N, e.g. 7e9 or 7B")
+    p.add_argument("--tokens", required=True, type=parse_count, help="D, e.g. 1.4e12 or 1.4T")
+    p.add_argument("--kind", default="mean", choices=("mean", "new_run"))
+    p.add_argument("--prob", default=0.9, type=_prob)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="hide the largest model of five real families and predict it")
+    p.add_argument("--quick", action="store_true", help="fewer samples (about a minute)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``bayescale`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    from bayescale.data import DataError
+
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except BadInput as exc:
+        _note(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    except (DataError, KeyError, ValueError) as exc:
+        _note(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _note("interrupted")
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the CLI reports, the traceback is noise
+        _note(f"failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Validation of the tidy input table: every bad input gets a message naming column and rows."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayescale.data import DataError, LossScaleWarning, ScalingData, validate_frame
+
+
+def frame(n_runs=3, n_ckpt=6):
+    rows = []
+    for r in range(n_runs):
+        n = 1e8 * 3**r
+        for d in np.geomspace(2e9, 2e11, n_ckpt):
+            rows.append(("fam", f"run{r}", n, d, 2.0 + 50 / n**0.3 + 300 / d**0.3))
+    return pd.DataFrame(rows, columns=["family", "run", "params", "tokens", "loss"])
+
+
+def test_clean_frame_passes():
+    out = validate_frame(frame())
+    assert list(out["seed"].unique()) == ["0"]
+    data = ScalingData.from_frame(frame(), min_tokens=None)
+    assert data.n_runs == 3 and data.n_obs == 18 and data.families == ("fam",)
+
+
+def test_missing_column():
+    with pytest.raises(DataError, match=r"missing required column\(s\) \['tokens'\]"):
+        validate_frame(frame().drop(columns="tokens"))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_inf_loss_names_column_and_rows(value):
+    df = frame()
+    df.loc[[4, 7], "loss"] = value
+    with pytest.raises(
+        DataError, match=r"column 'loss' has NaN or infinite values at rows \[4, 7\]"
+    ):
+        validate_frame(df)
+
+
+@pytest.mark.parametrize("col", ["params", "tokens", "loss"])
+def test_non_positive(col):
+    df = frame()
+    df.loc[2, col] = 0 if col != "loss" else -1.0
+    with pytest.raises(DataError, match=rf"column '{col}' must be > 0 .* rows \[2\]"):
+        validate_frame(df)
+
+
+@pytest.mark.parametrize("col", ["params", "tokens"])
+def test_billions_detected(col):
+    df = frame()
+    df[col] = df[col] / 1e9  # the user gave billions
+    with pytest.raises(DataError, match=rf"column '{col}' has values below 1e4 .*billions"):
+        validate_frame(df)
+
+
+def test_duplicate_run_tokens():
+    df = pd.concat([frame(), frame().iloc[[3]]], ignore_index=True)
+    with pytest.raises(DataError, match=r"duplicated \(run, tokens\) pairs at rows \[3, 18\]"):
+        validate_frame(df)
+
+
+def test_run_whose_params_change():
+    df = frame()
+    df.loc[df["run"] == "run1", "params"] = [3e8, 3e8, 3.1e8, 3e8, 3e8, 3e8]
+    with pytest.raises(DataError, match=r"column 'params' changes within run 'run1'"):
+        validate_frame(df)
+
+
+def test_perplexity_warns():
+    df = frame()
+    df["loss"] = np.exp(df["loss"] + 1.0)  # perplexity, not nats
+    with pytest.warns(LossScaleWarning, match=r"looks like perplexity"):
+        ScalingData.from_frame(df, min_tokens=None)
+
+
+def test_non_numeric_column():
+    df = frame().astype({"loss": object})
+    df.loc[1, "loss"] = "n/a"
+    with pytest.raises(DataError, match=r"column 'loss' must be numeric"):
+        validate_frame(df)
+
+
+def test_warmup_cut_is_counted_and_keeps_final():
+    df = frame(n_runs=2, n_ckpt=6)
+    # a small run that finished before the cut: its final checkpoint must stay
+    small = pd.DataFrame(
+        {"family": "fam", "run": "tiny", "params": 1e7, "tokens": [1e8, 2e8], "loss": [4.0, 3.8]}
+    )
+    data = ScalingData.from_frame(pd.concat([df, small]), min_tokens=1e10)
+    rep = data.report.set_index("family").loc["fam"]
+    assert rep["rows_in"] == 14
+    assert rep["cut_warmup"] == int((df["tokens"] < 1e10).sum()) + 1
+    assert rep["kept"] == data.n_obs == 14 - rep["cut_warmup"]
+    tiny = data.runs.index("tiny")
+    assert data.tokens[data.obs_run == tiny].tolist() == [2e8]
+
+
+def test_thinning_is_log_spaced_and_counted():
+    df = frame(n_runs=1, n_ckpt=200)
+    data = ScalingData.from_frame(df, min_tokens=None, max_points_per_run=20)
+    assert data.n_obs <= 21 and data.report["thinned"].iloc[0] == 200 - data.n_obs
+    gaps = np.diff(np.log(data.tokens))
+    assert gaps.max() < 3 * gaps.mean()
+    assert data.tokens[-1] == df["tokens"].max()
+
+
+def test_unknown_family_filter():
+    with pytest.raises(DataError, match=r"unknown family \['nope'\]"):
+        ScalingData.from_frame(frame(), families=["nope"])
+
+
+def test_order_and_first_flags():
+    df = frame().sample(frac=1.0, random_state=1)  # shuffled input
+    data = ScalingData.from_frame(df, min_tokens=None)
+    for r in range(data.n_runs):
+        tok = data.tokens[data.obs_run == r]
+        assert np.all(np.diff(tok) > 0)
+    assert data.first.sum() == data.n_runs
+
+
+def test_hash_changes_with_data():
+    a = ScalingData.from_frame(frame(), min_tokens=None)
+    df = frame()
+    df.loc[0, "loss"] += 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = ScalingData.from_frame(df, min_tokens=None)
+    assert a.hash() != b.hash()
+    assert a.hash() == ScalingData.from_frame(frame(), min_tokens=None).hash()
