@@ -1,4 +1,4 @@
-"""Command line: ``bayescale datasets|fit|predict|demo|...``.
+"""Command line: ``bayescale datasets|fit|predict|demo|report|...``.
 
 Exit codes: 0 ok, 1 the command failed, 2 bad input (unreadable or invalid
 data, unknown family, bad option). Query commands take ``--json`` and then
@@ -297,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_demo)
+
+    from bayescale.report import add_report_arguments, main_report
+
+    p = sub.add_parser("report", help="write a self-contained HTML (and Markdown) report of a fit")
+    add_report_arguments(p)
+    p.set_defaults(func=main_report)
     return parser
 
 

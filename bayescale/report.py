@@ -1223,6 +1223,10 @@ def main_report(args) -> int:
             raise ValueError(f"--prob must be in (0, 1), got {args.prob}")
         targets = [parse_target(t) for t in args.target]
         heldout = _read_table(args.heldout) if args.heldout else None
+        if not Path(args.fit).exists():
+            raise ValueError(
+                f"fit file {args.fit} does not exist (create one with `bayescale fit`)"
+            )
         post = load(args.fit)
         downstream = None
         if getattr(args, "downstream", None):

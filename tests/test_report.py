@@ -328,6 +328,12 @@ def test_cli_report_end_to_end(fit_file, tmp_path, capsys):
     assert (tmp_path / "r_files" / "trajectories.png").exists()
     # the API gives the same verdict
     assert bayescale.report(bayescale.load(fit_file), tmp_path / "api.html").status == "warn"
+    # and the `bayescale report` subcommand is this command
+    from bayescale.cli import main as cli_main
+
+    assert cli_main(["report", str(fit_file), "--out", str(tmp_path / "cli.html")]) == 0
+    assert "MAP point estimate" in (tmp_path / "cli.html").read_text()
+    assert cli_main(["report", str(fit_file), "--out", "x.html", "--target", "fam-a"]) == 2
 
 
 @pytest.mark.slow
@@ -335,6 +341,9 @@ def test_cli_report_bad_input(fit_file, tmp_path, capsys):
     assert main([str(fit_file), "--out", str(tmp_path / "r.html"), "--target", "fam-a:3B"]) == 2
     assert "FAMILY:N:D" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.nc"), "--out", str(tmp_path / "r.html")]) == 2
+    assert "missing.nc does not exist" in capsys.readouterr().err
+    (tmp_path / "junk.nc").write_text("not a fit")
+    assert main([str(tmp_path / "junk.nc"), "--out", str(tmp_path / "r.html")]) == 2
     assert "cannot read fit file" in capsys.readouterr().err
     assert main([str(fit_file), "--out", str(tmp_path / "r.html"), "--prob", "2"]) == 2
     assert not (tmp_path / "r.html").exists()
