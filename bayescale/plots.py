@@ -715,15 +715,16 @@ def diagnostic_vars(post) -> list:
 
 
 def plot_diagnostics(post, kind="trace", var_names=None, **kwargs):
-    """Trace or rank plots of the main scalars, drawn by arviz-plots.
+    """Trace, rank or forest plots of the main scalars, drawn by arviz-plots.
 
     Parameters
     ----------
     post : Posterior
         A sampled fit (NUTS).
-    kind : {"trace", "rank"}
+    kind : {"trace", "rank", "forest"}
         ``"trace"``: :func:`arviz_plots.plot_trace_dist`; ``"rank"``:
-        :func:`arviz_plots.plot_rank`.
+        :func:`arviz_plots.plot_rank`; ``"forest"``: :func:`arviz_plots.plot_forest`
+        (per chain unless ``combined=True``).
     var_names : list of str, optional
         Default: the shared exponents and noise scalars present in the fit.
     **kwargs
@@ -736,7 +737,11 @@ def plot_diagnostics(post, kind="trace", var_names=None, **kwargs):
     """
     import arviz_plots
 
-    funcs = {"trace": arviz_plots.plot_trace_dist, "rank": arviz_plots.plot_rank}
+    funcs = {
+        "trace": arviz_plots.plot_trace_dist,
+        "rank": arviz_plots.plot_rank,
+        "forest": arviz_plots.plot_forest,
+    }
     if kind not in funcs:
         raise ValueError(f"kind must be one of {tuple(funcs)}, got {kind!r}")
     if post.n_draws < 2 or post.tree["posterior"].sizes["draw"] < 2:

@@ -191,6 +191,8 @@ def test_diagnostics_wrap_arviz_plots(post):
     assert isinstance(pc, PlotCollection)
     pc = plots.plot_diagnostics(post, "trace")
     assert isinstance(pc, PlotCollection)
+    pc = plots.plot_diagnostics(post, "forest", var_names=["log_E"], combined=True)
+    assert isinstance(pc, PlotCollection)
     import matplotlib.pyplot as plt
 
     plt.close("all")
