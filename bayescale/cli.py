@@ -245,6 +245,17 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args) -> int:
+    from bayescale.evaluate import evaluate, format_summary
+
+    points = evaluate(args.protocol, quick=args.quick, seed=args.seed)
+    if args.json:
+        _emit_json(_records(points))
+        return EXIT_OK
+    print(format_summary(points))
+    return EXIT_OK
+
+
 # -- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from bayescale import __version__
@@ -297,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="run a published evaluation protocol (DESIGN §6)")
+    p.add_argument(
+        "--protocol", required=True, choices=("hitchhiker", "one-model", "gadre", "chinchilla")
+    )
+    p.add_argument("--quick", action="store_true", help="reduced protocol, short chains")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object per target row")
+    p.set_defaults(func=cmd_evaluate)
 
     from bayescale.report import add_report_arguments, main_report
 
