@@ -411,7 +411,7 @@ def context_families(df: pd.DataFrame, *, min_tokens=MIN_TOKENS):
 
 def _sizes(frame: pd.DataFrame, min_tokens: float) -> np.ndarray:
     ok = _has_curve(frame, min_tokens)
-    return np.sort(np.array([n for (_, n), v in ok.items() if v], dtype=float))
+    return np.unique(np.array([n for (_, n), v in ok.items() if v], dtype=float))
 
 
 def hitchhiker_cells(frame: pd.DataFrame, *, q_values=Q_GRID, min_tokens=MIN_TOKENS):
@@ -849,7 +849,7 @@ def chinchilla_outliers(frame: pd.DataFrame, n: int = 5) -> pd.Index:
     """Index of the ``n`` highest losses (largest models at the smallest budgets).
 
     Besiroglu et al. fit 240 of the 245 digitised points; dropping these five
-    reproduces their coefficients (see ``benchmarks/baselines_real.py``).
+    (of the real data) reproduces their coefficients (see ``benchmarks/baselines_real.py``).
     """
     return frame["loss"].nlargest(n).index
 
@@ -871,6 +871,7 @@ def evaluate_chinchilla(
     *,
     settings: FitSettings | None = None,
     holdout_flops: float = CHINCHILLA_HOLDOUT_FLOPS,
+    hoffmann_grid: np.ndarray | None = None,
     quick: bool = False,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -879,10 +880,11 @@ def evaluate_chinchilla(
     Coefficient rows (``row_type="coef"``) compare the posterior of ``E, A,
     B, alpha, beta`` (raw scale; ``lower``/``upper`` 90%, ``lower95``/
     ``upper95`` 95%) with Epoch's estimate (``actual``) for the fit on all
-    245 points and on 240 (the five highest losses dropped), and give the
+    points and with the five highest losses dropped (245 and 240 on the real
+    data), and give the
     Hoffmann baseline's point estimates. Target rows predict the points at
-    budgets of ``holdout_flops`` and above from a fit on the others (240-point
-    set), for bayescale and both baselines.
+    budgets of ``holdout_flops`` and above from a fit on the others (of the
+    reduced set), for bayescale and both baselines.
 
     Parameters
     ----------
@@ -890,8 +892,10 @@ def evaluate_chinchilla(
         Default ``load_dataset("hitchhiker", families=["chinchilla"])``.
     settings : FitSettings, optional
     holdout_flops : float
+    hoffmann_grid : array, optional
+        Starts of the Hoffmann fit; default the published 4500-point grid.
     quick : bool
-        Short NUTS, and the 240-point coefficient fit only.
+        Short NUTS, and the coefficient fit without the five points only.
     seed : int
     """
     from bayescale.datasets import load_dataset
@@ -902,9 +906,9 @@ def evaluate_chinchilla(
     df = df[df["family"] == "chinchilla"]
     fam = "chinchilla"
     drop = chinchilla_outliers(df)
-    subsets = {"245 points": df, "240 points": df.drop(index=drop)}
+    subsets = {f"{len(df)} points": df, f"{len(df) - len(drop)} points": df.drop(index=drop)}
     if quick:
-        del subsets["245 points"]
+        del subsets[f"{len(df)} points"]
     cols = ["family", "run", "params", "tokens", "loss", "is_final"]
     rows, log = [], []
     for subset, frame in subsets.items():
@@ -926,7 +930,7 @@ def evaluate_chinchilla(
             else:
                 row["kind"] = "point"
             rows.append(row)
-        hoff = bl.fit_hoffmann(frame["params"], frame["tokens"], frame["loss"])
+        hoff = bl.fit_hoffmann(frame["params"], frame["tokens"], frame["loss"], grid=hoffmann_grid)
         for name in EPOCH:
             ref = EPOCH[name][0]
             est = float(getattr(hoff, name))
@@ -935,18 +939,18 @@ def evaluate_chinchilla(
                          "fit_method": "huber", "law": "chinchilla", "subset": subset,
                          "actual": ref, "median": est, "rel_error": est / ref - 1.0})  # fmt: skip
 
-    # held-out: the largest budgets, predicted from the rest of the 240-point set
+    # held-out: the largest budgets, predicted from the rest of the reduced set
     flops = 6.0 * df["params"] * df["tokens"]
     clean = df.drop(index=drop)
     held = clean[flops.loc[clean.index] >= holdout_flops].assign(actual=lambda t: t["loss"])
     train = clean[flops.loc[clean.index] < holdout_flops]
-    subset = f"train C < {holdout_flops:.0e}, 240-point set"
+    subset = f"train C < {holdout_flops:.0e}, {len(clean)}-point set"
     base = {"protocol": "chinchilla", "family": fam, "quantity": "loss", "subset": subset,
             "headline": True}  # fmt: skip
     post = _fit(train[cols], settings, log, label="chinchilla held-out", exponents="shared")
     rows += _posterior_rows(post, fam, held, {**base, "method": "bayescale-family"})
     n, d, y = train["params"], train["tokens"], train["loss"]
-    rows += _point_rows(bl.fit_hoffmann(n, d, y), held,
+    rows += _point_rows(bl.fit_hoffmann(n, d, y, grid=hoffmann_grid), held,
                         {**base, "method": "hoffmann", "fit_method": "huber"})  # fmt: skip
     rows += _point_rows(bl.fit_hitchhiker(n, d, y), held,
                         {**base, "method": "hitchhiker", "fit_method": "lsq"})  # fmt: skip

@@ -1,0 +1,278 @@
+"""Evaluation protocols: splits, summaries, reduced runs and the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale.evaluate as ev
+from bayescale import cli, laws
+from bayescale.data import ScalingData
+from bayescale.fit import FitConfig, Posterior, _tree_from_samples
+
+LAW = {"E": 1.7, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}
+SHIFT = {"fam-a": 1.0, "fam-b": 1.1, "fam-c": 0.9}
+SIZES = (1e8, 3e8, 1e9, 3e9)
+
+
+def curves(families=("fam-a", "fam-b"), sizes=SIZES, n_ckpt=12, noise=0.002, seed=0):
+    """Loss curves on one Chinchilla law (times a family factor), one run per size.
+
+    Each run starts at 5e9 tokens (below the warm-up cut) and ends at 30 N.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fam in families:
+        for n in sizes:
+            tokens = np.geomspace(5e9, 30 * n * 10, n_ckpt)
+            loss = SHIFT[fam] * np.asarray(laws.chinchilla(n, tokens, **LAW))
+            loss = loss * np.exp(rng.normal(0.0, noise, n_ckpt))
+            for i, (t, y) in enumerate(zip(tokens, loss, strict=True)):
+                rows.append(
+                    {
+                        "family": fam,
+                        "run": f"{fam}-{n:.0e}",
+                        "params": n,
+                        "tokens": t,
+                        "loss": float(y),
+                        "hh_perf": float(y) / np.log(2.0),
+                        "is_final": i == n_ckpt - 1,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def fake_fit(frame, **kwargs):
+    """A Posterior with draws scattered around the true law (no sampling)."""
+    data = ScalingData.from_frame(frame, max_points_per_run=kwargs.get("max_points_per_run"))
+    rng = np.random.default_rng(0)
+    chains, draws, nf = 2, 100, data.n_families
+    log_e, a, b = (float(v) for v in laws.published_to_centered(*LAW.values()))
+    rel = np.log([SHIFT.get(f, 1.0) for f in data.families]) - np.log(data.family_scale)
+
+    def around(value, sd, shape=()):
+        return value + sd * rng.standard_normal((chains, draws, *shape))
+
+    samples = {
+        "log_E": around(log_e + rel, 0.01, (nf,)),
+        "a": around(a + rel, 0.05, (nf,)),
+        "b": around(b + rel, 0.05, (nf,)),
+        "alpha_f": around(LAW["alpha"], 0.01, (nf,)),
+        "beta_f": around(LAW["beta"], 0.01, (nf,)),
+        "alpha": around(LAW["alpha"], 0.01),
+        "beta": around(LAW["beta"], 0.01),
+        "sigma_seed": np.abs(around(0.01, 0.002)),
+        "sigma_obs": np.abs(around(0.005, 0.001, (nf,))),
+    }
+    tree = _tree_from_samples(samples, data)
+    config = FitConfig(method="fake", law=kwargs.get("law", "chinchilla"))
+    return Posterior(tree=tree, data=data, config=config)
+
+
+# ------------------------------------------------------------------------ splits
+
+
+def test_hitchhiker_split_follows_the_protocol():
+    frame = curves(families=("fam-a",))
+    train, target = ev.hitchhiker_split(frame, n_models=2, q=0.5)
+    # the two largest of the smaller sizes, past the warm-up cut, first half of each run
+    assert sorted(train["params"].unique()) == [3e8, 1e9]
+    assert (train["tokens"] > 1e10).all()
+    final = frame.groupby("run")["tokens"].max()
+    assert (train["tokens"] <= 0.5 * final.loc[train["run"]].to_numpy() * (1 + 1e-9)).all()
+    assert "is_final" not in train
+    # target: the largest model, last 30% of its tokens
+    big = frame[frame["params"] == 3e9]
+    assert (target["params"] == 3e9).all()
+    expected = big[big["tokens"] >= 0.7 * big["tokens"].max()]
+    assert list(target.index) == list(expected.index)
+    # all smaller models by default
+    train_all, _ = ev.hitchhiker_split(frame)
+    assert sorted(train_all["params"].unique()) == [1e8, 3e8, 1e9]
+    # cells: 2..(#sizes - 1) models x q
+    assert ev.hitchhiker_cells(frame, q_values=(0.5, 1.0)) == [
+        (2, 0.5),
+        (2, 1.0),
+        (3, 0.5),
+        (3, 1.0),
+    ]
+
+
+def test_families_need_curves_at_enough_sizes():
+    frame = curves(families=("fam-a", "fam-b"))
+    two = frame[(frame["family"] == "fam-b") & (frame["params"] >= 1e9)]
+    # final-only points: many runs with one checkpoint each
+    finals = pd.DataFrame(
+        {
+            "family": "finals",
+            "run": [f"r{i}" for i in range(12)],
+            "params": np.repeat([1e8, 3e8, 1e9], 4),
+            "tokens": np.tile([2e10, 4e10, 8e10, 1.6e11], 3),
+            "loss": 3.0,
+        }
+    )
+    df = pd.concat([frame[frame["family"] == "fam-a"], two, finals], ignore_index=True)
+    assert ev.hitchhiker_families(df) == ["fam-a"]
+    assert ev.context_families(df) == ["fam-a", "fam-b"]
+    with pytest.raises(ValueError, match="2 or more model sizes"):
+        ev.hitchhiker_split(frame[(frame["family"] == "fam-a") & (frame["params"] == 1e8)])
+
+
+# --------------------------------------------------------------------- summaries
+
+
+def test_summarize_and_calibration_are_exact():
+    rows = pd.DataFrame(
+        {
+            "protocol": ["p1", "p1", "p1", "p2"],
+            "row_type": "target",
+            "family": "f",
+            "method": ["m", "m", "m", "m"],
+            "kind": "new_run",
+            "actual": [1.0, 2.0, 4.0, 1.0],
+            "median": [1.1, 1.8, 4.0, 1.0],
+            "lower": [0.9, 1.9, 3.0, 0.5],
+            "upper": [1.2, 2.1, 5.0, 1.5],
+            "rel_error": [0.1, -0.1, 0.0, 0.0],
+            "inside50": [False, True, True, True],
+            "inside90": [True, True, False, True],
+        }
+    )
+    s = ev.summarize(rows, by=["protocol", "method"])
+    p1 = s[s["protocol"] == "p1"].iloc[0]
+    assert p1["n"] == 3
+    assert p1["are"] == pytest.approx(100 * 0.2 / 3)
+    assert p1["bias"] == pytest.approx(0.0)
+    assert p1["cover90"] == pytest.approx(2 / 3)
+    assert p1["width90"] == pytest.approx(100 * (0.3 + 0.1 + 0.5) / 3)
+    cal = ev.calibration(rows)
+    pooled = cal[cal["protocol"] == "all"].iloc[0]
+    assert pooled["n"] == 4
+    assert pooled["cover50"] == pytest.approx(0.75)
+    assert pooled["cover90"] == pytest.approx(0.75)
+
+
+# ----------------------------------------------------------------- protocol runs
+
+
+def test_baselines_agree_on_an_easy_family():
+    # near noise-free curves on the law itself; the default (243-start) Hoffmann grid
+    pts = ev.evaluate_hitchhiker(
+        curves(noise=0.0005), methods=("hitchhiker", "hoffmann"), q_values=(1.0,)
+    )
+    assert set(ev.JSON_KEYS) <= set(pts.columns)
+    assert set(pts["method"]) == {"hitchhiker", "hoffmann"}
+    assert set(pts["quantity"]) == {"loss", "hh_perf"}
+    assert pts["lower"].isna().all() and pts["inside90"].isna().all()
+    s = ev.summarize(pts[pts["headline"].astype(bool) & (pts["quantity"] == "loss")])
+    assert len(s) == 4  # 2 families x 2 methods
+    # both recover the law 3x beyond the largest training size, and agree
+    assert s["are"].max() < 0.5
+    per = s.pivot(index="family", columns="method", values="are")
+    assert (per["hitchhiker"] - per["hoffmann"]).abs().max() < 0.2
+    hh = ev.summarize(pts[pts["headline"].astype(bool) & (pts["quantity"] == "hh_perf")])
+    assert hh["are"].max() < 0.5
+
+
+def test_posterior_rows_have_intervals_and_coverage(monkeypatch):
+    monkeypatch.setattr(sys.modules["bayescale.fit"], "fit", fake_fit)
+    df = curves(families=("fam-a", "fam-b", "fam-c"))
+    pts = ev.evaluate_hitchhiker(
+        df, families=["fam-a"], methods=("bayescale-family",), q_values=(1.0,), bayes_grid="full"
+    )
+    assert set(pts["kind"]) == {"mean", "new_run"}
+    assert (pts["lower"] <= pts["median"]).all() and (pts["median"] <= pts["upper"]).all()
+    assert (pts["lower"] <= pts["lower50"]).all() and (pts["upper50"] <= pts["upper"]).all()
+    # the new-run interval adds the seed effect: never narrower than the mean's
+    width = (pts["upper"] - pts["lower"]).groupby(pts["kind"]).mean()
+    assert width["new_run"] > width["mean"]
+
+    one = ev.evaluate_one_model(df, targets={"fam-a": "all"}, context=["fam-b", "fam-c"])
+    assert sorted(one["fit_params"].unique()) == [1e8, 3e8, 1e9]
+    assert set(one["method"]) == {"bayescale-hier"} and "paper_are" in one
+    s = ev.summarize(one)
+    assert np.isfinite(s["are"]).all() and s["cover90"].between(0, 1).all()
+    assert len(one.attrs["fits"]) == 3
+
+
+def test_chinchilla_protocol_structure(monkeypatch):
+    monkeypatch.setattr(sys.modules["bayescale.fit"], "fit", fake_fit)
+    rng = np.random.default_rng(1)
+    n = np.repeat([1e8, 4e8, 1.6e9, 6.4e9], 10)
+    d = np.tile(np.geomspace(2e9, 1.5e11, 10), 4)
+    loss = np.asarray(laws.chinchilla(n, d, **LAW)) * np.exp(rng.normal(0, 0.005, n.size))
+    df = pd.DataFrame({"family": "chinchilla", "run": [f"r{i}" for i in range(n.size)],
+                       "params": n, "tokens": d, "loss": loss, "is_final": True})  # fmt: skip
+    # the SciPy twin of the Hoffmann fit: no JAX compilation for three small fits
+    grid = ev.bl.hoffmann_grid(a=(5, 10), b=(5, 10), e=(0.5,), alpha=(0.5,), beta=(0.5,))
+    monkeypatch.setattr(ev.bl, "fit_hoffmann", ev.bl.fit_hoffmann_scipy)
+    pts = ev.evaluate_chinchilla(df, holdout_flops=1e21, hoffmann_grid=grid)
+    coef = pts[pts["row_type"] == "coef"]
+    assert set(coef["quantity"]) == set(ev.EPOCH)
+    assert set(coef["subset"]) == {"40 points", "35 points"}
+    alpha = coef[(coef["quantity"] == "alpha") & (coef["method"] == "bayescale-family")]
+    assert alpha["median"].to_numpy() == pytest.approx(LAW["alpha"], abs=0.01)
+    held = pts[pts["row_type"] == "target"]
+    flops = 6 * held["params"] * held["tokens"]
+    assert len(held) and (flops >= 1e21).all()
+    assert set(held["method"]) == {"bayescale-family", "hoffmann", "hitchhiker"}
+    assert ev.summarize(held)["are"].lt(5).all()
+
+
+def test_hierarchical_fits_hide_the_targets(monkeypatch):
+    monkeypatch.setattr(sys.modules["bayescale.fit"], "fit", fake_fit)
+    df = curves(families=("fam-a", "fam-b", "fam-c"))
+    kwargs = dict(
+        families=["fam-a", "fam-b"],
+        context=["fam-a", "fam-b", "fam-c"],
+        methods=("bayescale-hier",),
+        q_values=(0.5, 1.0),
+    )
+    # leave one family out: one fit per target, the other two families complete
+    loo = ev.evaluate_hitchhiker(df, bayes_grid="headline", **kwargs)
+    fits = loo.attrs["fits"]
+    assert len(fits) == 2 and all(f["families"] == 3 for f in fits)
+    train, _ = ev.hitchhiker_split(df[df["family"] == "fam-a"])
+    complete = ScalingData.from_frame(df[df["family"] != "fam-a"], max_points_per_run=50)
+    assert fits[0]["checkpoints"] == complete.n_obs + len(train)
+    assert loo["subset"].eq("leave-one-family-out").all()
+    assert set(loo["n_models"]) == {3} and set(loo["q"]) == {1.0}
+    # one fold: both targets reduced in one fit; the subset grid adds MAP cells
+    fold = ev.evaluate_hitchhiker(df, bayes_grid="subset", hier_folds=1, **kwargs)
+    fits = fold.attrs["fits"]
+    # cells {2, 3 (= all)} x q {0.6 (none: not on the q axis), 1.0}: two specs, one fold each
+    assert sorted(f["method"] for f in fits) == ["map", ev.FitSettings().label()]
+    cells = fold.groupby(["family", "n_models", "q"]).size()
+    assert sorted(cells.index) == [("fam-a", 2, 1.0), ("fam-a", 3, 1.0),
+                                   ("fam-b", 2, 1.0), ("fam-b", 3, 1.0)]  # fmt: skip
+    assert fold["subset"].eq("1 folds").all()
+
+
+@pytest.mark.slow
+def test_cli_evaluate_gadre_quick_json(monkeypatch, capsys):
+    # the CLI's --quick path, with a MAP fit instead of short chains to stay fast
+    monkeypatch.setattr(ev.FitSettings, "quick", classmethod(lambda cls, seed=0: cls.map(seed)))
+    assert cli.main(["evaluate", "--protocol", "gadre", "--quick", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records and all(set(ev.JSON_KEYS) <= set(r) for r in records)
+    assert {r["method"] for r in records} == {"bayescale-hier", "gadre"}
+    assert {r["protocol"] for r in records} == {"gadre"}
+    heads = [r for r in records if r["headline"]]
+    assert len(heads) == 2 * 3 * 2  # 1.4B and 6.9B, 3 corpora, 2 methods
+    assert all(r["M"] == pytest.approx(r["tokens"] / r["params"]) for r in records)
+    assert all(abs(r["rel_error"]) < 0.5 for r in records)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        ev.evaluate("nope")
+    with pytest.raises(ValueError, match="bayes_grid"):
+        ev.evaluate_hitchhiker(curves(), bayes_grid="some")
+    with pytest.raises(ValueError, match="unknown methods"):
+        ev.evaluate_hitchhiker(curves(), methods=("bayescale",))
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["evaluate", "--protocol", "nope"])
