@@ -24,6 +24,14 @@ _enable_parallel_chains()
 
 from bayescale.data import DataError, LossScaleWarning, ScalingData, validate_frame  # noqa: E402
 from bayescale.datasets import list_datasets, load_dataset  # noqa: E402
+from bayescale.downstream import (  # noqa: E402
+    DownstreamFamilyWarning,
+    DownstreamPosterior,
+    DownstreamPriors,
+    fit_downstream,
+    load_downstream,
+    predict_downstream,
+)
 from bayescale.fit import (  # noqa: E402
     ConvergenceWarning,
     FitConfig,
@@ -39,6 +47,9 @@ from bayescale.report import report, write_report  # noqa: E402
 __all__ = [
     "ConvergenceWarning",
     "DataError",
+    "DownstreamFamilyWarning",
+    "DownstreamPosterior",
+    "DownstreamPriors",
     "FitConfig",
     "FitFileError",
     "LossScaleWarning",
@@ -49,10 +60,13 @@ __all__ = [
     "__version__",
     "compute_optimal",
     "fit",
+    "fit_downstream",
     "list_datasets",
     "load",
     "load_dataset",
+    "load_downstream",
     "predict",
+    "predict_downstream",
     "report",
     "validate_frame",
     "write_report",

@@ -1,4 +1,4 @@
-"""Command line: ``bayescale datasets|fit|predict|demo|report|...``.
+"""Command line: ``bayescale datasets|fit|predict|fit-downstream|demo|report|...``.
 
 Exit codes: 0 ok, 1 the command failed, 2 bad input (unreadable or invalid
 data, unknown family, bad option). Query commands take ``--json`` and then
@@ -225,10 +225,169 @@ def cmd_predict(args) -> int:
     diag = post.diagnostics()
     if diag.get("problems"):
         _note("WARNING: the fit has sampling problems: " + "; ".join(diag["problems"]))
+    down = None
+    if args.downstream or args.downstream_fit:
+        down = _downstream_table(post, args)
     if args.json:
-        _emit_json(_records(table))
+        # without --downstream the output is unchanged: the list of loss rows
+        loss_rows = _records(table)
+        _emit_json(loss_rows if down is None else {"loss": loss_rows, "downstream": _records(down)})
     else:
         print(table.to_string(index=False))
+        if down is not None:
+            print(f"\ndownstream top-1 error ({args.kind}, {args.prob:.0%} interval):")
+            print(down.drop(columns=["family", "params", "tokens", "prob"]).to_string(index=False))
+    return EXIT_OK
+
+
+def _task_list(text: str):
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("--tasks needs avg17, avg46 or task names")
+    return items
+
+
+def _fit_downstream_frame(df, tasks=None):
+    """The paper's error-law runs of the bundled Gadre table, or any run x task table."""
+    if "default_fit_err" in df.columns:
+        df = df[df["default_fit_err"].astype(bool)]
+    return df if tasks is None else df[df["task"].isin(tasks)]
+
+
+def _downstream_table(post, args):
+    from bayescale.downstream import (
+        GADRE_TASKS_17,
+        TASK_SETS,
+        fit_downstream,
+        load_downstream,
+        predict_downstream,
+    )
+    from bayescale.fit import FitFileError
+
+    if args.downstream_fit:
+        if not Path(args.downstream_fit).exists():
+            raise BadInput(f"downstream fit {args.downstream_fit} does not exist")
+        try:
+            down = load_downstream(args.downstream_fit)
+        except FitFileError as exc:
+            raise BadInput(str(exc)) from None
+    else:
+        names = set()
+        for t in args.tasks:
+            names |= set(TASK_SETS.get(t, (t,)))
+        tasks = GADRE_TASKS_17 if names <= set(GADRE_TASKS_17) else None
+        _note(
+            "fitting the downstream model on the bundled Gadre et al. error-law set (C4-eval "
+            f"loss; {'17' if tasks else '46'} tasks, 6 runs per corpus) with quick settings "
+            "(4 chains x 300 draws, a few minutes). Save a full fit with `bayescale "
+            "fit-downstream gadre_downstream --out DOWN.nc` and pass --downstream-fit DOWN.nc. "
+            "The law only applies to losses on the eval set it was fitted on (C4 eval here)."
+        )
+        frame = _fit_downstream_frame(read_table("gadre_downstream"), tasks)
+        down = fit_downstream(frame, num_warmup=300, num_samples=300, seed=args.seed)
+    return predict_downstream(
+        post,
+        down,
+        family=args.family,
+        params=args.params,
+        tokens=args.tokens,
+        tasks=args.tasks,
+        kind=args.kind,
+        prob=args.prob,
+        seed=args.seed,
+    )
+
+
+def cmd_fit_downstream(args) -> int:
+    from bayescale.data import DataError
+    from bayescale.downstream import GADRE_TASKS_17, TASK_SETS, DownstreamData, fit_downstream
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise BadInput(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise BadInput(f"directory {out.parent} does not exist")
+    tasks = None
+    if args.tasks:
+        tasks = [n for t in args.tasks for n in TASK_SETS.get(t, (t,))]
+    df = read_table(args.data)
+    frame = df if args.all_runs else _fit_downstream_frame(df)
+    try:
+        data = DownstreamData.from_frame(frame, tasks=tasks)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+    _note(
+        f"data: {len(data.families)} families, {len(data.runs)} runs, {len(data.tasks)} tasks "
+        f"({'all 17 of avg17' if set(GADRE_TASKS_17) <= set(data.tasks) else 'no full avg17'})"
+    )
+    post = fit_downstream(
+        data,
+        method=args.method,
+        seed=args.seed,
+        num_chains=args.chains,
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        progress_bar=None if not args.json else False,
+    )
+    post.save(out)
+    diag = post.diagnostics()
+    if args.json:
+        _emit_json(
+            {
+                "out": str(out),
+                "families": list(data.families),
+                "runs": len(data.runs),
+                "tasks": list(data.tasks),
+                "diagnostics": _json_diag(diag),
+            }
+        )
+    else:
+        print(f"wrote {out}")
+        print(_diag_line(diag))
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from bayescale.design import format_plan, plan, recommendation
+
+    post = _load_fit(args.fit)
+    if args.family not in post.families:
+        raise BadInput(
+            f"family {args.family!r} is not in the fit {list(post.families)}; "
+            "plan experiments for a fitted family"
+        )
+    table = plan(
+        post,
+        dict(family=args.family, params=args.target_params, tokens=args.target_tokens),
+        args.budget,
+        kind=args.kind,
+        method=args.method,
+        n_outcomes=args.outcomes,
+        rank_by=args.rank_by,
+        prob=args.prob,
+        seed=args.seed,
+    )
+    diag = post.diagnostics()
+    if diag.get("problems"):
+        _note("WARNING: the fit has sampling problems: " + "; ".join(diag["problems"]))
+    line = recommendation(table)
+    if args.json:
+        attrs = table.attrs
+        _emit_json(
+            {
+                "target": attrs["target"],
+                "budget_flops": attrs["budget_flops"],
+                "rank_by": attrs["rank_by"],
+                "recommendation": line,
+                "recommended": _records(table[table["recommended"]]),
+                "dropped_over_budget": attrs["dropped"],
+                "notes": attrs["notes"],
+                "candidates": _records(table),
+            }
+        )
+    else:
+        print(format_plan(table, max_rows=args.top))
+        print(f"\nrecommendation: {line}")
     return EXIT_OK
 
 
@@ -301,7 +460,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prob", default=0.9, type=_prob)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--downstream",
+        action="store_true",
+        help="also predict downstream top-1 error, chaining the loss posterior",
+    )
+    p.add_argument(
+        "--tasks",
+        type=_task_list,
+        default=["avg17"],
+        help="avg17 (default), avg46, all or task names, comma-separated",
+    )
+    p.add_argument(
+        "--downstream-fit",
+        metavar="DOWN.nc",
+        help="saved downstream fit (default: fit one on the bundled Gadre data, quick settings)",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "fit-downstream", help="fit the per-task loss-to-error law and save it (netCDF)"
+    )
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="run x task table (CSV/Parquet) or gadre_downstream (its error-law runs)",
+    )
+    p.add_argument("--out", required=True, metavar="DOWN.nc", help="output file")
+    p.add_argument("--tasks", type=_task_list, help="avg17, avg46 or task names (default: all)")
+    p.add_argument(
+        "--all-runs", action="store_true", help="use every run, not only default_fit_err ones"
+    )
+    p.add_argument("--method", default="nuts", choices=("nuts", "map"))
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_fit_downstream)
+
+    p = sub.add_parser(
+        "plan", help="rank next experiments (more seeds or a larger model) by what they teach"
+    )
+    p.add_argument("fit", metavar="FIT.nc")
+    p.add_argument("--family", required=True, help="family of the target model")
+    p.add_argument("--target-params", required=True, type=parse_count, help="target N, e.g. 7B")
+    p.add_argument("--target-tokens", required=True, type=parse_count, help="target D, e.g. 1.4T")
+    p.add_argument("--budget", required=True, type=parse_count, help="training FLOPs, e.g. 1e21")
+    p.add_argument("--kind", default="mean", choices=("mean", "new_run"))
+    p.add_argument("--method", default="auto", choices=("auto", "importance", "laplace"))
+    p.add_argument("--rank-by", default="per_flop", choices=("per_flop", "reduction"))
+    p.add_argument("--outcomes", type=int, default=64, help="simulated outcomes per candidate")
+    p.add_argument("--prob", default=0.9, type=_prob)
+    p.add_argument("--top", type=int, default=None, help="print only the best TOP rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("demo", help="hide the largest model of five real families and predict it")
     p.add_argument("--quick", action="store_true", help="fewer samples (about a minute)")

@@ -460,6 +460,24 @@ class Posterior:
 
         return compute_optimal(self, flops, family=family, prob=prob, seed=seed)
 
+    def predict_downstream(
+        self, down_post, *, family, params, tokens, tasks="avg17", kind="mean", prob=0.9, seed=0
+    ):
+        """Chained downstream error; see :func:`bayescale.downstream.predict_downstream`."""
+        from bayescale.downstream import predict_downstream
+
+        return predict_downstream(
+            self,
+            down_post,
+            family=family,
+            params=params,
+            tokens=tokens,
+            tasks=tasks,
+            kind=kind,
+            prob=prob,
+            seed=seed,
+        )
+
     # -- persistence -------------------------------------------------------------
     def save(self, path) -> None:
         """Write a netCDF file with the tree, config, package version and data hash."""
