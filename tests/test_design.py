@@ -1,0 +1,285 @@
+"""Tests for bayescale.design: experiment planning by preposterior analysis.
+
+The posteriors here are built by hand (no sampling) so that the right answer
+is known: an exact posterior by quadrature on a grid, or the conjugate
+variance of a family's average seed effect.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from bayescale import design, laws
+from bayescale.cli import main
+from bayescale.data import ScalingData
+from bayescale.fit import FitConfig, Posterior, _tree_from_samples
+from bayescale.model import log_likelihood
+
+SIZES = (1e8, 2e8)
+TOKENS = np.geomspace(1e10, 1e11, 8)
+LAW = {"log_E": math.log(0.7), "a": math.log(0.12), "b": math.log(0.12)}
+ALPHA, BETA = 0.34, 0.28
+TARGET = {"family": "fam", "params": 2e9, "tokens": 4e10}
+
+
+def _frame(seeds: int = 2) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in SIZES:
+        for s in range(seeds):
+            for t in TOKENS:
+                mu = laws.chinchilla_centered(
+                    laws.center_log_params(n),
+                    laws.center_log_tokens(t),
+                    LAW["log_E"],
+                    LAW["a"],
+                    LAW["b"],
+                    ALPHA,
+                    BETA,
+                )
+                loss = 2.5 * float(mu) * math.exp(0.01 * rng.standard_normal())
+                rows.append(("fam", f"r{n:.0e}-{s}", n, t, loss, str(s)))
+    return pd.DataFrame(rows, columns=["family", "run", "params", "tokens", "loss", "seed"])
+
+
+def _posterior(
+    n_draws: int,
+    *,
+    a_sd: float = 0.0,
+    sigma_seed: float = 0.03,
+    sigma_obs: float = 0.002,
+    nu: float = 30.0,
+    centred: bool = True,
+    seeds: int = 2,
+    seed: int = 0,
+) -> Posterior:
+    """One family, ``len(SIZES) * seeds`` runs; draws vary only where asked.
+
+    ``a_sd`` spreads the family's reducible term ``a`` across draws; with
+    ``centred`` the run effects sum to zero within the family (so the target
+    carries the offset of the family's average run), otherwise they do not.
+    """
+    data = ScalingData.from_frame(_frame(seeds), min_tokens=None, max_points_per_run=None)
+    rng = np.random.default_rng(seed)
+    s, r = n_draws, data.n_runs
+    u = 0.02 * rng.standard_normal((s, r))
+    if centred:
+        u -= u.mean(axis=1, keepdims=True)
+    rel = math.log(data.family_scale[0])
+    samples = {
+        "log_E": np.full((s, 1), LAW["log_E"] + math.log(2.5) - rel),
+        "a": LAW["a"] + math.log(2.5) - rel + a_sd * rng.standard_normal((s, 1)),
+        "b": np.full((s, 1), LAW["b"] + math.log(2.5) - rel),
+        "alpha_f": np.full((s, 1), ALPHA),
+        "beta_f": np.full((s, 1), BETA),
+        "sigma_obs": np.full((s, 1), sigma_obs),
+        "u": u,
+        "sigma_seed": np.full(s, sigma_seed),
+        "ell": np.full(s, 0.5),
+        "nu": np.full(s, nu),
+    }
+    samples = {k: v[None] for k, v in samples.items()}  # one chain
+    tree = _tree_from_samples(samples, data)
+    tree["sample_stats"] = xr.DataTree(
+        xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, s), dtype=bool))})
+    )
+    config = FitConfig(exponents="shared", min_tokens=None, max_points_per_run=None)
+    return Posterior(tree=tree, data=data, config=config)
+
+
+@pytest.fixture(scope="module")
+def seeds_post():
+    return _posterior(2000, seeds=2)
+
+
+# -- the likelihood the weights use ------------------------------------------------------
+def test_run_marginal_matches_brute_force_integral():
+    post = _posterior(4, sigma_seed=0.02, sigma_obs=0.01, nu=4.0, centred=False)
+    draw = design._one_draw(design._draw_params(post, np.arange(4)), 0)
+    grid = np.linspace(-0.16, 0.16, 6401)
+    for tokens in (TOKENS, TOKENS[-1:]):
+        inputs, mask = design.run_inputs(0, 1, 4e8, tokens, n_pad=16)
+        y = jax.jit(design.simulate_run)(jax.random.PRNGKey(3), inputs, draw, 0.0, 0.7)
+        ours = float(jax.jit(design.run_log_marginal)(inputs, draw, 0.0, y, mask))
+        # brute force over the seed effect with the model's own log-likelihood
+        plain = design.run_inputs(0, 1, 4e8, tokens)[0]._replace(y=y[: tokens.size])
+
+        @jax.jit
+        def ll(v, plain=plain):
+            return log_likelihood(plain, dict(draw, u=jnp.reshape(v, (1,))))
+
+        lp = np.asarray(jax.vmap(ll)(grid), dtype=np.float64) - 0.5 * (grid / 0.02) ** 2
+        lp -= math.log(0.02 * math.sqrt(2 * math.pi))
+        top = lp.max()
+        brute = top + math.log(np.trapezoid(np.exp(lp - top), grid))
+        assert ours == pytest.approx(brute, abs=2e-3)
+
+
+# -- importance weights against an exact refit -----------------------------------------
+def test_importance_update_matches_exact_posterior():
+    """One uncertain coefficient: the reweighted draws match the grid posterior."""
+    a_sd, sigma = 0.15, 0.02
+    post = _posterior(4000, a_sd=a_sd, sigma_seed=sigma, sigma_obs=0.01, nu=5.0, centred=False)
+    assert not design.run_effects_centred(post)
+    cand = design.Candidate(8e8, 1e11, 1)
+    ckpt = design.family_design(post, "fam").checkpoints(cand.tokens)
+    a0 = float(np.median(post.draws("a")))
+    truth = {
+        k: jnp.asarray(v) for k, v in design._one_draw(design._draw_params(post, [0]), 0).items()
+    }
+    truth["a"] = jnp.asarray([a0 + 0.2])
+    inputs, _ = design.run_inputs(0, 1, cand.params, ckpt)
+    y = design.simulate_run(jax.random.PRNGKey(1), inputs, truth, 0.0, 0.5)
+    loss = np.exp(np.asarray(y)) * post.data.family_scale[0]
+    upd = design.importance_update(post, TARGET, cand, loss[None], max_draws=4000)
+
+    # exact: 2-D grid over (a, u) with the model's log-likelihood
+    a_grid = np.linspace(a0 - 6 * a_sd, a0 + 6 * a_sd, 241)
+    u_grid = np.linspace(-6 * sigma, 6 * sigma, 241)
+    obs = inputs._replace(y=y)
+
+    def ll(a, u):
+        return log_likelihood(obs, dict(truth, a=jnp.reshape(a, (1,)), u=jnp.reshape(u, (1,))))
+
+    grid = np.asarray(jax.vmap(lambda a: jax.vmap(lambda u: ll(a, u))(u_grid))(a_grid), np.float64)
+    log_post = (
+        grid - 0.5 * (u_grid[None, :] / sigma) ** 2 - 0.5 * ((a_grid[:, None] - a0) / a_sd) ** 2
+    )
+    w = np.exp(log_post - log_post.max()).sum(axis=1)
+    w /= w.sum()
+    log_mu = laws.log_chinchilla_centered(
+        laws.center_log_params(TARGET["params"]),
+        laws.center_log_tokens(TARGET["tokens"]),
+        float(truth["log_E"][0]),
+        a_grid,
+        float(truth["b"][0]),
+        ALPHA,
+        BETA,
+    )
+    t = post.data.family_scale[0] * np.exp(np.asarray(log_mu))
+    mean = np.sum(w * t)
+    sd = math.sqrt(np.sum(w * (t - mean) ** 2))
+    assert upd["sd"] < 0.9 * upd["current_sd"]  # the experiment is informative
+    assert upd["ess"] > 200
+    assert upd["sd"] == pytest.approx(sd, rel=0.05)
+    assert upd["mean"] == pytest.approx(mean, abs=0.1 * sd)
+
+
+# -- the preposterior expectation ----------------------------------------------------------
+def test_more_seeds_shrink_the_family_offset_as_conjugate_theory_says(seeds_post):
+    """Only the family's average seed effect is uncertain: sd ∝ 1 / sqrt(K + k)."""
+    post = seeds_post
+    assert design.run_effects_centred(post)
+    k_fit = post.data.n_runs
+    cands = [design.Candidate(2e8, 1e11, k) for k in (1, 4, 8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = design.plan(post, TARGET, 1e22, candidates=cands, n_outcomes=48, seed=1)
+    t_law = float(
+        design.target_draws(
+            post,
+            design.Target.coerce(TARGET, post),
+            design._draw_params(post, [0]),
+            np.zeros((1, 3)),
+        )[0]
+    )
+    assert table["current_sd"].iloc[0] == pytest.approx(t_law * 0.03 / math.sqrt(k_fit), rel=0.06)
+    assert set(table["method"]) == {"importance"}
+    for _, row in table.iterrows():
+        expected = math.sqrt(k_fit / (k_fit + row["n_runs"]))
+        assert row["expected_sd"] / row["current_sd"] == pytest.approx(expected, rel=0.07)
+        assert row["expected_sd_mcse"] < 0.05 * row["expected_sd"]
+
+
+# -- costs, budget, errors ----------------------------------------------------------------
+def test_costs_add_up_and_over_budget_candidates_are_dropped(seeds_post):
+    budget = 6 * 2e8 * 1e11 * 4.5  # four runs of 2e8 fit, eight do not
+    cands = [design.Candidate(2e8, 1e11, k) for k in (1, 4, 8)] + [
+        {"params": 1e9, "tokens": 2e10, "n_runs": 1, "label": "big"}
+    ]
+    with pytest.warns(design.OverBudgetWarning, match="1 candidate"):
+        table = design.plan(seeds_post, TARGET, budget, candidates=cands, n_outcomes=16)
+    assert sorted(table["n_runs"]) == [1, 1, 4]
+    assert table.attrs["dropped"] == ["8 runs x 2e+08 params on 1e+11 tokens"]
+    np.testing.assert_allclose(
+        table["flops"], 6 * table["params"] * table["tokens"] * table["n_runs"]
+    )
+    np.testing.assert_allclose(table["budget_fraction"], table["flops"] / budget)
+    assert (table["flops"] <= budget).all()
+    np.testing.assert_allclose(
+        table["reduction_per_1e18_flops"], table["reduction"] / (table["flops"] / 1e18)
+    )
+    np.testing.assert_allclose(table["reduction"], table["current_sd"] - table["expected_sd"])
+
+
+def test_default_candidates_cover_seeds_and_larger_sizes(seeds_post):
+    budget = 1e21
+    cands = design.default_candidates(seeds_post, "fam", budget)
+    seeds = [c for c in cands if c.params in SIZES]
+    larger = [c for c in cands if c.params > max(SIZES)]
+    assert {c.n_runs for c in seeds} >= {1, 2, 4, 8}
+    assert {c.tokens / c.params for c in seeds if c.tokens != 1e11} == {20.0}
+    assert larger and all(c.n_runs == 1 for c in larger)
+    assert max(c.flops for c in larger) <= budget
+    # the usual tokens per parameter of this family is 1e11 / 1.5e8 (median), and 20
+    tpp = {round(c.tokens / c.params) for c in larger}
+    assert 20 in tpp and len(tpp) == 2
+
+
+@pytest.mark.parametrize(
+    ("budget", "target", "match"),
+    [
+        (0.0, TARGET, "budget_flops must be a positive"),
+        (-1e20, TARGET, "budget_flops must be a positive"),
+        (1e21, dict(TARGET, family="other"), "not in the fit"),
+        (1e21, dict(TARGET, params=7.0), "look like billions"),
+        (1e21, {"family": "fam", "params": 1e9}, "missing"),
+        (1e10, TARGET, "no candidate experiment fits the budget"),
+    ],
+)
+def test_bad_budget_or_target_gives_clear_error(seeds_post, budget, target, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", design.OverBudgetWarning)
+        with pytest.raises(ValueError, match=match):
+            design.plan(seeds_post, target, budget, n_outcomes=8)
+
+
+def test_plan_is_deterministic_and_recommends_one_of_its_rows(seeds_post):
+    cands = [design.Candidate(2e8, 1e11, k) for k in (1, 2)] + [design.Candidate(1e9, 2e10, 1)]
+    kw = {"candidates": cands, "n_outcomes": 16, "max_draws": 500}
+    a = design.plan(seeds_post, TARGET, 1e21, seed=3, **kw)
+    b = design.plan(seeds_post, TARGET, 1e21, seed=3, **kw)
+    c = design.plan(seeds_post, TARGET, 1e21, seed=4, **kw)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["expected_sd"], c["expected_sd"])
+    assert a["recommended"].sum() == 1
+    rec = a.attrs["recommendation"]
+    assert rec["experiment"] in set(a["experiment"])
+    assert a.loc[a["recommended"], "experiment"].item() == rec["experiment"]
+    assert rec["experiment"] in design.recommendation(a)
+    assert (np.diff(a["reduction_per_1e18_flops"]) <= 0).all()
+
+
+# -- command line -------------------------------------------------------------------------
+def test_cli_plan_prints_json_and_rejects_unknown_family(seeds_post, tmp_path, capsys):
+    path = tmp_path / "fit.nc"
+    seeds_post.save(path)
+    args = ["plan", str(path), "--family", "fam", "--target-params", "2B"]
+    args += ["--target-tokens", "40B", "--budget", "5e20", "--outcomes", "8", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recommendation"].startswith("train ")
+    assert len(out["recommended"]) == 1
+    assert all(c["flops"] <= 5e20 for c in out["candidates"])
+    assert out["dropped_over_budget"]  # 8 seeds at 2e8 on 1e11 tokens cost 9.6e20
+    assert main(args[:3] + ["other"] + args[4:]) == 2
+    assert "not in the fit" in capsys.readouterr().err
