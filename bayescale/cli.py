@@ -510,7 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", required=True, type=parse_count, help="training FLOPs, e.g. 1e21")
     p.add_argument("--kind", default="mean", choices=("mean", "new_run"))
     p.add_argument("--method", default="auto", choices=("auto", "importance", "laplace"))
-    p.add_argument("--rank-by", default="per_flop", choices=("per_flop", "reduction"))
+    p.add_argument(
+        "--rank-by",
+        default="reduction",
+        choices=("reduction", "per_flop"),
+        help="largest sd reduction within the budget (default), or reduction per FLOP",
+    )
     p.add_argument("--outcomes", type=int, default=64, help="simulated outcomes per candidate")
     p.add_argument("--prob", default=0.9, type=_prob)
     p.add_argument("--top", type=int, default=None, help="print only the best TOP rows")

@@ -539,8 +539,10 @@ def _importance_groups(setup: _Setup, groups: dict, checkpoints: dict) -> dict:
 
 
 # -- Laplace refits -----------------------------------------------------------------------
-_NEWTON_STEPS = 12
-_STEP_SIZES = (1.0, 0.5, 0.2, 0.05, 0.0)
+_NEWTON_STEPS = 60
+_NEWTON_TOL = 1e-4
+_DAMPING = (0.0, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4)
+_MAX_STEP = 2.0  # largest move of one unconstrained coordinate per step
 
 
 def _model_kwargs(post, inputs: ModelInputs, observe: bool = True) -> dict:
@@ -569,10 +571,12 @@ def _latent_shapes(post, inputs: ModelInputs) -> dict:
     }
 
 
-# Scales of centred hierarchies: the joint density grows without bound as they
-# shrink (a funnel), so a MAP would collapse them. The Laplace approximation is
-# conditional on them, held at their posterior median.
-_GROUP_SCALES = ("sigma_theta", "tau_alpha", "tau_beta")
+# Scales of hierarchies. For centred ones the joint density grows without bound
+# as they shrink (a funnel), so a MAP collapses them; for the non-centred seed
+# effects the joint mode inflates sigma_seed (several times its posterior
+# median in tests), which would inflate the family offset's variance. The
+# Laplace approximation is conditional on them, held at their posterior median.
+_GROUP_SCALES = ("sigma_theta", "tau_alpha", "tau_beta", "sigma_seed")
 
 
 class _Laplace:
@@ -769,27 +773,58 @@ def _spread_scales(post, fixed: dict) -> dict:
         if tau in out:
             spread = float(np.log(post.draws(site)[0]).std()) if n_fam > 1 else 0.1
             out[tau] = jnp.log(jnp.asarray(max(spread, 0.05)))
+    if "sigma_seed" in out:
+        # the scatter of the fitted run effects in families with several runs
+        counts = np.bincount(post.data.run_family, minlength=n_fam)
+        u = post.draws("u")[0][counts[post.data.run_family] > 1]
+        spread = float(np.sqrt(np.mean(u**2))) if u.size else post.config.priors.seed_sd
+        out["sigma_seed"] = jnp.log(jnp.asarray(max(spread, 1e-3)))
     return out
 
 
 def _newton(potential, x):
-    """Damped Newton minimisation; returns the mode and the Hessian there."""
+    """Damped Newton minimisation; returns the mode and the Hessian there.
+
+    Each step tries several Levenberg-Marquardt dampings ``(|H| + mu I)^-1 g``
+    (one eigendecomposition serves them all), capped in length, and keeps the
+    one that lowers the potential most: safe across saddles, negative
+    curvature from the Student-t likelihood and nearly flat directions. It
+    stops when a step gains less than ``_NEWTON_TOL`` (float32 resolution of
+    the log density) or after ``_NEWTON_STEPS``.
+    """
     grad_fn = jax.grad(potential)
     hess_fn = jax.hessian(potential)
-    steps = jnp.asarray(_STEP_SIZES)
+    damping = jnp.asarray(_DAMPING)
 
-    def body(_, carry):
-        x, _ = carry
+    def body(carry):
+        i, x, _, _ = carry
         h = hess_fn(x)
-        step = -_floored_solve(h, grad_fn(x), 1e-7)
-        vals = jax.vmap(lambda t: potential(x + t * step))(steps)
+        w, v = jnp.linalg.eigh(h)
+        gv = v.T @ grad_fn(x)
+        w = jnp.abs(w)
+
+        def candidate(mu):
+            step = -(v @ (gv / (w + mu + 1e-8)))
+            return x + step * jnp.minimum(1.0, _MAX_STEP / jnp.max(jnp.abs(step)))
+
+        xs = jax.vmap(candidate)(damping)
+        vals = jax.vmap(potential)(xs)
         vals = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
-        return x + steps[jnp.argmin(vals)] * step, h
+        best = jnp.argmin(vals)
+        now = potential(x)
+        gain = now - vals[best]
+        return i + 1, jnp.where(gain > 0, xs[best], x), h, gain.astype(x.dtype)
+
+    def keep_going(carry):
+        i, _, _, gain = carry
+        return (i < _NEWTON_STEPS) & (gain > _NEWTON_TOL)
 
     # the Hessian returned is the last iterate's; at convergence the last step
     # is negligible, and one Hessian in the graph halves the compile time
     h0 = jnp.zeros((x.shape[0], x.shape[0]), x.dtype)
-    return jax.lax.fori_loop(0, _NEWTON_STEPS, body, (x, h0))
+    start = (jnp.asarray(0), x, h0, jnp.asarray(jnp.inf, x.dtype))
+    _, x, h, _ = jax.lax.while_loop(keep_going, body, start)
+    return x, h
 
 
 def _laplace_all(setup: _Setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace):
@@ -865,6 +900,22 @@ def _draws_and_target(post, tgt: Target, max_draws: int, seed: int):
     f = post.data.family_index(tgt.family)
     delta = _family_offset(post, f, np.asarray(params["sigma_seed"]), latent[:, 0])
     return idx, params, t_draws, delta
+
+
+def draw_efficiency(post, t_draws: np.ndarray) -> float:
+    """Relative effective sample size of the target's sd across the posterior draws.
+
+    Weights on autocorrelated draws are worth fewer independent ones; the
+    Kish ESS of the weights is multiplied by this (at most 1).
+    """
+    from arviz_stats.base import array_stats
+
+    post_ds = post.tree["posterior"]
+    chains, draws = int(post_ds.sizes["chain"]), int(post_ds.sizes["draw"])
+    if t_draws.size != chains * draws or draws < 8:
+        return 1.0
+    rel = float(array_stats.ess(t_draws.reshape(chains, draws), method="sd", relative=True))
+    return float(np.clip(rel, 0.0, 1.0)) if np.isfinite(rel) else 1.0
 
 
 def new_runs_frame(post, family: str, candidate, loss, *, prefix: str = "new") -> pd.DataFrame:
@@ -955,7 +1006,7 @@ def plan(
     min_ess: float = 50.0,
     n_refit_outcomes: int = 8,
     prob: float = 0.9,
-    rank_by: str = "per_flop",
+    rank_by: str = "reduction",
     seed: int = 0,
 ) -> pd.DataFrame:
     """Rank candidate experiments by how much they shrink a target's uncertainty.
@@ -982,14 +1033,19 @@ def plan(
     max_draws : int
         Posterior draws used (a fixed-seed subsample when there are more).
     min_ess : float
-        Refit when the median effective sample size falls below this.
+        Refit when the median effective sample size of the weights falls below
+        this (Kish ESS times the draws' own relative ESS for the target, see
+        :func:`draw_efficiency`).
     n_refit_outcomes : int
         Simulated outcomes per refitted candidate.
     prob : float
         Interval probability for the widths.
-    rank_by : {"per_flop", "reduction"}
-        Rank by expected sd reduction per FLOP (default), or by the reduction
-        itself (the best single use of the budget).
+    rank_by : {"reduction", "per_flop"}
+        ``"reduction"`` (default): the best single use of the budget; the
+        recommendation is the cheapest candidate whose expected reduction is
+        within Monte-Carlo error of the largest. ``"per_flop"``: expected sd
+        reduction per FLOP, which favours cheap experiments (a greedy,
+        re-plan-after-each-run strategy).
     seed : int
 
     Returns
@@ -1001,10 +1057,11 @@ def plan(
         ``budget_fraction``, ``current_sd``, ``expected_sd``,
         ``expected_sd_mcse``, ``current_width``, ``expected_width``,
         ``reduction``, ``reduction_pct``, ``reduction_per_1e18_flops``,
-        ``reduction_per_1e18_mcse``, ``ess``, ``method``, ``n_outcomes``,
-        ``recommended``. ``attrs`` holds ``target``, ``budget_flops``,
-        ``dropped`` (over-budget candidates), ``recommendation`` (the
-        recommended row as a dict, or None) and ``notes``.
+        ``reduction_per_1e18_mcse``, ``ess``, ``method`` ("importance" or
+        "laplace"), ``n_outcomes``, ``recommended``. ``attrs`` holds
+        ``target``, ``budget_flops``, ``rank_by``, ``dropped`` (over-budget
+        candidates), ``recommendation`` (the recommended row as a dict, or
+        None), ``notes``, ``draws`` and ``draw_efficiency``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -1016,133 +1073,23 @@ def plan(
     if not math.isfinite(budget) or budget <= 0:
         raise ValueError(f"budget_flops must be a positive number of FLOPs, got {budget_flops}")
     tgt = Target.coerce(target, posterior, kind)
-    f = posterior.data.family_index(tgt.family)
-    design = family_design(posterior, tgt.family)
     if candidates is None:
         cands = default_candidates(posterior, tgt.family, budget)
     else:
         cands = [Candidate.coerce(c) for c in candidates]
         if not cands:
             raise ValueError("candidates is empty")
-    affordable = [c for c in cands if c.flops <= budget * (1 + 1e-9)]
-    dropped = [c for c in cands if c not in affordable]
-    notes = []
-    if dropped:
-        msg = (
-            f"{len(dropped)} candidate(s) cost more than the budget of {budget:.3g} FLOPs and "
-            f"were dropped (cheapest dropped: {describe(min(dropped, key=lambda c: c.flops))}, "
-            f"{min(c.flops for c in dropped):.3g} FLOPs)"
-        )
-        notes.append(msg)
-        warnings.warn(msg, OverBudgetWarning, stacklevel=2)
-    if not affordable:
-        cheapest = min(cands, key=lambda c: c.flops)
-        raise ValueError(
-            f"no candidate experiment fits the budget of {budget:.3g} FLOPs; the cheapest "
-            f"({describe(cheapest)}) costs {cheapest.flops:.3g} FLOPs (6 N D per run)"
-        )
-
-    idx, params, t_draws, delta = _draws_and_target(posterior, tgt, max_draws, seed)
-    rng = np.random.default_rng([seed, 8])
-    n_out = int(min(n_outcomes, idx.size))
-    gen = np.sort(rng.choice(idx.size, n_out, replace=False)) if idx.size > 1 else np.zeros(1, int)
-    max_runs = max(c.n_runs for c in affordable)
-    setup = _Setup(
-        post=posterior,
-        target=tgt,
-        f=f,
-        params=params,
-        delta=delta,
-        t_draws=t_draws,
-        gen=gen,
-        base_key=jax.random.PRNGKey(seed),
-        z_seed=rng.standard_normal((max(n_out, n_refit_outcomes), max_runs)),
-        prob=prob,
-    )
-    current_sd = float(np.std(t_draws)) if idx.size > 1 else float("nan")
-    if idx.size > 1:
-        lo, hi = np.quantile(t_draws, [(1 - prob) / 2, (1 + prob) / 2])
-        current_width = float(hi - lo)
-    else:
-        current_width = float("nan")
-    use_is = method != "laplace" and idx.size > 1
-    if method == "importance" and idx.size <= 1:
+    affordable, dropped, notes = _within_budget(cands, budget)
+    if method == "importance" and posterior.n_draws <= 1:
         raise ValueError("method='importance' needs posterior draws; this fit has one (MAP)")
 
-    groups: dict = {}
-    for c in affordable:
-        groups.setdefault((c.params, c.tokens), []).append(c)
-    checkpoints = {key: design.checkpoints(key[1]) for key in groups}
-    results = {}
-    refit: dict = {}
-    if use_is:
-        stats = _importance_groups(setup, groups, checkpoints)
-        for key, group in groups.items():
-            for c in group:
-                ess = float(np.median(stats[c]["ess"]))
-                if method == "auto" and ess < min_ess:
-                    refit.setdefault(key, []).append(c)
-                else:
-                    results[c] = _row_from_is(stats[c], ess, n_out)
-    else:
-        refit = dict(groups)
-    if refit:
-        n_pad = _next_pow2(max(ck.size for ck in checkpoints.values()))
-        k_pad = max(c.n_runs for group in refit.values() for c in group)
-        laplace = _Laplace(posterior, tgt, n_pad, k_pad)
-        for c, r in _laplace_all(setup, refit, checkpoints, n_refit_outcomes, laplace).items():
-            results[c] = _row_from_laplace(r, current_sd, current_width, prob)
-    for key, group in groups.items():
-        for c in group:
-            results[c]["n_checkpoints"] = int(checkpoints[key].size)
-
-    rows = []
-    for c in affordable:
-        r = results[c]
-        cur_sd = r.pop("current_sd", current_sd)
-        cur_w = r.pop("current_width", current_width)
-        exp_sd = r["expected_sd"]
-        red = cur_sd - exp_sd
-        per = red / (c.flops / 1e18)
-        rows.append(
-            {
-                "experiment": describe(c),
-                "label": c.label,
-                "n_runs": c.n_runs,
-                "params": c.params,
-                "tokens": c.tokens,
-                "tokens_per_param": c.tokens / c.params,
-                "n_checkpoints": r["n_checkpoints"],
-                "flops": c.flops,
-                "budget_fraction": c.flops / budget,
-                "current_sd": cur_sd,
-                "expected_sd": exp_sd,
-                "expected_sd_mcse": r["expected_sd_mcse"],
-                "current_width": cur_w,
-                "expected_width": r["expected_width"],
-                "reduction": red,
-                "reduction_pct": 100.0 * red / cur_sd,
-                "reduction_per_1e18_flops": per,
-                "reduction_per_1e18_mcse": r["expected_sd_mcse"] / (c.flops / 1e18),
-                "ess": r["ess"],
-                "method": r["method"],
-                "n_outcomes": r["n_outcomes"],
-            }
-        )
-    table = pd.DataFrame(rows)
-    key = "reduction_per_1e18_flops" if rank_by == "per_flop" else "reduction"
-    table = table.sort_values([key, "flops"], ascending=[False, True], kind="stable")
-    table = table.reset_index(drop=True)
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    # recommend the best-ranked experiment whose reduction is clearly above zero
-    clear = table["reduction"] > 2.0 * table["expected_sd_mcse"]
-    table["recommended"] = False
-    rec = None
-    if clear.any():
-        i = int(np.flatnonzero(clear.to_numpy())[0])
-        table.loc[i, "recommended"] = True
-        rec = table.loc[i].to_dict()
-    else:
+    setup, current = _prepare(
+        posterior, tgt, affordable, max_draws, n_outcomes, n_refit_outcomes, prob, seed
+    )
+    results = _evaluate(setup, affordable, method, min_ess, n_refit_outcomes, current)
+    table = _table(affordable, results, budget)
+    table, rec = _rank(table, rank_by)
+    if rec is None:
         notes.append(
             "no candidate reduces the target's sd by more than twice its Monte-Carlo error"
         )
@@ -1160,25 +1107,170 @@ def plan(
             "dropped": [describe(c) for c in dropped],
             "recommendation": rec,
             "notes": notes,
-            "draws": int(idx.size),
+            "draws": int(setup.t_draws.size),
+            "draw_efficiency": current["efficiency"],
         }
     )
     return table
 
 
-def _row_from_is(s: dict, ess: float, n_out: int) -> dict:
+def _within_budget(cands: list, budget: float):
+    affordable = [c for c in cands if c.flops <= budget * (1 + 1e-9)]
+    dropped = [c for c in cands if c not in affordable]
+    notes = []
+    if dropped:
+        cheapest = min(dropped, key=lambda c: c.flops)
+        msg = (
+            f"{len(dropped)} candidate(s) cost more than the budget of {budget:.3g} FLOPs and "
+            f"were dropped (cheapest dropped: {describe(cheapest)}, {cheapest.flops:.3g} FLOPs)"
+        )
+        notes.append(msg)
+        warnings.warn(msg, OverBudgetWarning, stacklevel=3)
+    if not affordable:
+        cheapest = min(cands, key=lambda c: c.flops)
+        raise ValueError(
+            f"no candidate experiment fits the budget of {budget:.3g} FLOPs; the cheapest "
+            f"({describe(cheapest)}) costs {cheapest.flops:.3g} FLOPs (6 N D per run)"
+        )
+    return affordable, dropped, notes
+
+
+def _prepare(post, tgt, affordable, max_draws, n_outcomes, n_refit_outcomes, prob, seed):
+    """Draws, target values, simulated-outcome bookkeeping and the current uncertainty."""
+    idx, params, t_draws, delta = _draws_and_target(post, tgt, max_draws, seed)
+    if idx.size == post.n_draws:
+        efficiency = draw_efficiency(post, t_draws)
+    else:
+        every = _draw_params(post, np.arange(post.n_draws))
+        latent = np.random.default_rng([seed, 9]).standard_normal((post.n_draws, 3))
+        efficiency = draw_efficiency(post, target_draws(post, tgt, every, latent))
+    rng = np.random.default_rng([seed, 8])
+    n_out = int(min(n_outcomes, idx.size))
+    gen = np.sort(rng.choice(idx.size, n_out, replace=False)) if idx.size > 1 else np.zeros(1, int)
+    setup = _Setup(
+        post=post,
+        target=tgt,
+        f=post.data.family_index(tgt.family),
+        params=params,
+        delta=delta,
+        t_draws=t_draws,
+        gen=gen,
+        base_key=jax.random.PRNGKey(seed),
+        z_seed=rng.standard_normal(
+            (max(n_out, n_refit_outcomes), max(c.n_runs for c in affordable))
+        ),
+        prob=prob,
+    )
+    current = {"sd": float("nan"), "width": float("nan"), "efficiency": efficiency}
+    if idx.size > 1:
+        lo, hi = np.quantile(t_draws, [(1 - prob) / 2, (1 + prob) / 2])
+        current.update(sd=float(np.std(t_draws)), width=float(hi - lo))
+    return setup, current
+
+
+def _evaluate(setup: _Setup, affordable, method, min_ess, n_refit_outcomes, current) -> dict:
+    """Expected posterior sd etc. of every candidate (importance sampling or Laplace)."""
+    post = setup.post
+    design = family_design(post, setup.target.family)
+    groups: dict = {}
+    for c in affordable:
+        groups.setdefault((c.params, c.tokens), []).append(c)
+    checkpoints = {key: design.checkpoints(key[1]) for key in groups}
+    results, refit = {}, {}
+    if method != "laplace" and post.n_draws > 1:
+        stats = _importance_groups(setup, groups, checkpoints)
+        for key, group in groups.items():
+            for c in group:
+                ess = float(np.median(stats[c]["ess"])) * current["efficiency"]
+                if method == "auto" and ess < min_ess:
+                    refit.setdefault(key, []).append(c)
+                else:
+                    results[c] = _row_from_is(stats[c], ess, current)
+    else:
+        refit = dict(groups)
+    if refit:
+        n_pad = _next_pow2(max(ck.size for ck in checkpoints.values()))
+        k_pad = max(c.n_runs for group in refit.values() for c in group)
+        laplace = _Laplace(post, setup.target, n_pad, k_pad)
+        for c, r in _laplace_all(setup, refit, checkpoints, n_refit_outcomes, laplace).items():
+            results[c] = _row_from_laplace(r, current, setup.prob)
+    for key, group in groups.items():
+        for c in group:
+            results[c]["n_checkpoints"] = int(checkpoints[key].size)
+    return results
+
+
+def _table(affordable, results: dict, budget: float) -> pd.DataFrame:
+    rows = []
+    for c in affordable:
+        r = results[c]
+        red = r["current_sd"] - r["expected_sd"]
+        rows.append(
+            {
+                "experiment": describe(c),
+                "label": c.label,
+                "n_runs": c.n_runs,
+                "params": c.params,
+                "tokens": c.tokens,
+                "tokens_per_param": c.tokens / c.params,
+                "n_checkpoints": r["n_checkpoints"],
+                "flops": c.flops,
+                "budget_fraction": c.flops / budget,
+                "current_sd": r["current_sd"],
+                "expected_sd": r["expected_sd"],
+                "expected_sd_mcse": r["expected_sd_mcse"],
+                "current_width": r["current_width"],
+                "expected_width": r["expected_width"],
+                "reduction": red,
+                "reduction_pct": 100.0 * red / r["current_sd"],
+                "reduction_per_1e18_flops": red / (c.flops / 1e18),
+                "reduction_per_1e18_mcse": r["expected_sd_mcse"] / (c.flops / 1e18),
+                "ess": r["ess"],
+                "method": r["method"],
+                "n_outcomes": r["n_outcomes"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _rank(table: pd.DataFrame, rank_by: str):
+    """Sort, number and mark the recommended row; returns (table, recommended row or None)."""
+    key = "reduction_per_1e18_flops" if rank_by == "per_flop" else "reduction"
+    table = table.sort_values([key, "flops"], ascending=[False, True], kind="stable")
+    table = table.reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    table["recommended"] = False
+    mcse = table["expected_sd_mcse"].fillna(0.0)
+    # only experiments whose reduction is clearly above zero qualify
+    clear = (table["reduction"] > 2.0 * mcse).to_numpy()
+    if not clear.any():
+        return table, None
+    best = int(np.flatnonzero(clear)[0])
+    if rank_by == "reduction":
+        # the cheapest experiment within Monte-Carlo error of the largest reduction
+        gap = table.loc[best, "reduction"] - table["reduction"]
+        tied = clear & (gap <= 2.0 * np.sqrt(mcse[best] ** 2 + mcse**2)).to_numpy()
+        best = int(table.loc[tied, "flops"].idxmin())
+    table.loc[best, "recommended"] = True
+    return table, table.loc[best].to_dict()
+
+
+def _row_from_is(s: dict, ess: float, current: dict) -> dict:
     m = s["sd"].size
     return {
+        "current_sd": current["sd"],
+        "current_width": current["width"],
         "expected_sd": float(np.mean(s["sd"])),
         "expected_sd_mcse": float(np.std(s["sd"], ddof=1) / math.sqrt(m)) if m > 1 else np.nan,
         "expected_width": float(np.mean(s["width"])),
         "ess": ess,
         "method": "importance",
-        "n_outcomes": n_out,
+        "n_outcomes": m,
     }
 
 
-def _row_from_laplace(r: dict, current_sd: float, current_width: float, prob: float) -> dict:
+def _row_from_laplace(r: dict, current: dict, prob: float) -> dict:
+    current_sd, current_width = current["sd"], current["width"]
     if not math.isfinite(current_sd):
         # a point-estimate fit: the Laplace approximation is the current posterior
         current_sd = r["laplace_sd"]
@@ -1211,12 +1303,15 @@ def recommendation(table: pd.DataFrame) -> str:
     )
     if rec is None:
         return f"no candidate measurably sharpens {what}; try other candidates or a larger budget"
-    return (
+    line = (
         f"train {rec['experiment']} ({rec['flops']:.3g} FLOPs, "
         f"{100 * rec['budget_fraction']:.0f}% of the budget): expected sd of {what} "
         f"{rec['current_sd']:.4g} -> {rec['expected_sd']:.4g} ± {rec['expected_sd_mcse']:.2g} nats "
         f"({rec['reduction_pct']:.0f}% lower; {rec['method']})"
     )
+    if rec["rank"] > 1:
+        line += "; within Monte-Carlo error of the largest reduction, at lower cost"
+    return line
 
 
 def format_plan(table: pd.DataFrame, max_rows: int | None = None) -> str:
