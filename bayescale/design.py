@@ -26,9 +26,10 @@ Run effects. A new run's seed effect is ``Normal(0, sigma_seed)`` around the
 population law. When the fit pins run effects to sum to zero within a family
 (so that the fitted law is the family's *average run*), the target's law sits
 an unknown ``delta ~ Normal(0, sigma_seed^2 / K_f)`` away from the fitted
-one (``K_f`` runs in the family). :func:`target_draws` carries that offset as
-an explicit latent per draw, shared by the target and the new runs, so that
-new seeds can inform it: that is where "more seeds" earns its keep.
+one (``K_f`` multi-checkpoint runs in the family, :func:`law_runs`).
+:func:`target_draws` carries that offset as an explicit latent per draw,
+shared by the target and the new runs, so that new seeds can inform it: that
+is where "more seeds" earns its keep.
 """
 
 from __future__ import annotations
@@ -270,11 +271,28 @@ def run_effects_centred(post) -> bool:
     return bool(np.max(np.abs(sums)) < 1e-5 * max(1.0, float(np.max(np.abs(u)))))
 
 
+def law_runs(post, f: int) -> int:
+    """Number of runs of family ``f`` whose average the fitted law describes.
+
+    With centred run effects these are the family's multi-checkpoint runs
+    (:func:`bayescale.model.law_offset_runs`); otherwise 0 (the law is the
+    population's).
+    """
+    if not run_effects_centred(post):
+        return 0
+    from bayescale import model
+
+    offset_runs = getattr(model, "law_offset_runs", None)
+    if offset_runs is None:
+        return int(np.sum(post.data.run_family == f))
+    return int(offset_runs(model.inputs_from_data(post.data))[f])
+
+
 def _family_offset(post, f: int, sigma_seed: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Offset ``delta`` of the population law from the fitted law of family ``f``."""
-    if not run_effects_centred(post):
+    k = law_runs(post, f)
+    if k == 0:
         return np.zeros_like(sigma_seed)
-    k = int(np.sum(post.data.run_family == f))
     return sigma_seed * z / math.sqrt(k)
 
 
@@ -606,8 +624,8 @@ class _Laplace:
         self.f = post.data.family_index(target.family)
         self.model = scaling_model
         self.inputs0 = inputs_from_data(post.data)
-        self.centred = run_effects_centred(post)
-        self.k_family = int(np.sum(post.data.run_family == self.f))
+        self.k_family = law_runs(post, self.f)
+        self.centred = self.k_family > 0
         self.n_pad, self.k_pad = int(n_pad), int(k_pad)
         shapes = _latent_shapes(post, self.inputs0)
         tree = post.tree["posterior"]
@@ -777,6 +795,7 @@ def _spread_scales(post, fixed: dict) -> dict:
         # the scatter of the fitted run effects in families with several runs
         counts = np.bincount(post.data.run_family, minlength=n_fam)
         u = post.draws("u")[0][counts[post.data.run_family] > 1]
+        u = u[u != 0]  # runs whose effect the law absorbs
         spread = float(np.sqrt(np.mean(u**2))) if u.size else post.config.priors.seed_sd
         out["sigma_seed"] = jnp.log(jnp.asarray(max(spread, 1e-3)))
     return out
