@@ -28,7 +28,7 @@ from bayescale.data import ScalingData
 
 EXPONENT_FORMS = ("shared", "pooled")
 LAWS = ("chinchilla", "overtrain")
-COEFS = ("log_E", "a", "b")
+COEFS = ("a", "b")
 
 
 @dataclass(frozen=True)
@@ -41,33 +41,45 @@ class Priors:
         ``alpha, beta ~ LogNormal(log 0.3, 0.5)``: 90% mass in 0.13-0.68,
         covering the 0.28-0.37 the literature reports with room to disagree.
     exponent_spread : float
-        HalfNormal scale of ``tau_alpha``, ``tau_beta``, the log-scale spread of
-        family exponents around the shared ones (``exponents="pooled"``).
-        0.25 lets families differ by about ±25% without forcing it.
-    log_e_loc, log_e_scale : float
-        Population mean of ``log E_f``: losses are divided by the family's
-        median, and the irreducible part is typically 50-90% of it.
+        Prior mean of ``tau_alpha``, ``tau_beta``, the log-scale spread of
+        family exponents around the shared ones (``exponents="pooled"``):
+        ``tau ~ Gamma(2, 2 / 0.15)``, 90% in 0.03-0.36. Published per-family
+        fits differ by tens of percent; the Gamma(2) shape has zero density
+        at 0, which keeps the centred hierarchy out of its funnel neck when
+        few families are fitted (a boundary-avoiding prior).
+    e_frac_mean : tuple of float
+        ``E_f`` is a fraction ``p_f`` of the family's smallest observed loss
+        (it must lie below every loss), ``p_f ~ Beta(m k, (1 - m) k)`` across
+        families with ``m ~ Beta(3, 2)`` (mean 0.6: for language-model
+        cross-entropy the irreducible part is most of the loss) and
+    e_frac_concentration : float
+        ``k ~ Gamma(2, 2 / 10)``. On the log scale a normal hierarchy on
+        ``log E`` left a flat plateau towards ``E -> 0`` (whenever the data
+        cannot rule out a negligible ``E``) in which chains got stuck; the
+        Beta's power-law edge at 0 decays exponentially in ``log E``.
     ab_loc, ab_scale : float
         Population means of ``a_f``, ``b_f``: log reducible terms at 1e9
         params / 1e11 tokens, a few to tens of percent of the loss; wide.
     offset_sd : tuple of float
-        HalfNormal scales of the family spread of ``(log E, a, b)``.
+        Prior means of the family spread of ``(a, b)``, each ``Gamma(2, 2 /
+        0.6)`` (boundary-avoiding, as for ``tau``).
     lkj_concentration : float
-        LKJ prior on the correlation of family offsets; 2 mildly favours
-        weak correlation but lets the data show the published ones.
+        LKJ prior on the correlation of the family offsets ``(a, b)``; 2
+        mildly favours weak correlation but lets the data show one.
     seed_sd : float
         ``sigma_seed ~ HalfNormal(0.03)`` on log loss: published seed scatter
         is up to ~3.5-4% of loss, which this keeps plausible without forcing.
-    noise_log_loc, noise_log_scale, noise_spread : float
-        Per-family trajectory noise scale ``sigma_f``: ``log sigma_f ~
-        Normal(m, t)`` with ``m ~ Normal(log 0.01, 1.5)`` and ``t ~
-        HalfNormal(1)``; measurement quality differs by orders of magnitude
-        (digitised curves vs. 174M-token eval sets).
+    noise_log_loc, noise_log_scale : float
+        Per-family trajectory noise scale ``sigma_f ~ LogNormal(log 0.01,
+        1.5)``, independent across families: measurement quality differs by
+        orders of magnitude (digitised curves vs. 174M-token eval sets), so
+        pooling it buys little, and a hierarchy on it mixed badly (funnel)
+        with few families.
     ell_loc, ell_scale : float
-        OU correlation length in log tokens, ``LogNormal(log 0.3, 0.5)``.
-        Kept below the log-token span of a run (~3 past the warm-up cut):
-        a longer correlation duplicates the run effect ``u_r`` and lets the
-        noise absorb differences between model sizes.
+        OU correlation length in log tokens, ``LogNormal(log 0.3, 0.5)``:
+        centred below the log-token span of a run (~3 past the warm-up cut)
+        so that the run effect ``u_r``, not the noise, carries differences
+        between runs; real curves still pull it to ~1-2.5.
     nu_loc, nu_scale : float
         Student-t degrees of freedom ``LogNormal(log 4, 0.75)``: digitised
         curves have outliers (the feasibility sketch found nu ~ 1.2).
@@ -75,17 +87,16 @@ class Priors:
 
     exponent_median: float = 0.3
     exponent_log_sd: float = 0.5
-    exponent_spread: float = 0.25
-    log_e_loc: float = math.log(0.6)
-    log_e_scale: float = 0.75
+    exponent_spread: float = 0.15
+    e_frac_mean: tuple = (3.0, 2.0)
+    e_frac_concentration: float = 10.0
     ab_loc: float = math.log(0.2)
     ab_scale: float = 1.5
-    offset_sd: tuple = (0.5, 1.0, 1.0)
+    offset_sd: tuple = (0.6, 0.6)
     lkj_concentration: float = 2.0
     seed_sd: float = 0.03
     noise_log_loc: float = math.log(0.01)
     noise_log_scale: float = 1.5
-    noise_spread: float = 1.0
     ell_loc: float = math.log(0.3)
     ell_scale: float = 0.5
     nu_loc: float = math.log(4.0)
@@ -110,6 +121,8 @@ class ModelInputs(NamedTuple):
     first: np.ndarray  # (n,) bool
     y: np.ndarray  # (n,) log(loss / family_scale)
     n_families: int
+    log_e_max: np.ndarray = None  # (F,) log of each family's smallest relative loss: E's bound
+    run_single: np.ndarray = None  # (R,) bool: the run has a single kept checkpoint
 
 
 def inputs_from_data(data: ScalingData) -> ModelInputs:
@@ -127,12 +140,25 @@ def inputs_from_data(data: ScalingData) -> ModelInputs:
         first=np.asarray(data.first, dtype=bool),
         y=y,
         n_families=data.n_families,
+        log_e_max=np.array(
+            [y[data.obs_family == f].min() for f in range(data.n_families)], dtype=float
+        ),
+        run_single=np.bincount(data.obs_run, minlength=data.n_runs) == 1,
     )
 
 
-def _family_block(n_families: int, exponents: str, law: str, priors: Priors):
-    """Population and family-level sites; returns per-family arrays."""
+def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors):
+    """Population and family-level sites; returns per-family arrays.
+
+    Family offsets and exponents are sampled *centred* (drawn directly from
+    their population distribution): every real family has tens to hundreds
+    of checkpoints, so its own data pin it down and the non-centred form
+    turned that into long, curved ridges between ``z`` and the population
+    scale. The fit pairs this with a dense mass matrix over the law block
+    (see ``fit.DENSE_BLOCK``) for the E-A-alpha correlation within a family.
+    """
     p = priors
+    n_families = inputs.n_families
     alpha = numpyro.sample("alpha", dist.LogNormal(math.log(p.exponent_median), p.exponent_log_sd))
     if law == "overtrain":
         # Gadre et al.'s (C, M) form: one exponent for N and D
@@ -141,44 +167,41 @@ def _family_block(n_families: int, exponents: str, law: str, priors: Priors):
         beta = numpyro.sample(
             "beta", dist.LogNormal(math.log(p.exponent_median), p.exponent_log_sd)
         )
-    loc = jnp.array([p.log_e_loc, p.ab_loc, p.ab_loc])
-    scl = jnp.array([p.log_e_scale, p.ab_scale, p.ab_scale])
-    mu_theta = numpyro.sample("mu_theta", dist.Normal(loc, scl).to_event(1))
-    sigma_theta = numpyro.sample("sigma_theta", dist.HalfNormal(jnp.array(p.offset_sd)).to_event(1))
-    l_omega = numpyro.sample("L_omega", dist.LKJCholesky(3, p.lkj_concentration))
+    e_mu = numpyro.sample("e_mu", dist.Beta(*p.e_frac_mean))
+    e_kappa = numpyro.sample("e_kappa", dist.Gamma(2.0, 2.0 / p.e_frac_concentration))
+    loc = jnp.array([p.ab_loc, p.ab_loc])
+    mu_theta = numpyro.sample("mu_theta", dist.Normal(loc, p.ab_scale).to_event(1))
+    m_theta = jnp.array(p.offset_sd)
+    sigma_theta = numpyro.sample("sigma_theta", dist.Gamma(2.0, 2.0 / m_theta).to_event(1))
+    l_omega = numpyro.sample("L_omega", dist.LKJCholesky(2, p.lkj_concentration))
     if exponents == "pooled":
-        tau_alpha = numpyro.sample("tau_alpha", dist.HalfNormal(p.exponent_spread))
+        tau_alpha = numpyro.sample("tau_alpha", dist.Gamma(2.0, 2.0 / p.exponent_spread))
         tau_beta = (
             tau_alpha
             if law == "overtrain"
-            else numpyro.sample("tau_beta", dist.HalfNormal(p.exponent_spread))
+            else numpyro.sample("tau_beta", dist.Gamma(2.0, 2.0 / p.exponent_spread))
         )
-    mu_ls = numpyro.sample("mu_log_sigma", dist.Normal(p.noise_log_loc, p.noise_log_scale))
-    tau_ls = numpyro.sample("tau_log_sigma", dist.HalfNormal(p.noise_spread))
     with numpyro.plate("family", n_families):
-        z = numpyro.sample(
-            "z_theta", dist.Normal(0.0, 1.0).expand([3]).to_event(1), infer={"event_dims": ["coef"]}
+        theta = numpyro.sample(
+            "theta",
+            dist.MultivariateNormal(mu_theta, scale_tril=sigma_theta[:, None] * l_omega),
+            infer={"event_dims": ["coef"]},
         )
-        theta = mu_theta + (z @ (sigma_theta[:, None] * l_omega).T)
-        z_sigma = numpyro.sample("z_sigma", dist.Normal(0.0, 1.0))
+        e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
+        sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":
-            z_alpha = numpyro.sample("z_alpha", dist.Normal(0.0, 1.0))
+            alpha_f = numpyro.sample("alpha_f", dist.LogNormal(jnp.log(alpha), tau_alpha))
             if law == "overtrain":
-                z_beta = z_alpha
+                beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
-                z_beta = numpyro.sample("z_beta", dist.Normal(0.0, 1.0))
-            alpha_f = alpha * jnp.exp(tau_alpha * z_alpha)
-            beta_f = beta * jnp.exp(tau_beta * z_beta)
+                beta_f = numpyro.sample("beta_f", dist.LogNormal(jnp.log(beta), tau_beta))
         else:
-            alpha_f = jnp.broadcast_to(alpha, (n_families,))
-            beta_f = jnp.broadcast_to(beta, (n_families,))
-    numpyro.deterministic("log_E", theta[:, 0])
-    numpyro.deterministic("a", theta[:, 1])
-    numpyro.deterministic("b", theta[:, 2])
-    numpyro.deterministic("alpha_f", alpha_f)
-    numpyro.deterministic("beta_f", beta_f)
-    sigma_f = numpyro.deterministic("sigma_obs", jnp.exp(mu_ls + tau_ls * z_sigma))
-    return theta, alpha_f, beta_f, sigma_f
+            alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
+            beta_f = numpyro.deterministic("beta_f", jnp.broadcast_to(beta, (n_families,)))
+    log_e = numpyro.deterministic("log_E", jnp.log(e_frac) + inputs.log_e_max)
+    numpyro.deterministic("a", theta[:, 0])
+    numpyro.deterministic("b", theta[:, 1])
+    return log_e, theta, alpha_f, beta_f, sigma_f
 
 
 def scaling_model(
@@ -202,30 +225,75 @@ def scaling_model(
     if law not in LAWS:
         raise ValueError(f"law must be one of {LAWS}, got {law!r}")
     p = priors
-    theta, alpha_f, beta_f, sigma_f = _family_block(inputs.n_families, exponents, law, p)
+    log_e, theta, alpha_f, beta_f, sigma_f = _family_block(inputs, exponents, law, p)
     sigma_seed = numpyro.sample("sigma_seed", dist.HalfNormal(p.seed_sd))
     ell = numpyro.sample("ell", dist.LogNormal(p.ell_loc, p.ell_scale))
     nu = numpyro.sample("nu", dist.LogNormal(p.nu_loc, p.nu_scale))
     n_runs = inputs.run_family.shape[0]
     with numpyro.plate("run", n_runs):
         z_u = numpyro.sample("z_u", dist.Normal(0.0, 1.0))
-    u = numpyro.deterministic("u", sigma_seed * z_u)
+    seed_effect = sigma_seed * centered_run_effects(z_u, inputs)
+    u = numpyro.deterministic("u", seed_effect)
     if not observe:
         return
     params = {
-        "log_E": theta[:, 0],
-        "a": theta[:, 1],
-        "b": theta[:, 2],
+        "log_E": log_e,
+        "a": theta[:, 0],
+        "b": theta[:, 1],
         "alpha_f": alpha_f,
         "beta_f": beta_f,
         "sigma_obs": sigma_f,
         "u": u,
+        "sigma_seed": sigma_seed,
         "ell": ell,
         "nu": nu,
     }
     innov, scale = innovations(inputs, params)
     with numpyro.plate("obs", inputs.y.shape[0]):
         numpyro.sample("innovation", dist.StudentT(nu, 0.0, scale), obs=innov)
+
+
+def centered_run_effects(z, inputs: ModelInputs):
+    """Run effects that sum to zero within each family, each with unit variance.
+
+    A shift shared by all runs of a family is the same as a shift of the
+    family's law (log E, a, b all move together), so the likelihood cannot
+    tell them apart; pinning the family mean of ``u`` to zero removes that
+    ridge, which otherwise made NUTS take maximal trajectories. The law then
+    describes the family's average run; predictions add back the uncertainty
+    of that average (``sigma_seed / sqrt(K_f)``, see :func:`law_offset_runs`).
+
+    Runs with a single kept checkpoint get ``u = 0``: their seed effect and
+    their evaluation noise are the same kind of scatter and cannot be told
+    apart, so the likelihood gives that point both variances instead (see
+    :func:`ou_rho_scale`); a free ``u`` there let the MAP fit such points
+    exactly and collapse the noise scale. A family with one multi-checkpoint
+    run also has ``u = 0`` for it.
+    """
+    run_family = np.asarray(inputs.run_family)
+    multi = _multi_runs(inputs)
+    counts = np.bincount(run_family[multi], minlength=inputs.n_families).astype(float)
+    z_masked = jnp.where(multi, z, 0.0)
+    z_mean = jax.ops.segment_sum(z_masked, run_family, num_segments=inputs.n_families) / np.maximum(
+        counts, 1.0
+    )
+    k = counts[run_family]
+    # sqrt(K / (K - 1)) restores unit marginal variance after removing the mean
+    factor = np.where(multi & (k > 1), np.sqrt(k / np.maximum(k - 1.0, 1.0)), 0.0)
+    return (z - z_mean[run_family]) * factor
+
+
+def _multi_runs(inputs: ModelInputs) -> np.ndarray:
+    n_runs = np.asarray(inputs.run_family).shape[0]
+    if inputs.run_single is None:
+        return np.ones(n_runs, dtype=bool)
+    return ~np.asarray(inputs.run_single, dtype=bool)
+
+
+def law_offset_runs(inputs: ModelInputs) -> np.ndarray:
+    """Per family, the number of runs whose effects the law absorbs (``K_f``)."""
+    run_family = np.asarray(inputs.run_family)
+    return np.bincount(run_family[_multi_runs(inputs)], minlength=inputs.n_families)
 
 
 def law_mean(inputs: ModelInputs, params: dict):
@@ -243,11 +311,20 @@ def law_mean(inputs: ModelInputs, params: dict):
 
 
 def ou_rho_scale(inputs: ModelInputs, params: dict):
-    """OU autocorrelation to the previous checkpoint and innovation scale, shape (n,)."""
+    """OU autocorrelation to the previous checkpoint and innovation scale, shape (n,).
+
+    The lone checkpoint of a single-checkpoint run carries the seed scatter
+    too: its scale is ``sqrt(sigma_obs^2 + sigma_seed^2)``.
+    """
     fam_obs = inputs.run_family[inputs.obs_run]
     rho = jnp.where(inputs.first, 0.0, jnp.exp(-inputs.dlog_prev / params["ell"]))
     # floor keeps near-duplicate checkpoints from giving a zero scale
     scale = params["sigma_obs"][fam_obs] * jnp.sqrt(jnp.clip(1.0 - rho**2, 1e-4, 1.0))
+    if inputs.run_single is not None and "sigma_seed" in params:
+        single = np.asarray(inputs.run_single, dtype=bool)[np.asarray(inputs.obs_run)]
+        scale = jnp.where(
+            single, jnp.sqrt(params["sigma_obs"][fam_obs] ** 2 + params["sigma_seed"] ** 2), scale
+        )
     return rho, scale
 
 
@@ -260,7 +337,9 @@ def innovations(inputs: ModelInputs, params: dict):
         Design and observations ``y`` (log relative loss).
     params : dict
         One set of parameters: per-family ``log_E``, ``a``, ``b``, ``alpha_f``,
-        ``beta_f``, ``sigma_obs``; per-run ``u``; scalars ``ell``, ``nu``.
+        ``beta_f``, ``sigma_obs``; per-run ``u``; scalars ``sigma_seed``,
+        ``ell``, ``nu`` (``sigma_seed`` widens the lone checkpoint of
+        single-checkpoint runs, whose ``u`` is 0).
     """
     resid = inputs.y - law_mean(inputs, params) - params["u"][inputs.obs_run]
     rho, scale = ou_rho_scale(inputs, params)
@@ -304,11 +383,12 @@ def simulate_log_loss(key, inputs: ModelInputs, params: dict, family_scale):
     params : dict
         Per-family ``log_E``, ``a``, ``b``, ``alpha_f``, ``beta_f``,
         ``sigma_obs`` (shape (F,)), per-run ``u`` (shape (R,)), scalars
-        ``ell`` and ``nu``.
+        ``ell`` and ``nu``. Every run's seed effect comes from ``u`` (also for
+        single-checkpoint runs; ``sigma_seed``, if present, is not added).
     family_scale : array, shape (F,)
     """
     fam_obs = inputs.run_family[inputs.obs_run]
-    rho, scale = ou_rho_scale(inputs, params)
+    rho, scale = ou_rho_scale(inputs, {k: v for k, v in params.items() if k != "sigma_seed"})
     w = scale * jax.random.t(key, params["nu"], shape=jnp.shape(inputs.log_d))
     eps = ou_paths(rho, w)
     return (

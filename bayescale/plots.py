@@ -18,7 +18,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from bayescale.model import COEFS
 from bayescale.predict import loss_draws as _loss_draws
+from bayescale.predict import run_draws
 
 #: Okabe-Ito colours, yellow last (it is faint on white).
 PALETTE = (
@@ -251,14 +253,12 @@ def _trajectory_panel(post, family, ax, obs, held, probs, max_draws, seed):
     if len(obs):
         all_params += list(obs["params"])
     colors = _size_colors(all_params)
-    u = post.draws("u")[keep]
     handles = {}
     for r in fam_runs[np.argsort(pd_.run_params[fam_runs], kind="stable")]:
         n = float(pd_.run_params[r])
         tok = pd_.tokens[pd_.obs_run == r]
         grid = np.geomspace(tok.min(), tok.max(), 60) if tok.min() < tok.max() else tok[:1]
-        draws = _loss_draws(post, family, n, grid, kind="mean", seed=seed)[keep]
-        draws = draws * np.exp(u[:, r])[:, None]
+        draws = run_draws(post, int(r), grid)[keep]
         _band(ax, grid, draws, probs, colors[n])
     runs_obs = obs.groupby("run", sort=False) if len(obs) else []
     for _, grp in runs_obs:
@@ -438,8 +438,8 @@ def plot_offsets(post, ax=None, *, prob=(0.5, 0.9)):
     """Family offsets ``log_E``, ``a``, ``b`` as a forest plot.
 
     One panel per coefficient, families as rows (median, 50% and 90%
-    intervals); the population mean ``mu_theta`` is a dotted line with its
-    90% interval shaded. Offsets are on the relative scale (loss divided by
+    intervals); for ``a`` and ``b`` the population mean ``mu_theta`` is a
+    dotted line with its 90% interval shaded. Offsets are on the relative scale (loss divided by
     each family's loss constant).
 
     Parameters
@@ -465,12 +465,15 @@ def plot_offsets(post, ax=None, *, prob=(0.5, 0.9)):
         fig = _figure_of(axes[0])
     ypos = np.arange(len(post.families))[::-1]
     mu = post.draws("mu_theta")
-    for j, (coef, panel) in enumerate(zip(coefs, axes, strict=True)):
+    for coef, panel in zip(coefs, axes, strict=True):
         draws = post.draws(coef)
         _forest_rows(panel, draws, ypos, probs, PALETTE[0], "family (median)")
-        m_lo, m_hi = _quantiles(mu[:, j], 0.9)
-        panel.axvspan(m_lo, m_hi, color=PALETTE[1], alpha=0.12, lw=0, label="population 90%")
-        panel.axvline(np.median(mu[:, j]), color=PALETTE[1], ls=":", lw=1.2)
+        if coef in COEFS:
+            # log E is pooled through its fraction of the smallest loss, not mu_theta
+            m = mu[:, COEFS.index(coef)]
+            m_lo, m_hi = _quantiles(m, 0.9)
+            panel.axvspan(m_lo, m_hi, color=PALETTE[1], alpha=0.12, lw=0, label="population 90%")
+            panel.axvline(np.median(m), color=PALETTE[1], ls=":", lw=1.2)
         panel.set_xlabel(_OFFSET_LABELS[coef])
         panel.set_title(coef)
         panel.grid(True, axis="x", alpha=0.3)

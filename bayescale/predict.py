@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from bayescale import laws
+from bayescale.model import inputs_from_data, law_offset_runs
 
 KINDS = ("mean", "new_run")
+POINT_ESTIMATE_DRAWS = 1000
 
 
 class UnseenFamilyWarning(UserWarning):
@@ -25,7 +27,10 @@ def family_draws(post, family: str, *, seed: int = 0) -> dict:
     """Per-draw law coefficients of one family (relative scale) and its loss scale.
 
     Returns a dict of arrays of shape ``(S,)``: ``log_E``, ``a``, ``b``,
-    ``alpha``, ``beta``, ``scale`` (the family's loss constant), ``sigma_seed``.
+    ``alpha``, ``beta``, ``scale`` (the family's loss constant), ``sigma_seed``,
+    ``sigma_obs`` (checkpoint noise scale) and ``law_sd``: the sd of the
+    family's average run effect, which the fitted law absorbs (run effects sum
+    to zero within a family), ``sigma_seed / sqrt(K)`` for ``K`` fitted runs.
     For a family not in the fit, coefficients come from the population
     distribution and the scale from the spread of the fitted families' scales.
     """
@@ -34,6 +39,7 @@ def family_draws(post, family: str, *, seed: int = 0) -> dict:
     s = sigma_seed.shape[0]
     if family in post.families:
         f = post.families.index(family)
+        n_runs = int(law_offset_runs(inputs_from_data(post.data))[f])
         return {
             "log_E": post.draws("log_E")[:, f],
             "a": post.draws("a")[:, f],
@@ -42,6 +48,8 @@ def family_draws(post, family: str, *, seed: int = 0) -> dict:
             "beta": post.draws("beta_f")[:, f],
             "scale": np.full(s, post.data.family_scale[f]),
             "sigma_seed": sigma_seed,
+            "sigma_obs": post.draws("sigma_obs")[:, f],
+            "law_sd": sigma_seed / np.sqrt(n_runs) if n_runs else np.zeros(s),
         }
     warnings.warn(
         f"family {family!r} is not in the fit (fitted: {list(post.families)}); predicting "
@@ -52,8 +60,12 @@ def family_draws(post, family: str, *, seed: int = 0) -> dict:
     mu = post.draws("mu_theta")
     sd = post.draws("sigma_theta")
     chol = post.draws("L_omega")
-    z = rng.standard_normal((s, 3))
+    z = rng.standard_normal(mu.shape)
     theta = mu + np.einsum("sij,sj->si", sd[:, :, None] * chol, z)
+    e_mu, e_kappa = post.draws("e_mu"), post.draws("e_kappa")
+    e_frac = rng.beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
+    # E's bound for a family never seen: the fitted families' typical bound
+    log_e = np.log(e_frac) + float(np.mean(inputs_from_data(post.data).log_e_max))
     alpha = post.draws("alpha")
     beta = post.draws("beta")
     if post.config.exponents == "pooled":
@@ -67,13 +79,16 @@ def family_draws(post, family: str, *, seed: int = 0) -> dict:
     spread = log_scales.std(ddof=1) if len(log_scales) > 1 else 1.0
     scale = np.exp(rng.normal(log_scales.mean(), spread, size=s))
     return {
-        "log_E": theta[:, 0],
-        "a": theta[:, 1],
-        "b": theta[:, 2],
+        "log_E": log_e,
+        "a": theta[:, 0],
+        "b": theta[:, 1],
         "alpha": alpha,
         "beta": beta,
         "scale": scale,
         "sigma_seed": sigma_seed,
+        # checkpoint noise of an unseen family: a fitted family's, at random
+        "sigma_obs": post.draws("sigma_obs")[np.arange(s), rng.integers(0, len(post.families), s)],
+        "law_sd": np.zeros(s),
     }
 
 
@@ -92,6 +107,25 @@ def loss_draws(post, family, params, tokens, *, kind: str = "mean", seed: int = 
             "params/tokens below 1e4 look like billions; pass raw counts (e.g. 7e9, not 7)"
         )
     d = family_draws(post, family, seed=seed)
+    if post.n_draws == 1:
+        # a point estimate: repeat it so that new_run noise still has a spread
+        d = {k: np.repeat(v, POINT_ESTIMATE_DRAWS) for k, v in d.items()}
+    log_n, log_mu = _log_law(d, params, tokens)
+    col = {k: v[:, None] for k, v in d.items()}
+    rng = np.random.default_rng([seed, 1])
+    # one offset per draw, shared by all queried points: they describe one law
+    # (or one new run), not independent ones
+    if kind == "new_run":
+        run_sd = np.sqrt(col["law_sd"] ** 2 + col["sigma_seed"] ** 2)
+        log_mu = log_mu + run_sd * rng.standard_normal((log_mu.shape[0], 1))
+        # plus the noise of evaluating one checkpoint
+        log_mu = log_mu + col["sigma_obs"] * rng.standard_normal(log_mu.shape)
+    else:
+        log_mu = log_mu + col["law_sd"] * rng.standard_normal((log_mu.shape[0], 1))
+    return col["scale"] * np.exp(log_mu)
+
+
+def _log_law(d: dict, params, tokens):
     log_n = np.log(params)[None, :] - laws.LOG_N_REF
     log_d = np.log(tokens)[None, :] - laws.LOG_D_REF
     col = {k: v[:, None] for k, v in d.items()}
@@ -99,10 +133,20 @@ def loss_draws(post, family, params, tokens, *, kind: str = "mean", seed: int = 
         np.logaddexp(col["log_E"], col["a"] - col["alpha"] * log_n),
         col["b"] - col["beta"] * log_d,
     )
-    if kind == "new_run":
-        rng = np.random.default_rng([seed, 1])
-        log_mu = log_mu + col["sigma_seed"] * rng.standard_normal(log_mu.shape)
-    return col["scale"] * np.exp(log_mu)
+    return log_n, log_mu
+
+
+def run_draws(post, run: int, tokens) -> np.ndarray:
+    """Draws of a fitted run's trajectory, the law times ``exp(u_run)``: shape (S, P).
+
+    This is the curve the likelihood centres that run's checkpoints on.
+    """
+    tokens = np.atleast_1d(np.asarray(tokens, dtype=float))
+    family = post.families[int(post.data.run_family[run])]
+    d = family_draws(post, family)
+    params = np.full(tokens.shape, float(post.data.run_params[run]))
+    _, log_mu = _log_law(d, params, tokens)
+    return d["scale"][:, None] * np.exp(log_mu + post.draws("u")[:, run][:, None])
 
 
 def _interval(draws: np.ndarray, prob: float):
@@ -138,8 +182,10 @@ def predict(
     params, tokens : float or array
         Raw parameter and token counts; broadcast against each other.
     kind : {"mean", "new_run"}
-        ``"mean"``: the law itself. ``"new_run"``: one fresh training run,
-        i.e. the law plus a new seed effect ``u ~ Normal(0, sigma_seed)``.
+        ``"mean"``: the family's law (its average run). ``"new_run"``: what one
+        fresh training run will measure: the law plus a new seed effect
+        ``u ~ Normal(0, sigma_seed)`` and the noise of one evaluation
+        (Normal with the family's checkpoint-noise scale ``sigma_obs``).
     prob : float
         Interval probability (default 0.9).
     return_draws : bool

@@ -28,7 +28,7 @@ import pandas as pd
 
 from bayescale import __version__, laws
 from bayescale.fit import RHAT_MAX
-from bayescale.model import Priors
+from bayescale.model import COEFS, Priors
 from bayescale.predict import loss_draws
 
 KINDS = ("mean", "new_run")
@@ -376,7 +376,7 @@ def noise_table(post, prob: float = 0.9) -> pd.DataFrame:
     ]
     mu = post.draws("mu_theta")
     sd = post.draws("sigma_theta")
-    for j, c in enumerate(("log_E", "a", "b")):
+    for j, c in enumerate(COEFS):
         rows.append(
             {"parameter": f"mu_theta[{c}]", "meaning": f"population mean of {c}",
              "estimate": _cell(mu[:, j], prob)}
@@ -384,6 +384,11 @@ def noise_table(post, prob: float = 0.9) -> pd.DataFrame:
         rows.append(
             {"parameter": f"sigma_theta[{c}]", "meaning": f"family spread of {c}",
              "estimate": _cell(sd[:, j], prob)}
+        )  # fmt: skip
+    if "e_mu" in present:
+        rows.append(
+            {"parameter": "e_mu", "meaning": "population mean of E as a fraction of the "
+             "family's smallest loss", "estimate": _cell(post.draws("e_mu"), prob)}
         )  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -14,6 +14,7 @@ import xarray as xr
 from bayescale import laws
 from bayescale.data import ScalingData
 from bayescale.fit import FitConfig, Posterior, _tree_from_samples
+from bayescale.model import inputs_from_data
 
 TRUE = {"alpha": 0.34, "beta": 0.28, "E": 1.7, "A": 400.0, "B": 410.0}
 
@@ -85,18 +86,27 @@ def synthetic_posterior(
     alpha_f = alpha[..., None] * np.exp(around(0.0, 0.02, (nf,))) if pooled else alpha[..., None]
     beta_f = beta[..., None] * np.exp(around(0.0, 0.02, (nf,))) if pooled else beta[..., None]
     shift = np.log(1.0 + 0.1 * np.arange(nf))
+    inputs = inputs_from_data(data)
+    log_e = np.minimum(around(log_e0, 0.02, (nf,)) + shift - rel, inputs.log_e_max - 0.01)
+    a = around(a0, 0.05, (nf,)) + shift - rel
+    b = around(b0, 0.05, (nf,)) + shift - rel
     samples = {
         "alpha": alpha,
         "beta": beta,
         "alpha_f": np.broadcast_to(alpha_f, shape + (nf,)).copy(),
         "beta_f": np.broadcast_to(beta_f, shape + (nf,)).copy(),
-        "log_E": around(log_e0, 0.02, (nf,)) + shift - rel,
-        "a": around(a0, 0.05, (nf,)) + shift - rel,
-        "b": around(b0, 0.05, (nf,)) + shift - rel,
-        "mu_theta": around(0.0, 0.1, (3,)) + np.array([log_e0, a0, b0]),
-        "sigma_theta": np.abs(around(0.3, 0.05, (3,))),
-        "L_omega": np.broadcast_to(np.eye(3), shape + (3, 3)).copy(),
+        "e_frac": np.exp(log_e - inputs.log_e_max),
+        "e_mu": np.clip(around(0.6, 0.05), 0.05, 0.95),
+        "e_kappa": np.abs(around(10.0, 1.0)),
+        "log_E": log_e,
+        "theta": np.stack([a, b], axis=-1),
+        "a": a,
+        "b": b,
+        "mu_theta": around(0.0, 0.1, (2,)) + np.array([a0, b0]),
+        "sigma_theta": np.abs(around(0.3, 0.05, (2,))),
+        "L_omega": np.broadcast_to(np.eye(2), shape + (2, 2)).copy(),
         "sigma_seed": np.abs(around(0.01, 0.002)),
+        "z_u": around(0.0, 1.0, (nr,)),
         "u": around(0.0, 0.005, (nr,)),
         "sigma_obs": np.abs(around(0.003, 0.0005, (nf,))),
         "ell": np.abs(around(0.3, 0.03)),

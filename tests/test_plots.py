@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from posterior_factory import map_like, synthetic_frame, synthetic_posterior
 
 from bayescale import plots
-from bayescale.predict import loss_draws
+from bayescale.laws import LOG_D_REF, LOG_N_REF
+from bayescale.predict import family_draws, loss_draws
 
 matplotlib.use("Agg")
 
@@ -70,8 +71,15 @@ def test_trajectory_band_is_the_run_posterior(post):
     ax = fig.axes[0]
     r = int(np.argmin(np.where(post.data.run_family == 0, post.data.run_params, np.inf)))
     tok = post.data.tokens[post.data.obs_run == r]
-    draws = loss_draws(post, "fam-a", post.data.run_params[r], tok.min(), kind="mean")[:, 0]
-    draws = draws * np.exp(post.draws("u")[:, r])
+    d = family_draws(post, "fam-a")
+    log_n = np.log(post.data.run_params[r]) - LOG_N_REF
+    log_d = np.log(tok.min()) - LOG_D_REF
+    law = d["scale"] * np.exp(
+        np.logaddexp(
+            np.logaddexp(d["log_E"], d["a"] - d["alpha"] * log_n), d["b"] - d["beta"] * log_d
+        )
+    )
+    draws = law * np.exp(post.draws("u")[:, r])
     lo, hi = np.quantile(draws, [0.05, 0.95])
     verts = _bands(ax)[0].get_paths()[0].vertices
     at_first = verts[np.isclose(verts[:, 0], tok.min())]
