@@ -52,7 +52,7 @@ FLOPS_PER_PARAM_TOKEN = 6.0
 REFERENCE_TOKENS_PER_PARAM = 20.0
 SEED_COUNTS = (1, 2, 4, 8)
 METHODS = ("auto", "importance", "laplace")
-RANK_BY = ("per_flop", "reduction")
+RANK_BY = ("reduction", "per_flop")
 _GH_NODES = 20
 _FISHER_STEPS = 6
 
@@ -93,6 +93,7 @@ class Candidate:
 
     @classmethod
     def coerce(cls, obj) -> Candidate:
+        """A validated Candidate from a Candidate or a dict (raises ValueError)."""
         if isinstance(obj, Candidate):
             cand = obj
         elif isinstance(obj, dict):
@@ -784,8 +785,8 @@ def _spread_scales(post, fixed: dict) -> dict:
     out = dict(fixed)
     n_fam = post.data.n_families
     if "sigma_theta" in out:
-        theta = np.stack([post.draws(k)[0] for k in ("log_E", "a", "b")], axis=-1)
-        spread = theta.std(axis=0) if n_fam > 1 else np.full(3, 0.3)
+        theta = np.stack([post.draws(k)[0] for k in ("a", "b")], axis=-1)
+        spread = theta.std(axis=0) if n_fam > 1 else np.full(2, 0.3)
         out["sigma_theta"] = jnp.log(jnp.asarray(np.maximum(spread, 0.1)))
     for tau, site in (("tau_alpha", "alpha_f"), ("tau_beta", "beta_f")):
         if tau in out:

@@ -203,6 +203,15 @@ def test_more_seeds_shrink_the_family_offset_as_conjugate_theory_says(seeds_post
         expected = math.sqrt(k_fit / (k_fit + row["n_runs"]))
         assert row["expected_sd"] / row["current_sd"] == pytest.approx(expected, rel=0.07)
         assert row["expected_sd_mcse"] < 0.05 * row["expected_sd"]
+    # one new run at the target adds its own seed effect and one evaluation's noise
+    new_run = design.plan(post, TARGET, 1e22, candidates=MENU, kind="new_run", seed=1, **PLAN_KW)
+    var_fixed = 0.03**2 + 0.002**2
+    assert new_run["current_sd"].iloc[0] == pytest.approx(
+        t_law * math.sqrt(0.03**2 / k_fit + var_fixed), rel=0.06
+    )
+    row = new_run[(new_run["params"] == 2e8) & (new_run["n_runs"] == 8)].iloc[0]
+    expected = math.sqrt(0.03**2 / (k_fit + 8) + var_fixed)
+    assert row["expected_sd"] == pytest.approx(t_law * expected, rel=0.06)
 
 
 # -- costs, budget, errors ----------------------------------------------------------------
