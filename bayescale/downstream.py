@@ -40,7 +40,6 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 import xarray as xr
-from scipy.special import expit
 
 from bayescale import __version__, laws
 from bayescale.data import DataError
@@ -348,7 +347,7 @@ class DownstreamInputs(NamedTuple):
 
     obs_task: np.ndarray  # (n,) int
     obs_family: np.ndarray  # (n,) int
-    loss_c: np.ndarray  # (n,) loss - loss_ref
+    loss: np.ndarray  # (n,) the run's eval loss
     n_items: np.ndarray  # (n,) int
     correct: np.ndarray  # (n,) int
     logit_chance: np.ndarray  # (T,)
@@ -365,7 +364,7 @@ def inputs_from_data(data: DownstreamData) -> DownstreamInputs:
     return DownstreamInputs(
         obs_task=np.asarray(data.obs_task, dtype=np.int32),
         obs_family=np.asarray(data.obs_family, dtype=np.int32),
-        loss_c=np.asarray(data.obs_loss - data.loss_ref, dtype=float),
+        loss=np.asarray(data.obs_loss, dtype=float),
         n_items=np.asarray(data.n_items[data.obs_task], dtype=np.int64),
         correct=np.asarray(data.correct, dtype=np.int64),
         logit_chance=logit_chance(data.chance_err),
@@ -428,8 +427,8 @@ def downstream_model(
     if not observe:
         return
     t = inputs.obs_task
-    loss_c = inputs.loss_c - shift[inputs.obs_family]
-    err = task_error(loss_c + inputs.loss_ref, eps[t], floor[t], gamma[t], midpoint[t])
+    loss = inputs.loss - shift[inputs.obs_family]
+    err = task_error(loss, eps[t], floor[t], gamma[t], midpoint[t])
     p_correct = jnp.clip(1.0 - err, 1e-9, 1.0 - 1e-9)
     with numpyro.plate("obs", inputs.correct.shape[0]):
         numpyro.sample(
@@ -924,11 +923,7 @@ def error_draws(
     used = np.unique(np.concatenate([idx for _, idx in items]))
     par = {v: post.draws(v)[i_down][:, None, used] for v in ("eps", "floor", "gamma", "midpoint")}
     shifted = (loss[i_loss] - shift[i_down][:, None])[:, :, None]
-    err = np.asarray(
-        par["floor"]
-        + (par["eps"] - par["floor"]) * expit(par["gamma"] * (shifted - par["midpoint"])),
-        dtype=float,
-    )
+    err = np.asarray(task_error(shifted, **par), dtype=float)
     if kind == "new_run":
         # a fresh run's score: item sampling plus the task's run-to-run scatter
         phi = post.draws("phi")[i_down][:, None, used]
