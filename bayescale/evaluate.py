@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale import baselines as bl
-from bayescale.laws import centered_to_published
+from bayescale.laws import LOG_D_REF, LOG_N_REF, centered_to_published, log_chinchilla_centered
 
 __all__ = [
     "COLUMNS",
@@ -280,14 +280,26 @@ def _posterior_rows(post, family: str, targets: pd.DataFrame, base: dict, *, see
     actual = targets["actual"].to_numpy(float)
     base = {**base, "fit_method": post.config.method, "law": post.config.law}
     if post.config.method == "map":
-        draws = loss_draws(post, family, n, d, kind="mean", seed=seed)
-        return _target_rows({**base, "kind": "point"}, targets, actual, draws[0])
+        law = _map_law(post, family, n, d)
+        return _target_rows({**base, "kind": "point"}, targets, actual, law)
     rows = []
     for kind in ("mean", "new_run"):
         draws = loss_draws(post, family, n, d, kind=kind, seed=seed)
         lo90, lo50, med, hi50, hi90 = np.quantile(draws, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
         rows += _target_rows({**base, "kind": kind}, targets, actual, med, (lo90, hi90, lo50, hi50))
     return rows
+
+
+def _map_law(post, family: str, params, tokens) -> np.ndarray:
+    """The fitted law at a MAP point, without any sampled run or noise term."""
+    from bayescale.predict import family_draws
+
+    c = {k: float(v[0]) for k, v in family_draws(post, family).items() if np.ndim(v) == 1}
+    log_mu = log_chinchilla_centered(
+        np.log(params) - LOG_N_REF, np.log(tokens) - LOG_D_REF,
+        c["log_E"], c["a"], c["b"], c["alpha"], c["beta"],
+    )  # fmt: skip
+    return c["scale"] * np.exp(np.asarray(log_mu))
 
 
 def _point_rows(fit, targets: pd.DataFrame, base: dict) -> list[dict]:
