@@ -1,0 +1,121 @@
+"""Command line: exit codes, JSON output, bad input, every command once."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bayescale.cli import main, parse_count
+from bayescale.simulate import simulate_frame
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory):
+    frame, _ = simulate_frame(n_families=2, sizes=(1e8, 1e9, 1e10), n_checkpoints=6, seed=3)
+    path = tmp_path_factory.mktemp("data") / "runs.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+@pytest.fixture(scope="module")
+def fit_file(csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "fit.nc"
+    code = main(["fit", str(csv[0]), "--out", str(out), "--method", "map", "--min-tokens", "1e4"])
+    assert code == 0 and out.exists()
+    return out
+
+
+def run_json(capsys, argv):
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)
+
+
+def test_parse_count_suffixes():
+    assert parse_count("6.9B") == pytest.approx(6.9e9)
+    assert parse_count("1.4T") == pytest.approx(1.4e12)
+    assert parse_count("7e9") == 7e9
+    with pytest.raises(Exception, match="not a number"):
+        parse_count("seven")
+
+
+def test_datasets_json(capsys):
+    rows = run_json(capsys, ["datasets", "--json"])
+    assert {"hitchhiker", "gadre"} <= {r["name"] for r in rows}
+
+
+def test_entry_point_is_installed():
+    exe = shutil.which("bayescale") or shutil.which("bayescale", path=str(sys.prefix) + "/bin")
+    assert exe, "the bayescale console script is not installed"
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "bayescale" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "change,pattern",
+    [
+        (lambda f: f.assign(loss=np.where(np.arange(len(f)) == 5, np.nan, f["loss"])),
+         r"column 'loss' has NaN or infinite values at rows \[5\]"),
+        (lambda f: f.assign(tokens=f["tokens"] / 1e9),
+         r"column 'tokens' has values below 1e4 .*billions"),
+    ],
+)  # fmt: skip
+def test_fit_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, csv, change, pattern):
+    bad = tmp_path / "bad.csv"
+    change(csv[1]).to_csv(bad, index=False)
+    out = tmp_path / "fit.nc"
+    code = main(["fit", str(bad), "--out", str(out), "--method", "map"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert pytest.importorskip("re").search(pattern, err), err
+    assert not out.exists()
+
+
+def test_fit_unknown_source_exits_2(tmp_path, capsys):
+    code = main(["fit", "no-such-thing", "--out", str(tmp_path / "f.nc")])
+    assert code == 2 and "neither a file nor a bundled dataset" in capsys.readouterr().err
+
+
+def test_predict_json(capsys, fit_file):
+    rows = run_json(
+        capsys,
+        ["predict", str(fit_file), "--family", "fam0", "--params", "30B", "--tokens", "6e11",
+         "--kind", "new_run", "--json"],
+    )  # fmt: skip
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["params"] == 3e10 and r["kind"] == "new_run"
+    assert r["lower"] < r["median"] < r["upper"]
+
+
+def test_predict_missing_fit_exits_2(tmp_path, capsys):
+    code = main(["predict", str(tmp_path / "nope.nc"), "--family", "x", "--params", "1e9",
+                 "--tokens", "1e11"])  # fmt: skip
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_predict_billions_exits_2(capsys, fit_file):
+    code = main(["predict", str(fit_file), "--family", "fam0", "--params", "7", "--tokens", "1e11"])
+    assert code == 2 and "billions" in capsys.readouterr().err
+
+
+def test_fit_refuses_to_overwrite(capsys, csv, fit_file):
+    code = main(["fit", str(csv[0]), "--out", str(fit_file), "--method", "map"])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_quick_json(capsys):
+    rows = run_json(capsys, ["demo", "--quick", "--json"])
+    assert [r["family"] for r in rows] == [
+        "pythia-deduped", "OPT", "gpt3", "t5-pile", "overtrain-RedPajama"
+    ]  # fmt: skip
+    keys = {"family", "params", "tokens", "median", "lower", "upper", "actual", "are", "inside"}
+    for r in rows:
+        assert set(r) == keys
+        assert r["lower"] <= r["median"] <= r["upper"]
+        assert 0 <= r["are"] < 0.5 and isinstance(r["inside"], bool)
