@@ -1,0 +1,74 @@
+"""The `bayescale demo` job with its default settings: table, wall time, diagnostics.
+
+Hides the largest model of pythia-deduped, OPT, gpt3, t5-pile and
+overtrain-RedPajama, fits one hierarchical model on everything else, and
+predicts each hidden model's final loss (90% interval for a new run).
+
+Run: ``uv run python benchmarks/demo.py [--quick] [--no-write]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import frame_to_markdown, machine_info, write_section  # noqa: E402
+
+from bayescale.demo import format_table, run_demo  # noqa: E402
+
+SECTION = "demo"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the --quick settings")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    args = p.parse_args(argv)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_demo(quick=args.quick, seed=args.seed, progress_bar=False)
+    wall = time.perf_counter() - start
+    text = format_table(result)
+    print(text)
+    print(f"wall time (data loading, fit, predictions): {wall:.0f} s")
+    if args.no_write:
+        return
+    t = result.table.copy()
+    t["are %"] = 100 * t.pop("are")
+    diag = result.posterior.diagnostics()
+    warned = sorted({str(w.message).split(".")[0] for w in caught if "sampling" in str(w.message)})
+    s = result.settings
+    body = "\n\n".join(
+        [
+            "## `bayescale demo` (`benchmarks/demo.py`)",
+            f"{machine_info()}; load average at start {load:.1f} (shared machine).",
+            f"Settings: {'--quick' if args.quick else 'default'} ({s['num_chains']} chains x "
+            f"{s['num_warmup']}+{s['num_samples']}, <= {s['max_points_per_run']} log-spaced "
+            f"checkpoints per run), seed {args.seed}; {result.posterior.data.n_obs} checkpoints "
+            f"of {result.posterior.data.n_runs} runs in {result.posterior.data.n_families} "
+            'families. Interval: 90%, `kind="new_run"`.',
+            frame_to_markdown(t, floatfmt=".4g"),
+            f"**{int(t['inside'].sum())} of {len(t)}** actual losses inside their 90% intervals; "
+            f"median ARE **{float(np.median(t['are %'])):.2f}%**. Wall time **{wall:.0f} s** "
+            f"(fit and predictions {result.seconds:.0f} s). Diagnostics: max R-hat "
+            f"{diag['rhat_max']:.3f}, {diag['divergences']} divergences, min bulk ESS "
+            f"{diag['ess_bulk_min']:.0f}"
+            + (f"; warning shown: {'; '.join(warned)}." if warned else "; no warning."),
+            "```\n" + text + "\n```",
+        ]
+    )
+    write_section(SECTION, body)
+
+
+if __name__ == "__main__":
+    main()
