@@ -24,6 +24,7 @@ _enable_parallel_chains()
 
 from bayescale.data import DataError, LossScaleWarning, ScalingData, validate_frame  # noqa: E402
 from bayescale.datasets import list_datasets, load_dataset  # noqa: E402
+from bayescale.design import plan  # noqa: E402
 from bayescale.downstream import (  # noqa: E402
     DownstreamFamilyWarning,
     DownstreamPosterior,
@@ -65,6 +66,7 @@ __all__ = [
     "load",
     "load_dataset",
     "load_downstream",
+    "plan",
     "predict",
     "predict_downstream",
     "report",

@@ -28,7 +28,7 @@ CONTEXT = (
     "GPT2-oscar-1",
 )
 SETTINGS = {
-    "default": {"num_chains": 4, "num_warmup": 1000, "num_samples": 1000, "max_points_per_run": 30},
+    "default": {"num_chains": 4, "num_warmup": 1500, "num_samples": 1500, "max_points_per_run": 30},
     "quick": {"num_chains": 2, "num_warmup": 200, "num_samples": 200, "max_points_per_run": 15},
 }
 
