@@ -651,7 +651,9 @@ class _Laplace:
         flat = jax.vmap(lambda d: ravel_pytree(d)[0])(free)
         _, self.unravel = ravel_pytree({k: v[0] for k, v in free.items()})
         self.n_free = int(flat.shape[1])
-        pot = jax.vmap(self._fit_potential)(flat)
+        # compiled once: evaluated eagerly it re-traces the model at every call
+        fit_potential = jax.jit(self._fit_potential)
+        pot = jax.jit(jax.vmap(self._fit_potential))(flat)
         pot = np.where(np.isfinite(np.asarray(pot)), np.asarray(pot), np.inf)
         x_start = flat[int(np.argmin(pot))]
         if self.centred:
@@ -668,10 +670,10 @@ class _Laplace:
             jnp.zeros(self.k_pad),
         )
         # a posterior draw can be far from the mode: restart until it stops moving
-        x0, pot0 = x_start, float(self._fit_potential(x_start[: self.n_free]))
+        x0, pot0 = x_start, float(fit_potential(x_start[: self.n_free]))
         for _ in range(6):
             x0, h0, log_mu, var = self._solve(x0, *empty)
-            pot = float(self._fit_potential(x0[: self.n_free]))
+            pot = float(fit_potential(x0[: self.n_free]))
             if abs(pot - pot0) < 1e-3 * max(1.0, abs(pot)) * 1e-2:
                 break
             pot0 = pot

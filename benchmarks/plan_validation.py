@@ -68,7 +68,7 @@ LARGE = design.Candidate(2e9, 4e10, 1, "one large run")
 SEEDS = design.Candidate(1e8, 1e11, 8, "small seeds")
 MODES = {
     "quick": {"sigmas": (0.005, 0.04), "worlds": 1},
-    "full": {"sigmas": (0.005, 0.01, 0.02, 0.04, 0.08), "worlds": 2},
+    "full": {"sigmas": (0.005, 0.02, 0.08), "worlds": 1},
 }
 
 
