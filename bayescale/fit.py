@@ -161,6 +161,16 @@ def _unpinch_scales(z_map: dict, values: dict) -> dict:
     if "sigma_theta" in z:
         spread = np.std(theta, axis=0) if n_fam > 1 else np.full(theta.shape[1], 0.3)
         z["sigma_theta"] = jnp.log(jnp.asarray(np.maximum(spread, 0.1)))
+    if "e_frac" in z:
+        # Beta densities with a shape below 1 are unbounded at the edge, and
+        # the MAP can run into E = the smallest loss (no reducible loss left
+        # there); start the chains inside
+        frac = np.clip(np.asarray(values["e_frac"]), 0.05, 0.95)
+        z["e_frac"] = jnp.asarray(np.log(frac) - np.log1p(-frac))
+        values = {**values, "e_frac": frac}
+        if "e_mu" in z:
+            e_mu = float(np.clip(np.asarray(values["e_mu"]), 0.05, 0.95))
+            z["e_mu"] = jnp.asarray(np.log(e_mu) - np.log1p(-e_mu))
     if "e_kappa" in z and n_fam > 1:
         frac = np.asarray(values["e_frac"])
         m, v = frac.mean(), max(frac.var(), 1e-4)
