@@ -58,7 +58,7 @@ class FitConfig:
     dense_mass: bool = True
     min_tokens: float | None = DEFAULT_MIN_TOKENS
     max_points_per_run: int | None = DEFAULT_MAX_POINTS
-    map_starts: int = 8
+    map_starts: int = 3
     priors: Priors = field(default_factory=Priors)
 
     def to_json(self) -> str:

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from posterior_factory import synthetic_posterior
 
 import bayescale as bs
 from bayescale.simulate import simulate_frame
@@ -86,12 +87,18 @@ def test_load_rejects_foreign_files(tmp_path):
         bs.load(bad)
 
 
-def test_short_run_warns_visibly(small):
-    with pytest.warns(bs.ConvergenceWarning, match="sampling problems"):
-        post = bs.fit(
-            small[0], min_tokens=None, num_chains=2, num_warmup=15, num_samples=15, seed=1
-        )
-    assert post.diagnostics()["status"] == "warn"
+def test_sampling_problems_warn_visibly():
+    """R-hat above 1.01 and divergences each raise a ConvergenceWarning naming them."""
+    post = synthetic_posterior(chain_shift=0.05, divergences=3)
+    with pytest.warns(bs.ConvergenceWarning, match="sampling problems") as record:
+        diag = post.check(warn=True)
+    message = str(record[0].message)
+    assert "R-hat" in message and "3 divergent transitions" in message
+    assert diag["status"] == "warn"
+    clean = synthetic_posterior()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bs.ConvergenceWarning)
+        assert clean.check(warn=True)["status"] == "pass"
 
 
 @pytest.mark.slow
@@ -102,8 +109,8 @@ def test_recovery_on_simulated_families():
     warm-up-cut curve the token term and E trade off and beta is barely
     identified. Exponents are shared (the simulation has no family spread).
     Other simulation seeds put E 2-3% low and alpha or beta just outside
-    their 90% interval: that E-alpha coupling
-    is a known weakness this test does not hide behind a wider interval.
+    their 90% interval: a known E-alpha coupling, which this test does not
+    hide behind a wider interval.
     """
     frame, truth = simulate_frame(
         n_families=6,

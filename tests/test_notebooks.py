@@ -12,7 +12,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-SAMPLES = "60"
+SAMPLES = "40"
 # each notebook takes well under 3 minutes on an idle 2-core machine; the limit
 # leaves room for a busy one
 BUDGET_S = 300
