@@ -130,7 +130,7 @@ def test_recovery_on_simulated_families():
             num_chains=2,
             num_warmup=500,
             num_samples=1000,
-            target_accept=0.95,
+            target_accept=0.98,
             progress_bar=False,
         )
     summ = post.summary(var_names=["alpha", "beta", "sigma_seed"], ci_prob=0.9)
