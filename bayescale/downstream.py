@@ -477,10 +477,11 @@ _DIMS = {
 
 
 def _map(inputs: DownstreamInputs, config: DownstreamConfig, key):
-    """Best of several BFGS runs on the posterior potential (unconstrained values)."""
-    from jax.flatten_util import ravel_pytree
+    """Best of several L-BFGS runs on the posterior potential (unconstrained values)."""
     from numpyro.infer import init_to_median
     from numpyro.infer.util import initialize_model
+
+    from bayescale.optim import multistart_minimize
 
     k_init, k_starts = jax.random.split(key)
     info = initialize_model(
@@ -489,22 +490,10 @@ def _map(inputs: DownstreamInputs, config: DownstreamConfig, key):
         model_kwargs={"inputs": inputs, "priors": config.priors},
         init_strategy=init_to_median(num_samples=15),
     )
-    flat0, unravel = ravel_pytree(info.param_info.z)
-    n = max(int(config.map_starts), 1)
-    jitter = jax.random.uniform(k_starts, (n, flat0.shape[0]), minval=-1.0, maxval=1.0)
-    starts = flat0[None, :] + jitter.at[0].set(0.0)
-
-    def solve(x0):
-        res = jax.scipy.optimize.minimize(
-            lambda x: info.potential_fn(unravel(x)), x0, method="BFGS", options={"maxiter": 500}
-        )
-        return res.x, jnp.where(jnp.isfinite(res.fun), res.fun, jnp.inf)
-
-    xs, fs = jax.jit(jax.vmap(solve))(starts)
-    fs = np.asarray(fs)
-    best = int(np.argmin(fs))
-    x_best = xs[best] if np.isfinite(fs[best]) else flat0
-    return unravel(x_best), info.postprocess_fn
+    z_best, _ = multistart_minimize(
+        info.potential_fn, info.param_info.z, n_starts=config.map_starts, key=k_starts, maxiter=500
+    )
+    return z_best, info.postprocess_fn
 
 
 def fit_downstream(
@@ -538,7 +527,7 @@ def fit_downstream(
     num_chains, num_warmup, num_samples, target_accept, max_tree_depth
         NUTS settings.
     map_starts : int
-        BFGS starts of the MAP search.
+        L-BFGS starts of the MAP search.
     tasks, families : list of str, optional
         Fit only these (when ``data`` is a frame).
     priors : DownstreamPriors, optional

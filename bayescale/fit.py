@@ -18,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
-from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.util import initialize_model
 
 from bayescale import __version__
 from bayescale.data import DEFAULT_MAX_POINTS, DEFAULT_MIN_TOKENS, ScalingData
 from bayescale.model import COEFS, Priors, inputs_from_data, scaling_model
+from bayescale.optim import multistart_minimize
 
 METHODS = ("nuts", "map")
 RHAT_MAX = 1.01
@@ -102,7 +102,7 @@ def _model_kwargs(data: ScalingData, config: FitConfig, observe: bool = True) ->
 
 
 def map_estimate(data: ScalingData, config: FitConfig, *, key=None):
-    """Best of several BFGS runs on the posterior potential, vmapped over starts.
+    """Best of several L-BFGS runs on the posterior potential (see :mod:`bayescale.optim`).
 
     Returns
     -------
@@ -117,31 +117,13 @@ def map_estimate(data: ScalingData, config: FitConfig, *, key=None):
     info = initialize_model(
         k_init, scaling_model, model_kwargs=kwargs, init_strategy=init_to_median(num_samples=15)
     )
-    proto = info.param_info.z
-    flat0, unravel = ravel_pytree(proto)
-    potential = info.potential_fn
-
-    def objective(x):
-        return potential(unravel(x))
-
-    n = max(int(config.map_starts), 1)
-    # start 0 at prior medians, the rest spread around it in unconstrained space
-    jitter = jax.random.uniform(k_starts, (n, flat0.shape[0]), minval=-1.0, maxval=1.0)
-    starts = flat0[None, :] + jitter.at[0].set(0.0)
-
-    def solve(x0):
-        res = jax.scipy.optimize.minimize(objective, x0, method="BFGS", options={"maxiter": 400})
-        f = jnp.where(jnp.isfinite(res.fun), res.fun, jnp.inf)
-        return res.x, f
-
-    xs, fs = jax.jit(jax.vmap(solve))(starts)
-    fs = np.asarray(fs)
-    best = int(np.argmin(fs))
-    x_best = xs[best] if np.isfinite(fs[best]) else flat0
-    return unravel(x_best), {
-        "potential": float(fs[best]),
+    z_best, fs = multistart_minimize(
+        info.potential_fn, info.param_info.z, n_starts=config.map_starts, key=k_starts
+    )
+    return z_best, {
+        "potential": float(np.min(fs)),
         "all_potentials": fs,
-        "n_starts": n,
+        "n_starts": len(fs),
         "postprocess_fn": info.postprocess_fn,
     }
 

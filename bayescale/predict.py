@@ -129,11 +129,10 @@ def _log_law(d: dict, params, tokens):
     log_n = np.log(params)[None, :] - laws.LOG_N_REF
     log_d = np.log(tokens)[None, :] - laws.LOG_D_REF
     col = {k: v[:, None] for k, v in d.items()}
-    log_mu = np.logaddexp(
-        np.logaddexp(col["log_E"], col["a"] - col["alpha"] * log_n),
-        col["b"] - col["beta"] * log_d,
+    log_mu = laws.log_chinchilla_centered(
+        log_n, log_d, col["log_E"], col["a"], col["b"], col["alpha"], col["beta"]
     )
-    return log_n, log_mu
+    return log_n, np.asarray(log_mu)
 
 
 def run_draws(post, run: int, tokens) -> np.ndarray:

@@ -524,7 +524,7 @@ def model_description(post) -> list:
         )
     else:
         method = (
-            f"Fitted as a MAP point estimate (best of {c.map_starts} BFGS starts, seed "
+            f"Fitted as a MAP point estimate (best of {c.map_starts} L-BFGS starts, seed "
             f"{c.seed}); there are no posterior draws."
         )
     cut = (

@@ -6,10 +6,12 @@ import sys
 
 def test_import_does_not_pull_matplotlib():
     code = (
-        "import sys, bayescale; bayescale.load_dataset('gadre'); print('matplotlib' in sys.modules)"
+        "import sys, bayescale, bayescale.plots, bayescale.report; "
+        "bayescale.load_dataset('gadre'); "
+        "print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_public_api_is_exported():

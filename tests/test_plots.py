@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -37,16 +34,6 @@ def _bands(ax):
 def _legend_texts(ax):
     leg = ax.get_legend()
     return [t.get_text() for t in leg.get_texts()] if leg else []
-
-
-def test_import_does_not_load_matplotlib():
-    code = (
-        "import sys, bayescale, bayescale.plots, bayescale.report; "
-        "bad = [m for m in sys.modules if m.startswith('matplotlib')]; "
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_trajectories_one_family_on_ax(post):

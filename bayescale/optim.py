@@ -1,0 +1,61 @@
+"""Multi-start MAP search on a NumPyro potential (unconstrained space).
+
+SciPy's L-BFGS drives one jitted value-and-gradient function: that compiles
+once per fit in a few seconds, where a vmapped ``jax.scipy`` BFGS needed about
+20 s of compilation and runs every start as long as the slowest one.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from scipy import optimize
+
+
+def multistart_minimize(potential_fn, z0: dict, *, n_starts: int, key, maxiter: int = 400):
+    """Minimise ``potential_fn`` from ``z0`` and from jittered copies of it.
+
+    Parameters
+    ----------
+    potential_fn : callable
+        Dict of unconstrained values -> scalar potential (negative log density).
+    z0 : dict
+        First start (e.g. prior medians); the others add U(-1, 1) jitter to it.
+    n_starts : int
+    key : jax.random.PRNGKey
+        Draws the jitter.
+    maxiter : int
+
+    Returns
+    -------
+    best : dict
+        Unconstrained values at the lowest potential found (``z0`` if every
+        start failed).
+    potentials : numpy.ndarray
+        Final potential of each start (``inf`` where it failed).
+    """
+    flat0, unravel = ravel_pytree(z0)
+    n = max(int(n_starts), 1)
+    jitter = np.array(jax.random.uniform(key, (n, flat0.shape[0]), minval=-1.0, maxval=1.0))
+    jitter[0] = 0.0
+    value_and_grad = jax.jit(jax.value_and_grad(lambda x: potential_fn(unravel(x))))
+    dtype = flat0.dtype
+
+    def fun(x):
+        v, g = value_and_grad(np.asarray(x, dtype=dtype))
+        v, g = float(v), np.asarray(g, dtype=np.float64)
+        if not (np.isfinite(v) and np.all(np.isfinite(g))):
+            # a huge flat value sends the line search back towards finite ground
+            return 1e30, np.zeros_like(g)
+        return v, g
+
+    xs, fs = [], []
+    for x0 in np.asarray(flat0, dtype=np.float64)[None, :] + jitter:
+        res = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter})
+        xs.append(res.x)
+        fs.append(res.fun if np.isfinite(res.fun) and res.fun < 1e30 else np.inf)
+    fs = np.asarray(fs)
+    best = int(np.argmin(fs))
+    x_best = xs[best] if np.isfinite(fs[best]) else np.asarray(flat0)
+    return unravel(jax.numpy.asarray(x_best, dtype=dtype)), fs
