@@ -1,6 +1,7 @@
 """Command line: exit codes, JSON output, bad input, every command once."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,22 @@ def test_demo_quick_json(capsys):
         assert set(r) == keys
         assert r["lower"] <= r["median"] <= r["upper"]
         assert 0 <= r["are"] < 0.5 and isinstance(r["inside"], bool)
+
+
+def test_cli_keeps_a_persistent_compile_cache(tmp_path):
+    from bayescale.cli import enable_compile_cache
+
+    assert enable_compile_cache({"BAYESCALE_XLA_CACHE": "off"}) is None
+    assert enable_compile_cache({"JAX_COMPILATION_CACHE_DIR": str(tmp_path)}) is None
+    # a fresh process, because JAX fixes its cache directory at the first compile
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(XDG_CACHE_HOME=str(tmp_path), BAYESCALE_XLA_CACHE="")
+    code = (
+        "from bayescale.cli import enable_compile_cache; import jax.numpy as jnp; "
+        "print(enable_compile_cache()); (jnp.arange(3.0) * 2).block_until_ready()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    cache = tmp_path / "bayescale" / "xla"
+    assert out.stdout.strip() == str(cache)
+    assert any(cache.iterdir())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -163,14 +162,6 @@ def test_bundle_is_small_and_licensed():
     licences = (DATA_DIR / "LICENSES.md").read_text()
     for repo in ("IBM/ColPret", "mlfoundations/scaling", "EleutherAI/pythia"):
         assert repo in licences
-
-
-def test_loading_does_not_import_matplotlib():
-    if "matplotlib" in sys.modules:
-        pytest.skip("matplotlib was imported by an earlier test")
-    for name in list_datasets()["name"]:
-        load_dataset(name)
-    assert "matplotlib" not in sys.modules
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs the shared data folder")

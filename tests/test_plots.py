@@ -70,8 +70,9 @@ def test_trajectory_band_is_the_run_posterior(post):
     lo, hi = np.quantile(draws, [0.05, 0.95])
     verts = _bands(ax)[0].get_paths()[0].vertices
     at_first = verts[np.isclose(verts[:, 0], tok.min())]
-    assert at_first[:, 1].min() == pytest.approx(lo, rel=1e-9)
-    assert at_first[:, 1].max() == pytest.approx(hi, rel=1e-9)
+    # the package evaluates the law in JAX's float32
+    assert at_first[:, 1].min() == pytest.approx(lo, rel=1e-6)
+    assert at_first[:, 1].max() == pytest.approx(hi, rel=1e-6)
 
 
 def test_trajectories_grid_and_heldout(post):
