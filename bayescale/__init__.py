@@ -33,15 +33,9 @@ from bayescale.downstream import (  # noqa: E402
     load_downstream,
     predict_downstream,
 )
-from bayescale.fit import (  # noqa: E402
-    ConvergenceWarning,
-    FitConfig,
-    FitFileError,
-    Posterior,
-    fit,
-    load,
-)
+from bayescale.fit import FitConfig, Posterior, fit, load  # noqa: E402
 from bayescale.model import Priors  # noqa: E402
+from bayescale.posterior_base import ConvergenceWarning, FitFileError  # noqa: E402
 from bayescale.predict import UnseenFamilyWarning, compute_optimal, predict  # noqa: E402
 from bayescale.report import report, write_report  # noqa: E402
 

@@ -208,7 +208,8 @@ def _diag_line(diag: dict) -> str:
 
 
 def _load_fit(path: str):
-    from bayescale.fit import FitFileError, load
+    from bayescale.fit import load
+    from bayescale.posterior_base import FitFileError
 
     if not Path(path).exists():
         raise BadInput(f"fit file {path} does not exist (create one with `bayescale fit`)")
@@ -268,7 +269,7 @@ def _downstream_table(post, args):
         load_downstream,
         predict_downstream,
     )
-    from bayescale.fit import FitFileError
+    from bayescale.posterior_base import FitFileError
 
     if args.downstream_fit:
         if not Path(args.downstream_fit).exists():

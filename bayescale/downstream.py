@@ -41,9 +41,13 @@ import numpyro.distributions as dist
 import pandas as pd
 import xarray as xr
 
-from bayescale import __version__, laws
+from bayescale import laws
 from bayescale.data import DataError
-from bayescale.fit import RHAT_MAX, ConvergenceWarning, FitFileError
+from bayescale.posterior_base import (
+    PosteriorBase,
+    check_data_hash,
+    read_tree,
+)
 
 GADRE_TASKS_17 = (
     "arc_easy",
@@ -661,7 +665,7 @@ def _data_from_tree(tree: xr.DataTree) -> DownstreamData:
 
 
 @dataclass(frozen=True)
-class DownstreamPosterior:
+class DownstreamPosterior(PosteriorBase):
     """A fitted downstream model.
 
     Per-task ``eps``, ``floor``, ``gamma``, ``midpoint`` and ``k`` are stated
@@ -682,23 +686,11 @@ class DownstreamPosterior:
     data: DownstreamData
     config: DownstreamConfig
 
-    def draws(self, name: str) -> np.ndarray:
-        """Posterior draws of one variable, chains stacked: shape (S, ...)."""
-        arr = np.asarray(self.tree["posterior"][name].values)
-        return arr.reshape((-1,) + arr.shape[2:])
-
-    @property
-    def n_draws(self) -> int:
-        post = self.tree["posterior"]
-        return int(post.sizes["chain"] * post.sizes["draw"])
+    _WARN_PREFIX = "downstream fit: "
 
     @property
     def tasks(self) -> tuple:
         return self.data.tasks
-
-    @property
-    def families(self) -> tuple:
-        return self.data.families
 
     def summary(self, var_names=None, **kwargs) -> pd.DataFrame:
         """ArviZ summary of the task laws (89% equal-tailed intervals, unrounded)."""
@@ -709,52 +701,6 @@ class DownstreamPosterior:
         if self.config.method == "map":
             kwargs.setdefault("kind", "stats")
         return summary(self.tree, var_names=var_names, **kwargs)
-
-    def diagnostics(self) -> dict:
-        """Worst R-hat, smallest bulk ESS, divergences and a pass/warn status."""
-        out = {"method": self.config.method, "divergences": 0, "problems": []}
-        if self.config.method != "nuts":
-            return out | {"status": "n/a (point estimate)"}
-        from arviz_stats import ess, rhat
-
-        ds = self.tree["posterior"].to_dataset()
-        ds = ds[[v for v in ds.data_vars if not v.startswith("z_")]]
-        rh, eb = rhat(ds), ess(ds, method="bulk")
-
-        def finite(da):  # constants (e.g. a floor at 0) give NaN diagnostics
-            v = np.asarray(da.values, dtype=float).ravel()
-            return v[np.isfinite(v)]
-
-        worst = sorted(
-            ((float(finite(rh[v]).max()), v) for v in rh.data_vars if finite(rh[v]).size),
-            reverse=True,
-        ) or [(float("nan"), "")]
-        out["rhat_max"] = worst[0][0]
-        out["ess_bulk_min"] = min(
-            (float(finite(eb[v]).min()) for v in eb.data_vars if finite(eb[v]).size),
-            default=float("nan"),
-        )
-        out["divergences"] = int(np.sum(self.tree["sample_stats"]["diverging"].values))
-        if out["rhat_max"] > RHAT_MAX:
-            top = ", ".join(f"{v} {r:.3f}" for r, v in worst[:3])
-            out["problems"].append(f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} (worst: {top})")
-        if out["divergences"]:
-            out["problems"].append(f"{out['divergences']} divergent transitions")
-        out["status"] = "warn" if out["problems"] else "pass"
-        return out
-
-    def check(self, warn: bool = True) -> dict:
-        """Run :meth:`diagnostics` and warn visibly about any problem."""
-        diag = self.diagnostics()
-        if warn and diag["problems"]:
-            warnings.warn(
-                "downstream fit: "
-                + "; ".join(diag["problems"])
-                + ". Intervals may be unreliable: run longer or raise target_accept.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return diag
 
     def task_sets(self) -> dict:
         """Task averages this fit can predict: the paper's sets it covers, and "all"."""
@@ -769,13 +715,7 @@ class DownstreamPosterior:
 
     def save(self, path) -> None:
         """Write a netCDF file with the tree, config, package version and data hash."""
-        tree = self.tree.copy()
-        tree.attrs = dict(tree.attrs) | {
-            "bayescale_downstream_config": self.config.to_json(),
-            "bayescale_version": __version__,
-            "bayescale_data_hash": self.data.hash(),
-        }
-        tree.to_netcdf(str(path), engine="h5netcdf")
+        self._write(path, "bayescale_downstream_config")
 
 
 def load_downstream(path, *, data: DownstreamData | None = None) -> DownstreamPosterior:
@@ -787,32 +727,16 @@ def load_downstream(path, *, data: DownstreamData | None = None) -> DownstreamPo
         Unreadable file, a loss-law fit instead of a downstream one, or a data
         hash that does not match (the stored one, or ``data``'s).
     """
-    try:
-        tree = xr.open_datatree(str(path), engine="h5netcdf").load()
-    except (OSError, ValueError) as exc:
-        raise FitFileError(f"cannot read fit file {path}: {exc}") from None
-    attrs = tree.attrs
-    if "bayescale_downstream_config" not in attrs:
-        what = (
-            "a loss-law fit (read it with bayescale.load)"
-            if "bayescale_config" in attrs
-            else "not a bayescale fit"
-        )
-        raise FitFileError(f"{path} is {what}, not a downstream fit")
-    version = attrs.get("bayescale_version", "?")
-    if version != __version__:
-        warnings.warn(
-            f"{path} was written by bayescale {version}; this is {__version__}",
-            UserWarning,
-            stacklevel=2,
-        )
+    tree = read_tree(
+        path,
+        "bayescale_downstream_config",
+        kind="a downstream fit",
+        other_attr="bayescale_config",
+        other="a loss-law fit (read it with bayescale.load)",
+    )
     stored = _data_from_tree(tree)
-    expected = attrs.get("bayescale_data_hash")
-    if stored.hash() != expected:
-        raise FitFileError(f"{path}: stored data do not match the stored hash (file corrupted?)")
-    if data is not None and data.hash() != expected:
-        raise FitFileError(f"{path} was fitted to different data (hash {expected})")
-    config = DownstreamConfig.from_json(attrs["bayescale_downstream_config"])
+    check_data_hash(path, tree, stored, data)
+    config = DownstreamConfig.from_json(tree.attrs["bayescale_downstream_config"])
     return DownstreamPosterior(tree=tree, data=stored, config=config)
 
 

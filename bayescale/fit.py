@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import jax
@@ -21,25 +20,20 @@ import xarray as xr
 from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.util import initialize_model
 
-from bayescale import __version__
 from bayescale.data import DEFAULT_MAX_POINTS, DEFAULT_MIN_TOKENS, ScalingData
 from bayescale.model import COEFS, Priors, inputs_from_data, scaling_model
 from bayescale.optim import multistart_minimize
+from bayescale.posterior_base import (
+    PosteriorBase,
+    check_data_hash,
+    read_tree,
+)
 
 METHODS = ("nuts", "map")
-RHAT_MAX = 1.01
 # Within a family E, A and alpha trade off along a curved ridge, and the shared
 # exponents tie all families together: a dense mass matrix over this block
 # (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
 DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f")
-
-
-class ConvergenceWarning(UserWarning):
-    """R-hat above 1.01, divergent transitions or low ESS."""
-
-
-class FitFileError(ValueError):
-    """A saved fit is unreadable or does not match this package/data."""
 
 
 @dataclass(frozen=True)
@@ -364,7 +358,7 @@ def _data_from_tree(tree: xr.DataTree, min_tokens: float) -> ScalingData:
 
 
 @dataclass(frozen=True)
-class Posterior:
+class Posterior(PosteriorBase):
     """A fitted hierarchical scaling law.
 
     Attributes
@@ -381,21 +375,10 @@ class Posterior:
     data: ScalingData
     config: FitConfig
 
-    # -- draws -----------------------------------------------------------------
-    def draws(self, name: str) -> np.ndarray:
-        """Posterior draws of one variable, chains stacked: shape (S, ...)."""
-        da = self.tree["posterior"][name]
-        arr = np.asarray(da.values)
-        return arr.reshape((-1,) + arr.shape[2:])
-
-    @property
-    def n_draws(self) -> int:
-        post = self.tree["posterior"]
-        return int(post.sizes["chain"] * post.sizes["draw"])
-
-    @property
-    def families(self) -> tuple:
-        return self.data.families
+    _WARN_ADVICE = (
+        "Intervals may be unreliable: run longer (--warmup/--samples), or raise target_accept."
+    )
+    _SKIP_VARS = ("L_omega",)
 
     # -- summaries ---------------------------------------------------------------
     def summary(self, var_names=None, **kwargs) -> pd.DataFrame:
@@ -414,76 +397,6 @@ class Posterior:
         if self.config.method == "map":
             kwargs.setdefault("kind", "stats")
         return summary(self.tree, var_names=var_names, **kwargs)
-
-    def diagnostics(self) -> dict:
-        """R-hat (max), bulk/tail ESS (min), divergences, and a pass/warn status."""
-        out = {"method": self.config.method, "divergences": 0, "rhat_max": float("nan")}
-        out.update({"ess_bulk_min": float("nan"), "ess_tail_min": float("nan"), "problems": []})
-        if self.config.method != "nuts":
-            out["status"] = "n/a (point estimate)"
-            return out
-        from arviz_stats import ess, rhat
-
-        names = [
-            v
-            for v in self.tree["posterior"].data_vars
-            if not v.startswith("z_") and v not in ("L_omega",)
-        ]
-        post = self.tree["posterior"].to_dataset()[names]
-        with warnings.catch_warnings():
-            # entries fixed by construction (u of single-checkpoint runs) are
-            # constant across draws: their R-hat/ESS is NaN and filtered below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            rh = rhat(post)
-            eb = ess(post, method="bulk")
-            et = ess(post, method="tail")
-
-        def _extreme(ds, fn):
-            vals = [np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars]
-            vals = np.concatenate(vals) if vals else np.array([np.nan])
-            return float(fn(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else float("nan")
-
-        out["rhat_max"] = _extreme(rh, np.max)
-        out["ess_bulk_min"] = _extreme(eb, np.min)
-        out["ess_tail_min"] = _extreme(et, np.min)
-        worst = sorted(
-            (
-                (float(np.max(r[np.isfinite(r)])), v)
-                for v in rh.data_vars
-                if np.isfinite(r := np.asarray(rh[v].values, dtype=float)).any()
-            ),
-            reverse=True,
-        )[:3]
-        out["rhat_worst"] = {v: r for r, v in worst}
-        div = self.tree["sample_stats"]["diverging"].values
-        out["divergences"] = int(np.sum(div))
-        if out["rhat_max"] > RHAT_MAX:
-            out["problems"].append(
-                f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} (worst: "
-                + ", ".join(f"{v} {r:.3f}" for r, v in worst)
-                + ")"
-            )
-        if out["divergences"]:
-            out["problems"].append(f"{out['divergences']} divergent transitions")
-        n_chains = self.tree["posterior"].sizes["chain"]
-        if np.isfinite(out["ess_bulk_min"]) and out["ess_bulk_min"] < 100 * min(n_chains, 4) / 4:
-            out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
-        out["status"] = "warn" if out["problems"] else "pass"
-        return out
-
-    def check(self, warn: bool = True) -> dict:
-        """Run :meth:`diagnostics` and warn visibly about any problem."""
-        diag = self.diagnostics()
-        if warn and diag["problems"]:
-            warnings.warn(
-                "sampling problems: "
-                + "; ".join(diag["problems"])
-                + ". Intervals may be unreliable: run longer (--warmup/--samples), "
-                "or raise target_accept.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return diag
 
     # -- queries (implemented in predict.py) ---------------------------------------
     def predict(self, family, params, tokens, *, kind="mean", prob=0.9, draws=False, seed=0):
@@ -521,16 +434,7 @@ class Posterior:
     # -- persistence -------------------------------------------------------------
     def save(self, path) -> None:
         """Write a netCDF file with the tree, config, package version and data hash."""
-        tree = self.tree.copy()
-        tree.attrs = dict(tree.attrs)
-        tree.attrs.update(
-            {
-                "bayescale_config": self.config.to_json(),
-                "bayescale_version": __version__,
-                "bayescale_data_hash": self.data.hash(),
-            }
-        )
-        tree.to_netcdf(str(path), engine="h5netcdf")
+        self._write(path, "bayescale_config")
 
 
 def load(path, *, data=None) -> Posterior:
@@ -547,27 +451,16 @@ def load(path, *, data=None) -> Posterior:
     FitFileError
         If the file is not a bayescale fit, or the data hash does not match.
     """
-    try:
-        tree = xr.open_datatree(str(path), engine="h5netcdf").load()
-    except (OSError, ValueError) as exc:
-        raise FitFileError(f"cannot read fit file {path}: {exc}") from None
-    attrs = tree.attrs
-    if "bayescale_config" not in attrs:
-        raise FitFileError(f"{path} is not a bayescale fit (no 'bayescale_config' attribute)")
-    config = FitConfig.from_json(attrs["bayescale_config"])
-    version = attrs.get("bayescale_version", "?")
-    if version != __version__:
-        warnings.warn(
-            f"{path} was written by bayescale {version}; this is {__version__}",
-            UserWarning,
-            stacklevel=2,
-        )
+    tree = read_tree(
+        path,
+        "bayescale_config",
+        kind="a loss-law fit",
+        other_attr="bayescale_downstream_config",
+        other="a downstream fit (read it with bayescale.load_downstream)",
+    )
+    config = FitConfig.from_json(tree.attrs["bayescale_config"])
     stored = _data_from_tree(tree, config.min_tokens if config.min_tokens is not None else np.nan)
-    expected = attrs.get("bayescale_data_hash")
-    if stored.hash() != expected:
-        raise FitFileError(f"{path}: stored data do not match the stored hash (file corrupted?)")
-    if data is not None and data.hash() != expected:
-        raise FitFileError(f"{path} was fitted to different data (hash {expected})")
+    check_data_hash(path, tree, stored, data)
     return Posterior(tree=tree, data=stored, config=config)
 
 

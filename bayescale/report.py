@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from bayescale import __version__, laws
-from bayescale.fit import RHAT_MAX
 from bayescale.model import COEFS, Priors
+from bayescale.posterior_base import RHAT_MAX
 from bayescale.predict import loss_draws
 
 KINDS = ("mean", "new_run")
@@ -1221,7 +1221,8 @@ def _read_table(path: str) -> pd.DataFrame:
 
 def main_report(args) -> int:
     """Run ``bayescale report``: 0 written (pass or warn), 1 failed, 2 bad input."""
-    from bayescale.fit import FitFileError, load
+    from bayescale.fit import load
+    from bayescale.posterior_base import FitFileError
 
     try:
         if not 0 < args.prob < 1:
