@@ -153,30 +153,37 @@ def cmd_fit(args) -> int:
         data,
         law=args.law,
         exponents=args.exponents,
-        method=args.method,
-        seed=args.seed,
-        num_chains=args.chains,
-        num_warmup=args.warmup,
-        num_samples=args.samples,
         min_tokens=args.min_tokens,
-        progress_bar=None if not args.json else False,
+        **_sampler_kwargs(args),
     )
+    info = {"families": list(data.families), "runs": data.n_runs, "checkpoints": data.n_obs}
+    return _save_and_report(
+        post, out, args, info, lambda p: p.summary(var_names=["alpha", "beta", "sigma_seed"])
+    )
+
+
+def _sampler_kwargs(args) -> dict:
+    return {
+        "method": args.method,
+        "seed": args.seed,
+        "num_chains": args.chains,
+        "num_warmup": args.warmup,
+        "num_samples": args.samples,
+        "progress_bar": None if not args.json else False,
+    }
+
+
+def _save_and_report(post, out, args, info: dict, summary=None) -> int:
+    """Write the fit, then print its diagnostics (and a summary table) or JSON."""
     post.save(out)
     diag = post.diagnostics()
     if args.json:
-        _emit_json(
-            {
-                "out": str(out),
-                "families": list(data.families),
-                "runs": data.n_runs,
-                "checkpoints": data.n_obs,
-                "diagnostics": _json_diag(diag),
-            }
-        )
+        _emit_json({"out": str(out), **info, "diagnostics": _json_diag(diag)})
     else:
         print(f"wrote {out}")
         print(_diag_line(diag))
-        print(post.summary(var_names=["alpha", "beta", "sigma_seed"]).to_string())
+        if summary is not None:
+            print(summary(post).to_string())
     return EXIT_OK
 
 
@@ -191,7 +198,9 @@ def _data_note(data) -> str:
 
 def _json_diag(diag: dict) -> dict:
     keep = ("status", "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "problems")
-    return {k: diag.get(k) for k in keep}
+    out = {k: diag.get(k) for k in keep}
+    # a point estimate has no R-hat or ESS: null, since JSON has no NaN
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
 
 
 def _diag_line(diag: dict) -> str:
@@ -327,31 +336,9 @@ def cmd_fit_downstream(args) -> int:
         f"data: {len(data.families)} families, {len(data.runs)} runs, {len(data.tasks)} tasks "
         f"({'all 17 of avg17' if set(GADRE_TASKS_17) <= set(data.tasks) else 'no full avg17'})"
     )
-    post = fit_downstream(
-        data,
-        method=args.method,
-        seed=args.seed,
-        num_chains=args.chains,
-        num_warmup=args.warmup,
-        num_samples=args.samples,
-        progress_bar=None if not args.json else False,
-    )
-    post.save(out)
-    diag = post.diagnostics()
-    if args.json:
-        _emit_json(
-            {
-                "out": str(out),
-                "families": list(data.families),
-                "runs": len(data.runs),
-                "tasks": list(data.tasks),
-                "diagnostics": _json_diag(diag),
-            }
-        )
-    else:
-        print(f"wrote {out}")
-        print(_diag_line(diag))
-    return EXIT_OK
+    post = fit_downstream(data, **_sampler_kwargs(args))
+    info = {"families": list(data.families), "runs": len(data.runs), "tasks": list(data.tasks)}
+    return _save_and_report(post, out, args, info)
 
 
 def cmd_plan(args) -> int:

@@ -139,3 +139,9 @@ def test_cli_keeps_a_persistent_compile_cache(tmp_path):
     cache = tmp_path / "bayescale" / "xla"
     assert out.stdout.strip() == str(cache)
     assert any(cache.iterdir())
+
+
+def test_fit_json_of_a_point_estimate_has_null_diagnostics(tmp_path, capsys, csv):
+    out = tmp_path / "map.nc"
+    info = run_json(capsys, ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--json"])
+    assert info["diagnostics"]["rhat_max"] is None and info["checkpoints"] > 0

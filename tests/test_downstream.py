@@ -332,3 +332,22 @@ def test_cli_predict_downstream_json(tmp_path, capsys):
     assert "loss-law fit" in capsys.readouterr().err
     assert cli.main(base + ["--downstream-fit", str(down_path), "--tasks", "mmlu"]) == 2
     assert "unknown task 'mmlu'" in capsys.readouterr().err
+
+
+def test_cli_fit_downstream_writes_a_loadable_fit(tmp_path, capsys):
+    import json
+
+    from bayescale.cli import main
+
+    out = tmp_path / "down.nc"
+    argv = ["fit-downstream", "gadre_downstream", "--out", str(out), "--tasks", "avg17"]
+    code = main(argv + ["--method", "map", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    info = json.loads(captured.out)
+    assert info["out"] == str(out) and len(info["tasks"]) == 17
+    assert info["diagnostics"]["status"].startswith("n/a")
+    assert ds.load_downstream(out).tasks == tuple(info["tasks"])
+    # a second run does not overwrite silently
+    assert main(argv + ["--method", "map"]) == 2
+    assert "exists" in capsys.readouterr().err
