@@ -482,22 +482,16 @@ _DIMS = {
 
 def _map(inputs: DownstreamInputs, config: DownstreamConfig, key):
     """Best of several L-BFGS runs on the posterior potential (unconstrained values)."""
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import initialize_model
+    from bayescale.optim import map_search
 
-    from bayescale.optim import multistart_minimize
-
-    k_init, k_starts = jax.random.split(key)
-    info = initialize_model(
-        k_init,
+    z_best, _, postprocess_fn = map_search(
         downstream_model,
-        model_kwargs={"inputs": inputs, "priors": config.priors},
-        init_strategy=init_to_median(num_samples=15),
+        {"inputs": inputs, "priors": config.priors},
+        n_starts=config.map_starts,
+        key=key,
+        maxiter=500,
     )
-    z_best, _ = multistart_minimize(
-        info.potential_fn, info.param_info.z, n_starts=config.map_starts, key=k_starts, maxiter=500
-    )
-    return z_best, info.postprocess_fn
+    return z_best, postprocess_fn
 
 
 def fit_downstream(

@@ -18,11 +18,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from numpyro.infer import MCMC, NUTS, init_to_median
-from numpyro.infer.util import initialize_model
 
 from bayescale.data import DEFAULT_MAX_POINTS, DEFAULT_MIN_TOKENS, ScalingData
 from bayescale.model import COEFS, Priors, inputs_from_data, scaling_model
-from bayescale.optim import multistart_minimize
+from bayescale.optim import map_search
 from bayescale.posterior_base import (
     PosteriorBase,
     check_data_hash,
@@ -106,19 +105,14 @@ def map_estimate(data: ScalingData, config: FitConfig, *, key=None):
         ``potential`` of the best start, all final potentials, number of starts.
     """
     key = jax.random.PRNGKey(config.seed) if key is None else key
-    k_init, k_starts = jax.random.split(key)
-    kwargs = _model_kwargs(data, config)
-    info = initialize_model(
-        k_init, scaling_model, model_kwargs=kwargs, init_strategy=init_to_median(num_samples=15)
-    )
-    z_best, fs = multistart_minimize(
-        info.potential_fn, info.param_info.z, n_starts=config.map_starts, key=k_starts
+    z_best, fs, postprocess_fn = map_search(
+        scaling_model, _model_kwargs(data, config), n_starts=config.map_starts, key=key
     )
     return z_best, {
         "potential": float(np.min(fs)),
         "all_potentials": fs,
         "n_starts": len(fs),
-        "postprocess_fn": info.postprocess_fn,
+        "postprocess_fn": postprocess_fn,
     }
 
 

@@ -13,6 +13,31 @@ from jax.flatten_util import ravel_pytree
 from scipy import optimize
 
 
+def map_search(model, model_kwargs: dict, *, n_starts: int, key, maxiter: int = 400):
+    """MAP of a NumPyro model: :func:`multistart_minimize` from the prior medians.
+
+    Returns
+    -------
+    best : dict
+        Unconstrained values at the lowest potential found.
+    potentials : numpy.ndarray
+        Final potential of each start.
+    postprocess_fn : callable
+        Maps unconstrained values to the model's sites.
+    """
+    from numpyro.infer import init_to_median
+    from numpyro.infer.util import initialize_model
+
+    k_init, k_starts = jax.random.split(key)
+    info = initialize_model(
+        k_init, model, model_kwargs=model_kwargs, init_strategy=init_to_median(num_samples=15)
+    )
+    best, fs = multistart_minimize(
+        info.potential_fn, info.param_info.z, n_starts=n_starts, key=k_starts, maxiter=maxiter
+    )
+    return best, fs, info.postprocess_fn
+
+
 def multistart_minimize(potential_fn, z0: dict, *, n_starts: int, key, maxiter: int = 400):
     """Minimise ``potential_fn`` from ``z0`` and from jittered copies of it.
 
