@@ -97,22 +97,17 @@ def sampling_diagnostics(tree: xr.DataTree, method: str, *, skip=()) -> dict:
         eb = ess(post, method="bulk")
         et = ess(post, method="tail")
 
-    def finite(da):
-        v = np.asarray(da.values, dtype=float).ravel()
-        return v[np.isfinite(v)]
+    def finite(ds) -> dict:
+        vals = {v: np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars}
+        return {v: x[np.isfinite(x)] for v, x in vals.items() if np.isfinite(x).any()}
 
-    def extreme(ds, fn):
-        vals = [finite(ds[v]) for v in ds.data_vars]
-        vals = np.concatenate(vals) if vals else np.array([])
-        return float(fn(vals)) if vals.size else float("nan")
+    def smallest(ds):
+        return min((float(x.min()) for x in finite(ds).values()), default=float("nan"))
 
-    out["rhat_max"] = extreme(rh, np.max)
-    out["ess_bulk_min"] = extreme(eb, np.min)
-    out["ess_tail_min"] = extreme(et, np.min)
-    worst = sorted(
-        ((float(finite(rh[v]).max()), v) for v in rh.data_vars if finite(rh[v]).size),
-        reverse=True,
-    )[:3]
+    worst = sorted(((float(x.max()), v) for v, x in finite(rh).items()), reverse=True)[:3]
+    out["rhat_max"] = worst[0][0] if worst else float("nan")
+    out["ess_bulk_min"] = smallest(eb)
+    out["ess_tail_min"] = smallest(et)
     out["rhat_worst"] = {v: r for r, v in worst}
     out["divergences"] = int(np.sum(tree["sample_stats"]["diverging"].values))
     if out["rhat_max"] > RHAT_MAX:
@@ -139,10 +134,9 @@ def read_tree(path, config_attr: str, *, kind: str, other_attr: str, other: str)
         raise FitFileError(f"cannot read fit file {path}: {exc}") from None
     attrs = tree.attrs
     if config_attr not in attrs:
-        what = (
-            other if other_attr in attrs else f"not a bayescale fit (no {config_attr!r} attribute)"
-        )
-        raise FitFileError(f"{path} is {what}, not {kind}")
+        if other_attr in attrs:
+            raise FitFileError(f"{path} is {other}, not {kind}")
+        raise FitFileError(f"{path} is not a bayescale fit (no {config_attr!r} attribute)")
     version = attrs.get("bayescale_version", "?")
     if version != __version__:
         warnings.warn(
