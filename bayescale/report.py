@@ -888,10 +888,31 @@ def build_sections(
         sec = Section(title, anchor)
         if frame is not None:
             sec.items.append(Table(_frame_to_strings(_readable(frame)), caption))
+            if anchor == "plan":
+                sec.items.extend(_plan_figure(frame))
         else:
             sec.items.append(note)
         sections.append(sec)
     return stat, sections
+
+
+def _plan_figure(frame: pd.DataFrame) -> list:
+    """The candidates' expected sd against their cost, when the table has what it needs."""
+    from bayescale import plots
+
+    try:
+        fig = plots.plot_plan(frame)
+    except (TypeError, ValueError):
+        return []
+    return [
+        Figure(
+            "plan",
+            _png(fig),
+            "Expected posterior sd of the target after each candidate experiment, against its "
+            "cost; seeds of one size are joined in order of their number, the recommendation "
+            "is circled.",
+        )
+    ]
 
 
 def _attach_observed(t: Target, heldout: pd.DataFrame) -> Target:

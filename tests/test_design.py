@@ -23,6 +23,7 @@ from bayescale.cli import main
 from bayescale.data import ScalingData
 from bayescale.fit import FitConfig, Posterior, _tree_from_samples
 from bayescale.model import log_likelihood
+from bayescale.report import _plan_figure
 
 SIZES = (1e8, 2e8)
 TOKENS = np.geomspace(1e10, 1e11, 8)
@@ -287,6 +288,40 @@ def test_plan_is_deterministic_and_recommends_one_of_its_rows(seeds_post):
     per = design.plan(seeds_post, TARGET, 1e21, seed=3, rank_by="per_flop", **kw)
     assert (np.diff(per["reduction_per_1e18_flops"]) <= 0).all()
     assert per.attrs["recommendation"]["experiment"] == per.iloc[0]["experiment"]
+    _check_plan_figure(a)
+
+
+def _check_plan_figure(table):
+    """One point per candidate, seed counts joined, current sd, budget and the pick marked."""
+    from matplotlib.figure import Figure
+
+    from bayescale import plots
+
+    ax = Figure().subplots()
+    assert plots.plot_plan(table, ax=ax) is ax.figure
+    # markers only: error-bar caps are lines too
+    lines = [ln for ln in ax.get_lines() if ln.get_marker() in ("o", "s", "D", "^")]
+    points = [ln for ln in lines if ln.get_ms() < 10]
+    n_points = sum(len(ln.get_xdata()) for ln in points)
+    assert n_points == len(table)
+    seeds = [ln for ln in points if len(ln.get_xdata()) > 1]
+    assert len(seeds) == 1  # the three seed counts at 2e8 on 1e11 tokens
+    assert list(seeds[0].get_ydata()) == list(
+        table[table["params"] == 2e8].sort_values("n_runs")["expected_sd"]
+    )
+    (now,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert now.get_ydata()[0] == pytest.approx(table["current_sd"].iloc[0])
+    (budget,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert budget.get_xdata()[0] == table.attrs["budget_flops"]
+    (ring,) = [ln for ln in lines if ln.get_ms() >= 10]
+    rec = table.attrs["recommendation"]
+    assert (ring.get_xdata()[0], ring.get_ydata()[0]) == (rec["flops"], rec["expected_sd"])
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("recommended:") for t in texts)
+    # the report's "What to train next" section shows the same figure
+    (fig,) = _plan_figure(table)
+    assert fig.name == "plan" and fig.png.startswith(b"\x89PNG")
+    assert _plan_figure(table[["experiment", "flops"]]) == []
 
 
 # -- command line -------------------------------------------------------------------------

@@ -196,3 +196,13 @@ def test_diagnostics_wrap_arviz_plots(post):
         plots.plot_diagnostics(post, "pair")
     with pytest.raises(ValueError, match="point estimate"):
         plots.plot_diagnostics(map_like(post))
+
+
+def test_plan_plot_rejects_what_is_not_a_plan_table():
+    with pytest.raises(TypeError, match="DataFrame returned by plan"):
+        plots.plot_plan([1, 2, 3])
+    with pytest.raises(ValueError, match=r"missing columns \['expected_sd'\]"):
+        plots.plot_plan(pd.DataFrame(columns=["params", "tokens", "n_runs", "flops", "current_sd"]))
+    cols = ["params", "tokens", "n_runs", "flops", "current_sd", "expected_sd"]
+    with pytest.raises(ValueError, match="no candidates"):
+        plots.plot_plan(pd.DataFrame(columns=cols))
