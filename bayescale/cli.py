@@ -365,6 +365,11 @@ def cmd_plan(args) -> int:
     if diag.get("problems"):
         _note("WARNING: the fit has sampling problems: " + "; ".join(diag["problems"]))
     line = recommendation(table)
+    if args.plot:
+        from bayescale.plots import plot_plan
+
+        plot_plan(table).savefig(args.plot, dpi=120, facecolor="white")
+        _note(f"wrote {args.plot}")
     if args.json:
         attrs = table.attrs
         _emit_json(
@@ -513,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcomes", type=int, default=64, help="simulated outcomes per candidate")
     p.add_argument("--prob", default=0.9, type=_prob)
     p.add_argument("--top", type=int, default=None, help="print only the best TOP rows")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="also draw expected sd against cost (plots.plot_plan)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)

@@ -330,7 +330,8 @@ def test_cli_plan_prints_json_and_rejects_unknown_family(seeds_post, tmp_path, c
     seeds_post.save(path)
     args = ["plan", str(path), "--family", "fam", "--target-params", "2B"]
     args += ["--target-tokens", "40B", "--budget", "5e20", "--outcomes", "8", "--json"]
-    assert main(args) == 0
+    assert main(args + ["--plot", str(tmp_path / "plan.png")]) == 0
+    assert (tmp_path / "plan.png").read_bytes().startswith(b"\x89PNG")
     out = json.loads(capsys.readouterr().out)
     assert out["recommendation"].startswith("train ")
     assert len(out["recommended"]) == 1
