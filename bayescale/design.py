@@ -61,6 +61,10 @@ class OverBudgetWarning(UserWarning):
     """Some candidate experiments cost more than the budget and were dropped."""
 
 
+class WarmupCutWarning(UserWarning):
+    """Some candidate runs end before the fit's warm-up cut and were dropped."""
+
+
 # -- candidates ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Candidate:
@@ -133,6 +137,9 @@ class FamilyDesign:
     max_points : int or None
         At most this many checkpoints per run (the fit's thinning).
     n_runs : int
+    min_tokens : float
+        The fit's warm-up cut (``nan`` when it keeps every checkpoint): a run
+        trained on fewer tokens leaves nothing for the fit.
     """
 
     sizes: np.ndarray
@@ -142,6 +149,11 @@ class FamilyDesign:
     first_tokens: float
     max_points: int | None
     n_runs: int
+    min_tokens: float = math.nan
+
+    def usable(self, tokens: float) -> bool:
+        """Whether a run trained on ``tokens`` keeps a checkpoint past the warm-up cut."""
+        return not float(tokens) < self.min_tokens
 
     def checkpoints(self, tokens: float) -> np.ndarray:
         """Checkpoint token counts of a new run trained to ``tokens``, ascending."""
@@ -182,6 +194,7 @@ def family_design(post, family: str) -> FamilyDesign:
         first_tokens=first,
         max_points=post.config.max_points_per_run,
         n_runs=int(runs.size),
+        min_tokens=float(min_tokens) if np.isfinite(min_tokens) else math.nan,
     )
 
 
@@ -208,7 +221,9 @@ def default_candidates(
       size and the largest the budget affords, at the family's usual tokens
       per parameter and at 20.
 
-    Candidates may exceed the budget; :func:`plan` drops those.
+    Candidates may exceed the budget; :func:`plan` drops those. Token counts
+    below the fit's warm-up cut (``min_tokens``) are left out: the fit would
+    discard every checkpoint of such a run.
     """
     design = family_design(post, family)
     out: list[Candidate] = []
@@ -219,6 +234,8 @@ def default_candidates(
         if abs(math.log(d20 / d_usual)) > math.log(1.25):
             token_options.append(("20 tok/param", _round_count(d20)))
         for tok_label, d in token_options:
+            if not design.usable(d):
+                continue
             per_run = FLOPS_PER_PARAM_TOKEN * n * d
             fill = int(min(budget_flops // per_run, max_new_runs))
             counts = sorted(set(seed_counts) | ({fill} if fill > max(seed_counts) else set()))
@@ -240,6 +257,8 @@ def default_candidates(
             n_r = _round_count(n)
             if n_r > n:
                 n_r = float(f"{n * 0.95:.2g}")
+            if not design.usable(tpp * n_r):
+                continue
             out.append(Candidate(n_r, tpp * n_r, 1, f"1 larger run, {tok_label}"))
     seen, unique = set(), []
     for c in out:
@@ -1101,7 +1120,9 @@ def plan(
         cands = [Candidate.coerce(c) for c in candidates]
         if not cands:
             raise ValueError("candidates is empty")
+    cands, warmup_notes = _past_warmup(cands, family_design(posterior, tgt.family))
     affordable, dropped, notes = _within_budget(cands, budget)
+    notes = warmup_notes + notes
     if method == "importance" and posterior.n_draws <= 1:
         raise ValueError("method='importance' needs posterior draws; this fit has one (MAP)")
 
@@ -1134,6 +1155,23 @@ def plan(
         }
     )
     return table
+
+
+def _past_warmup(cands: list, design: FamilyDesign):
+    """Drop runs that end before the warm-up cut: the fit would discard all their data."""
+    kept = [c for c in cands if design.usable(c.tokens)]
+    if len(kept) == len(cands):
+        return cands, []
+    short = min((c for c in cands if c not in kept), key=lambda c: c.tokens)
+    msg = (
+        f"{len(cands) - len(kept)} candidate(s) train on fewer tokens than the fit's warm-up "
+        f"cut (min_tokens = {design.min_tokens:.3g}) and were dropped: the fit discards every "
+        f"checkpoint before it (e.g. {describe(short)})"
+    )
+    if not kept:
+        raise ValueError(msg.replace(" and were dropped", "; no candidate is left"))
+    warnings.warn(msg, WarmupCutWarning, stacklevel=3)
+    return kept, [msg]
 
 
 def _within_budget(cands: list, budget: float):

@@ -68,6 +68,7 @@ def _posterior(
     centred: bool = True,
     seeds: int = 2,
     seed: int = 0,
+    min_tokens: float | None = None,
 ) -> Posterior:
     """One family, ``len(SIZES) * seeds`` runs; draws vary only where asked.
 
@@ -75,7 +76,7 @@ def _posterior(
     ``centred`` the run effects sum to zero within the family (so the target
     carries the offset of the family's average run), otherwise they do not.
     """
-    data = ScalingData.from_frame(_frame(seeds), min_tokens=None, max_points_per_run=None)
+    data = ScalingData.from_frame(_frame(seeds), min_tokens=min_tokens, max_points_per_run=None)
     rng = np.random.default_rng(seed)
     s, r = n_draws, data.n_runs
     u = 0.02 * rng.standard_normal((s, r))
@@ -99,7 +100,7 @@ def _posterior(
     tree["sample_stats"] = xr.DataTree(
         xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, s), dtype=bool))})
     )
-    config = FitConfig(exponents="shared", min_tokens=None, max_points_per_run=None)
+    config = FitConfig(exponents="shared", min_tokens=min_tokens, max_points_per_run=None)
     return Posterior(tree=tree, data=data, config=config)
 
 
@@ -264,6 +265,25 @@ def test_bad_budget_or_target_gives_clear_error(seeds_post, budget, target, matc
         warnings.simplefilter("ignore", design.OverBudgetWarning)
         with pytest.raises(ValueError, match=match):
             design.plan(seeds_post, target, budget, n_outcomes=8)
+
+
+def test_runs_that_end_before_the_warmup_cut_are_not_offered():
+    """The fit would discard every checkpoint of such a run, so it can teach nothing."""
+    post = _posterior(500, seeds=2, min_tokens=2e10)
+    fd = design.family_design(post, "fam")
+    assert fd.min_tokens == 2e10 and fd.usable(2e10) and not fd.usable(1.9e10)
+    assert np.isnan(design.family_design(_posterior(10), "fam").min_tokens)
+    cands = design.default_candidates(post, "fam", 1e21)
+    assert min(c.tokens for c in cands) >= 2e10
+    # 20 tokens per parameter is offered where it clears the cut
+    assert any(c.n_runs == 1 and c.tokens == 20 * c.params for c in cands)
+    short = {"params": 1e8, "tokens": 1e10, "n_runs": 4}
+    with pytest.warns(design.WarmupCutWarning, match=r"min_tokens = 2e\+10"):
+        table = design.plan(post, TARGET, 1e21, candidates=MENU + [short], n_outcomes=8)
+    assert len(table) == len(MENU) and (table["tokens"] >= 2e10).all()
+    assert any("warm-up cut" in n for n in table.attrs["notes"])
+    with pytest.raises(ValueError, match="no candidate is left"):
+        design.plan(post, TARGET, 1e21, candidates=[short], n_outcomes=8)
 
 
 def test_plan_is_deterministic_and_recommends_one_of_its_rows(seeds_post):
