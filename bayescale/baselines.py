@@ -10,7 +10,8 @@ protocols. None of them reports uncertainty.
   Besiroglu et al. (2024): Huber loss (``delta=1e-3``) of ``log L_hat - log L``
   with ``log L_hat = LSE(a - alpha log N, b - beta log D, e)``, minimised by
   L-BFGS from every point of the published init grid, best kept. All starts run
-  in one jitted, vmapped JAX call in float64; :func:`fit_hoffmann_scipy` is the
+  through one jitted, vmapped JAX solver in float64, in rounds that drop the
+  starts that have stopped; :func:`fit_hoffmann_scipy` is the
   same fit as a Python loop over SciPy's L-BFGS-B, and
   :func:`fit_hoffmann_many` fits many datasets in one call.
 * :func:`fit_gadre` / :func:`fit_gadre_downstream` -- Gadre et al. (2024):
@@ -31,7 +32,8 @@ Why a hand-written L-BFGS: ``jax.scipy.optimize`` offers BFGS and an
 experimental L-BFGS that its authors ask not to rely on, and optax is not a
 dependency. The problem has five parameters, so the solver below is small: the
 two-loop recursion over ten stored pairs and a weak-Wolfe bisection line
-search, in ``lax.while_loop`` so it vmaps over starts and datasets. Its stopping
+search, as a state machine in ``lax.while_loop`` so it vmaps over starts and
+datasets and can be stopped and resumed (:func:`_hoffmann_rounds`). Its stopping
 rules mirror SciPy's L-BFGS-B (``gtol`` on the gradient's max-norm, ``ftol``
 on the relative decrease), so the two implementations are comparable.
 """
@@ -39,6 +41,7 @@ on the relative decrease), so the two implementations are comparable.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -376,15 +379,18 @@ def _descent(g, S, Y, rho, npairs):
 def _lbfgs(fg, x0, maxiter, gtol, ftol, history=_HISTORY, c1=1e-4, c2=0.9):
     """Minimise ``fg``'s value from ``x0``; returns ``(x, f, status, iterations, nfev)``.
 
-    Written as a flat state machine, one function evaluation per loop step
-    (a line-search trial or the first trial of the next iteration), so that under
-    ``vmap`` a start in a long line search does not stall the others: the loop
-    costs the largest number of evaluations of any start, not the sum over
-    iterations of the longest line search. The line search is weak-Wolfe by
-    bisection/doubling (Lewis & Overton), robust on the piecewise-smooth Huber
-    loss; if it ends without a Wolfe point the best sufficient-decrease point is
-    taken.
+    :func:`_lbfgs_start`, then :func:`_lbfgs_step` until the status leaves
+    ``_RUNNING``. The loop may be stopped and resumed from its state with the
+    same result (:func:`_hoffmann_rounds`).
     """
+    state = _lbfgs_start(fg, x0, gtol, history)
+    body = _lbfgs_step(fg, maxiter, gtol, ftol, history, c1, c2)
+    out = jax.lax.while_loop(lambda s: s.status == _RUNNING, body, state)
+    return out.x, out.f, out.status, out.k, out.nfev
+
+
+def _lbfgs_start(fg, x0, gtol, history=_HISTORY) -> _State:
+    """The L-BFGS state at ``x0``: one evaluation, steepest-descent direction."""
     n = x0.shape[0]
     dt = x0.dtype
     f0, g0 = fg(x0)
@@ -397,10 +403,24 @@ def _lbfgs(fg, x0, maxiter, gtol, ftol, history=_HISTORY, c1=1e-4, c2=0.9):
         jnp.where(jnp.max(jnp.abs(g0)) <= gtol, _GTOL_OK, _RUNNING),
     ).astype(jnp.int32)
     one = jnp.ones((), dt)
-    state = _State(
+    return _State(
         jnp.int32(0), x0, f0, g0, d0, one, 0 * one, jnp.inf * one, jnp.int32(0),
         x0, jnp.inf * one, g0, S, S, rho, npairs, status0, jnp.int32(1),
     )  # fmt: skip
+
+
+def _lbfgs_step(fg, maxiter, gtol, ftol, history=_HISTORY, c1=1e-4, c2=0.9):
+    """One step of the L-BFGS state machine, as a ``_State -> _State`` function.
+
+    Written as a flat state machine, one function evaluation per loop step
+    (a line-search trial or the first trial of the next iteration), so that under
+    ``vmap`` a start in a long line search does not stall the others: the loop
+    costs the largest number of evaluations of any start, not the sum over
+    iterations of the longest line search. The line search is weak-Wolfe by
+    bisection/doubling (Lewis & Overton), robust on the piecewise-smooth Huber
+    loss; if it ends without a Wolfe point the best sufficient-decrease point is
+    taken.
+    """
 
     def body(s: _State) -> _State:
         x_t = s.x + s.t * s.d
@@ -457,24 +477,93 @@ def _lbfgs(fg, x0, maxiter, gtol, ftol, history=_HISTORY, c1=1e-4, c2=0.9):
             gb, S, Y, rho, npairs, status, s.nfev + 1,
         )  # fmt: skip
 
-    out = jax.lax.while_loop(lambda s: s.status == _RUNNING, body, state)
-    return out.x, out.f, out.status, out.k, out.nfev
+    return body
 
 
-@partial(jax.jit, static_argnames=("batch_size",))
-def _hoffmann_solve(starts, data, delta, mean, maxiter, gtol, ftol, *, batch_size):
-    """All datasets x all starts: ``data`` = 4 arrays ``(K, P)``, ``starts`` ``(S, 5)``."""
+def _hoffmann_fg(data, i, delta, mean):
+    ln, ld, ll, w = (v[i] for v in data)
+    return partial(
+        _hoffmann_value_and_grad, log_n=ln, log_d=ld, log_l=ll, weight=w, delta=delta, mean=mean
+    )
 
-    def one_dataset(data):
-        ln, ld, ll, w = data
-        fg = partial(
-            _hoffmann_value_and_grad, log_n=ln, log_d=ld, log_l=ll, weight=w, delta=delta, mean=mean
-        )
-        return jax.vmap(lambda x0: _lbfgs(fg, x0, maxiter, gtol, ftol))(starts)
 
-    if batch_size is None:
-        return jax.vmap(one_dataset)(data)
-    return jax.lax.map(one_dataset, data, batch_size=batch_size)
+@jax.jit
+def _hoffmann_start(x0, idx, data, delta, mean, gtol):
+    """Start states for starts ``x0`` ``(B, 5)`` on datasets ``idx`` ``(B,)`` of ``data``."""
+
+    def one(x, i):
+        return _lbfgs_start(_hoffmann_fg(data, i, delta, mean), x, gtol)
+
+    return jax.vmap(one)(x0, idx)
+
+
+@jax.jit
+def _hoffmann_advance(state, idx, data, delta, mean, maxiter, gtol, ftol, steps):
+    """Run each start of ``state`` for at most ``steps`` more evaluations."""
+
+    def one(s, i):
+        body = _lbfgs_step(_hoffmann_fg(data, i, delta, mean), maxiter, gtol, ftol)
+        cap = s.nfev + steps
+        return jax.lax.while_loop(lambda t: (t.status == _RUNNING) & (t.nfev < cap), body, s)
+
+    return jax.vmap(one)(state, idx)
+
+
+def _lane_widths(n: int, lanes: int) -> tuple:
+    """Batch widths of the rounds: the widest, and a narrower one for the stragglers.
+
+    Each width is one more compilation (seconds), so there are only two.
+    """
+    widest = min(lanes, 1 << max(n - 1, 0).bit_length())
+    return tuple(sorted({widest, max(1, widest // 16)}))
+
+
+def _hoffmann_rounds(starts, data, delta, mean, maxiter, gtol, ftol, lanes):
+    """Every start on every dataset, in rounds that drop the starts that have stopped.
+
+    Under ``vmap`` a ``while_loop`` runs until its slowest lane stops, and on
+    the Hitchhiker grid the slowest of a cell's 243 starts needs 5-15 times
+    the evaluations of the average one. Here the (dataset, start) pairs still
+    running are advanced ``lanes`` at a time for 32, 64, 128, ... more
+    evaluations per round. The state machine is deterministic, so the result
+    is the one an uninterrupted loop gives.
+
+    Returns ``x`` ``(K, S, 5)``, ``f`` and ``status`` ``(K, S)`` as NumPy arrays.
+    """
+    k, s = data[0].shape[0], starts.shape[0]
+    ds = np.repeat(np.arange(k, dtype=np.int32), s)
+    x0 = np.tile(np.asarray(starts, dtype=float), (k, 1))
+    n = ds.size
+    widths = _lane_widths(n, lanes)
+    held = None
+
+    def batches(ids):
+        # the narrowest compiled width that takes them all in one call, else the widest
+        width = next((w for w in widths if w >= ids.size), widths[-1])
+        for c in range(0, ids.size, width):
+            part = ids[c : c + width]
+            yield part, np.concatenate([part, np.full(width - part.size, part[0])])
+
+    def store(part, new):
+        nonlocal held
+        new = jax.tree.map(np.asarray, new)
+        if held is None:
+            held = jax.tree.map(lambda v: np.empty((n,) + v.shape[1:], v.dtype), new)
+        for mine, got in zip(held, new, strict=True):
+            mine[part] = got[: part.size]
+
+    for part, pad in batches(np.arange(n)):
+        store(part, _hoffmann_start(x0[pad], ds[pad], data, delta, mean, gtol))
+    steps = 32
+    pending = np.flatnonzero(held.status == _RUNNING)
+    while pending.size:
+        for part, pad in batches(pending):
+            sub = jax.tree.map(lambda v, pad=pad: v[pad], held)
+            args = (data, delta, mean, maxiter, gtol, ftol, steps)
+            store(part, _hoffmann_advance(sub, ds[pad], *args))
+        pending = pending[held.status[pending] == _RUNNING]
+        steps *= 2
+    return held.x.reshape(k, s, -1), held.f.reshape(k, s), held.status.reshape(k, s)
 
 
 def _best_start(x, f, status, method) -> ChinchillaFit:
@@ -515,12 +604,14 @@ def fit_hoffmann_many(
     gtol: float = _GTOL,
     ftol: float = _FTOL,
     batch_size: int | None = None,
+    max_elements: float = 2**21,
 ) -> list[ChinchillaFit]:
     """Hoffmann et al.'s Approach 3 on several datasets in one jitted call.
 
     The datasets (e.g. a grid of training subsets) may differ in length; they
-    are padded to the longest with zero-weight points. Everything runs as one
-    ``vmap`` over datasets x starts in float64.
+    are padded to the longest with zero-weight points. The (dataset, start)
+    pairs run through one jitted, vmapped L-BFGS in float64, in rounds that
+    drop the starts that have stopped (:func:`_hoffmann_rounds`).
 
     Parameters
     ----------
@@ -539,8 +630,11 @@ def fit_hoffmann_many(
         ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1)`` is below ``ftol`` (SciPy
         L-BFGS-B's tests and defaults; both are absolute for objectives below 1).
     batch_size : int, optional
-        Solve this many datasets at a time (``lax.map``) to bound memory;
-        default all at once.
+        (dataset, start) pairs advanced per compiled call; default the power
+        of two that keeps ``batch_size x longest dataset`` near
+        ``max_elements`` (at most 4096).
+    max_elements : float
+        Memory bound for the default ``batch_size``.
 
     Returns
     -------
@@ -570,18 +664,21 @@ def fit_hoffmann_many(
         for out, v in ((log_n, np.log(n)), (log_d, np.log(d)), (log_l, np.log(y))):
             out[i, :m], out[i, m:] = v, v[0]
         weight[i, :m] = 1.0
+    if batch_size is None:
+        batch_size = min(1 << int(math.log2(max(float(max_elements) / size, 1.0))), 4096)
+    elif int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     with jax.enable_x64(True):
-        x, f, status, _, _ = _hoffmann_solve(
-            jnp.asarray(starts),
+        x, f, status = _hoffmann_rounds(
+            starts,
             tuple(jnp.asarray(v) for v in (log_n, log_d, log_l, weight)),
             jnp.asarray(float(delta)),
             jnp.asarray(mean),
             jnp.asarray(int(maxiter)),
             jnp.asarray(float(gtol)),
             jnp.asarray(float(ftol)),
-            batch_size=None if batch_size is None else int(batch_size),
+            lanes=int(batch_size),
         )
-        x, f, status = np.asarray(x), np.asarray(f), np.asarray(status)
     return [_best_start(x[i], f[i], status[i], "hoffmann") for i in range(k)]
 
 

@@ -479,18 +479,15 @@ def _valid_cell(train: pd.DataFrame) -> bool:
     return len(train) >= MIN_CELL_POINTS and train["params"].nunique() >= 2
 
 
-def _hoffmann_batches(tasks: list, grid: np.ndarray, max_elements: float = 3e7):
-    """Run ``fit_hoffmann_many`` on tasks grouped by length (few compilations)."""
+def _hoffmann_batches(tasks: list, grid: np.ndarray):
+    """Run ``fit_hoffmann_many`` on tasks grouped by length (little padding, few compilations)."""
     fits = [None] * len(tasks)
     lengths = np.array([len(t[0]) for t in tasks])
-    buckets = np.ceil(np.log2(np.maximum(lengths, 2))).astype(int)
+    # short cells share one bucket: padding them costs less than compiling for each length
+    buckets = np.ceil(np.log2(np.maximum(lengths, 64))).astype(int)
     for b in np.unique(buckets):
         idx = np.flatnonzero(buckets == b)
-        size = int(lengths[idx].max())
-        batch = max(1, int(max_elements // (grid.shape[0] * size)))
-        out = bl.fit_hoffmann_many(
-            [tasks[i] for i in idx], grid=grid, batch_size=batch if batch < len(idx) else None
-        )
+        out = bl.fit_hoffmann_many([tasks[i] for i in idx], grid=grid)
         for i, f in zip(idx, out, strict=True):
             fits[i] = f
     return fits

@@ -114,7 +114,7 @@ def hoffmann_grid_check(df: pd.DataFrame, families) -> tuple[pd.DataFrame, str]:
         tasks.append((train["params"], train["tokens"], train["loss"]))
         targets.append(target)
     small = ev._hoffmann_batches(tasks, bl.hoffmann_grid(**ev.HOFFMANN_EVAL_GRID))
-    full = ev._hoffmann_batches(tasks, bl.hoffmann_grid(), max_elements=1.5e7)
+    full = ev._hoffmann_batches(tasks, bl.hoffmann_grid())
     rows = []
     for fam, t, s, f in zip(families, targets, small, full, strict=True):
         pred = f.predict(t["params"], t["tokens"])
