@@ -6,10 +6,11 @@ seeds per size, 8 checkpoints from 1e10 to 1e11 tokens) this script
 
 1. fits the model (NUTS, ``exponents="shared"``, 2 chains x 300 warm-up +
    300 draws: short, so that the whole study fits on 2 cores);
-2. plans the next experiment for the target ``fam0`` at 4e9 parameters and
-   8e10 tokens (10x the largest fitted size) with a budget of 4.8e20 FLOPs,
-   ranking the default candidates plus the two fixed alternatives by the sd
-   reduction they buy (``rank_by="reduction"``):
+2. plans the next experiment for the target ``fam0`` at 8e8 parameters and
+   1e11 tokens (the next doubling past the largest fitted size, at the
+   family's usual token count) with a budget of 4.8e20 FLOPs, ranking the
+   default candidates plus the two fixed alternatives by the sd reduction
+   they buy (``rank_by="reduction"``):
    - "one large run": one run at the largest affordable size (2e9 params at
      20 tokens per parameter);
    - "small seeds": the whole budget in new seeds of the smallest size (8 runs
@@ -22,8 +23,8 @@ seeds per size, 8 checkpoints from 1e10 to 1e11 tokens) this script
 It reports (a) realised / predicted posterior sd, (b) the realised target
 error of each strategy, paired by world, and (c) which kind of experiment
 plan recommends at each seed-noise level. Results of each world are cached
-(``--cache``) so that an interrupted run resumes. ``--quick`` runs two noise
-levels with one world each.
+(``--cache``, keyed by the settings) so that an interrupted run resumes.
+``--quick`` runs two noise levels with one world each.
 
     uv run python benchmarks/plan_validation.py [--quick]
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +51,7 @@ from _results import frame_to_markdown, machine_info, write_section  # noqa: E40
 
 import bayescale  # noqa: E402
 from bayescale import design  # noqa: E402
+from bayescale.cli import enable_compile_cache  # noqa: E402
 from bayescale.model import simulate_log_loss  # noqa: E402
 from bayescale.simulate import simulate_frame, true_loss  # noqa: E402
 
@@ -62,14 +65,22 @@ WORLD = dict(
 )
 FIT = dict(exponents="shared", num_chains=2, num_warmup=300, num_samples=300)
 FAMILY = "fam0"
-TARGET = {"family": FAMILY, "params": 4e9, "tokens": 8e10}
+TARGET = {"family": FAMILY, "params": 8e8, "tokens": 1e11}
 BUDGET = 4.8e20
 LARGE = design.Candidate(2e9, 4e10, 1, "one large run")
 SEEDS = design.Candidate(1e8, 1e11, 8, "small seeds")
 MODES = {
-    "quick": {"sigmas": (0.005, 0.04), "worlds": 1},
-    "full": {"sigmas": (0.005, 0.02, 0.08), "worlds": 1},
+    "quick": {"sigmas": (0.005, 0.04), "worlds": (1, 1)},
+    # more worlds where plan's choice starts to differ from one large run
+    "full": {"sigmas": (0.005, 0.02, 0.05, 0.1), "worlds": (6, 6, 6, 16)},
 }
+
+
+def settings_key() -> str:
+    """Fingerprint of everything a cached world depends on."""
+    cfg = {"world": WORLD, "fit": FIT, "target": TARGET, "budget": BUDGET}
+    cfg["alternatives"] = [(c.params, c.tokens, c.n_runs) for c in (LARGE, SEEDS)]
+    return json.dumps(cfg, sort_keys=True, default=str)
 
 
 def _fit(frame, seed):
@@ -225,7 +236,8 @@ def _load_cache(path: Path) -> dict:
     if path.exists():
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            out[(rec["mode"], rec["sigma"], rec["world"])] = rec["result"]
+            if rec.get("settings") == settings_key():
+                out[(rec["mode"], rec["sigma"], rec["world"])] = rec["result"]
     return out
 
 
@@ -239,22 +251,31 @@ def main(argv=None) -> int:
         help="per-world results, reused when rerun",
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    parser.add_argument("--one-world", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    enable_compile_cache()
+    if args.one_world:
+        mode, sigma, w, seed = args.one_world
+        res = run_world(float(sigma), int(w), seed=int(seed))
+        rec = {"settings": settings_key(), "mode": mode, "sigma": float(sigma), "world": int(w)}
+        with args.cache.open("a") as fh:
+            fh.write(json.dumps({**rec, "result": res}, default=float) + "\n")
+        return 0
     mode = "quick" if args.quick else "full"
     cfg = MODES[mode]
     cache = _load_cache(args.cache)
     t0 = time.perf_counter()
     results = []
     for i, sigma in enumerate(cfg["sigmas"]):
-        for w in range(cfg["worlds"]):
+        for w in range(cfg["worlds"][i]):
             key = (mode, sigma, w)
             if key not in cache:
-                res = run_world(sigma, w, seed=100 * i + w)
-                with args.cache.open("a") as fh:
-                    rec = {"mode": mode, "sigma": sigma, "world": w, "result": res}
-                    fh.write(json.dumps(rec, default=float))
-                    fh.write("\n")
-                cache[key] = res
+                # a fresh process per world: one process compiling a dozen worlds' fits
+                # ran out of memory maps for JIT code
+                one = [sys.executable, __file__, "--cache", str(args.cache)]
+                one += ["--one-world", mode, str(sigma), str(w), str(100 * i + w)]
+                subprocess.run(one, check=True)
+                cache = _load_cache(args.cache)
             results.append(cache[key])
             print(f"sigma_seed={sigma} world={w} done ({time.perf_counter() - t0:.0f} s)")
     body = summarise(results, mode, time.perf_counter() - t0)
@@ -301,21 +322,37 @@ def summarise(results: list, mode: str, seconds: float) -> str:
     err = rows.pivot_table(
         index=["sigma_seed", "world"], columns="strategy", values="error_pct", aggfunc="first"
     )
-    diffs = {alt: err["plan"] - err[alt] for alt in ("one large run", "small seeds") if alt in err}
+    sds = rows.pivot_table(
+        index=["sigma_seed", "world"], columns="strategy", values="realised_sd", aggfunc="first"
+    )
     b_rows = []
-    for alt, d in diffs.items():
-        se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    for alt in ("one large run", "small seeds"):
+        d = err["plan"] - err[alt]
+        d_sd = sds["plan"] - sds[alt]
+        n = len(d)
+        se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        se_sd = float(d_sd.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
         b_rows.append(
             {
                 "alternative": alt,
-                "worlds": len(d),
+                "worlds": n,
                 "mean error plan %": float(err["plan"].mean()),
                 "mean error alternative %": float(err[alt].mean()),
                 "plan - alternative (pp)": float(d.mean()),
                 "se (pp)": se,
                 "plan better in": f"{int((d < 0).sum())}/{int((d != 0).sum())} worlds that differ",
+                "plan - alternative where they differ (pp)": float(d[d != 0].mean())
+                if (d != 0).any()
+                else float("nan"),
+                "realised sd: plan - alternative": float(d_sd.mean()),
+                "se of sd difference": se_sd,
             }
         )
+    by_sigma = err.groupby(level="sigma_seed").mean()
+    by_sigma.columns = [f"error % {c}" for c in by_sigma.columns]
+    sd_sigma = sds.groupby(level="sigma_seed").mean()
+    sd_sigma.columns = [f"realised sd {c}" for c in sd_sigma.columns]
+    by_sigma = by_sigma.join(sd_sigma).reset_index()
     flip = (
         flips.groupby("sigma_seed")
         .agg(
@@ -351,13 +388,15 @@ def summarise(results: list, mode: str, seconds: float) -> str:
     lines = [
         "## Experiment planning: predicted vs realised (`benchmarks/plan_validation.py`)",
         "",
-        machine_info() + f"; mode `{mode}`, {seconds / 60:.0f} min (including cached worlds).",
+        machine_info() + f"; mode `{mode}`, {len(results)} worlds (about 2 min each; this run took "
+        f"{seconds / 60:.0f} min, worlds already in the cache are read, not recomputed).",
         "",
         "Simulated worlds (`simulate_frame`: 3 families, sizes 1e8/2e8/4e8, 2 seeds per size, "
         "8 checkpoints over 1e10-1e11 tokens, sigma_obs 0.01); fits and refits by NUTS "
         f"({FIT['num_chains']} chains x {FIT['num_warmup']} warm-up + {FIT['num_samples']} "
-        "draws, shared exponents). Target: the mean law of fam0 at 4e9 params, 8e10 tokens "
-        f"(10x the largest fitted size). Budget {BUDGET:.2g} FLOPs; `plan(..., "
+        f"draws, shared exponents). Target: the mean law of fam0 at {TARGET['params']:.2g} "
+        f"params, {TARGET['tokens']:.2g} tokens ({TARGET['params'] / max(WORLD['sizes']):.3g}x "
+        f"the largest fitted size). Budget {BUDGET:.2g} FLOPs; `plan(..., "
         "rank_by='reduction')` over its default candidates plus the two fixed alternatives; "
         "64 simulated outcomes per candidate (importance sampling), 8 per candidate refitted "
         "by MAP + Laplace where the ESS falls below 50. Each strategy is then run once in the "
@@ -378,6 +417,10 @@ def summarise(results: list, mode: str, seconds: float) -> str:
         "loss. Negative differences favour following plan.",
         "",
         frame_to_markdown(pd.DataFrame(b_rows), floatfmt=".3g"),
+        "",
+        "By seed-noise level (mean over worlds; realised sd in nats):",
+        "",
+        frame_to_markdown(by_sigma, floatfmt=".3g"),
         "",
         "### (c) What plan recommends as seed noise grows",
         "Predicted sd after the two fixed alternatives (mean over worlds) and the kind of "
