@@ -380,8 +380,8 @@ def _lbfgs(fg, x0, maxiter, gtol, ftol, history=_HISTORY, c1=1e-4, c2=0.9):
     """Minimise ``fg``'s value from ``x0``; returns ``(x, f, status, iterations, nfev)``.
 
     :func:`_lbfgs_start`, then :func:`_lbfgs_step` until the status leaves
-    ``_RUNNING``. The loop may be stopped and resumed from its state with the
-    same result (:func:`_hoffmann_rounds`).
+    ``_RUNNING``. The loop may be stopped and resumed from its state
+    (:func:`_hoffmann_rounds`).
     """
     state = _lbfgs_start(fg, x0, gtol, history)
     body = _lbfgs_step(fg, maxiter, gtol, ftol, history, c1, c2)
@@ -525,8 +525,10 @@ def _hoffmann_rounds(starts, data, delta, mean, maxiter, gtol, ftol, lanes):
     the Hitchhiker grid the slowest of a cell's 243 starts needs 5-15 times
     the evaluations of the average one. Here the (dataset, start) pairs still
     running are advanced ``lanes`` at a time for 32, 64, 128, ... more
-    evaluations per round. The state machine is deterministic, so the result
-    is the one an uninterrupted loop gives.
+    evaluations per round. Each start takes the steps an uninterrupted loop
+    would; only the last digits differ, because other batch widths vectorise
+    the sums differently (a flat valley can turn that into ~1e-7 relative in
+    the parameters).
 
     Returns ``x`` ``(K, S, 5)``, ``f`` and ``status`` ``(K, S)`` as NumPy arrays.
     """
