@@ -874,22 +874,29 @@ def build_sections(
     )
     sections.append(figs)
 
-    for (frame, note), title, anchor, caption in (
+    for (frame, note), title, anchor, caption, figures in (
         (
             _downstream_frame(downstream, post, targets),
             "Downstream predictions",
             "downstream",
             "Predicted task error (a fraction) at each target",
+            None,
         ),
-        (_plan_frame(plan, post, targets), "What to train next", "plan", "Candidate experiments"),
+        (
+            _plan_frame(plan, post, targets),
+            "What to train next",
+            "plan",
+            "Candidate experiments",
+            _plan_figure,
+        ),
     ):
         if frame is None and note is None:
             continue
         sec = Section(title, anchor)
         if frame is not None:
             sec.items.append(Table(_frame_to_strings(_readable(frame)), caption))
-            if anchor == "plan":
-                sec.items.extend(_plan_figure(frame))
+            if figures is not None:
+                sec.items.extend(figures(frame))
         else:
             sec.items.append(note)
         sections.append(sec)
