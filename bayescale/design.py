@@ -1094,7 +1094,8 @@ def plan(
     pandas.DataFrame
         One row per affordable candidate, best first: ``rank``,
         ``experiment``, ``label``, ``n_runs``, ``params``, ``tokens``,
-        ``tokens_per_param``, ``n_checkpoints``, ``flops``,
+        ``tokens_per_param``, ``new_size`` (no fitted run of the family has
+        this size), ``n_checkpoints``, ``flops``,
         ``budget_fraction``, ``current_sd``, ``expected_sd``,
         ``expected_sd_mcse``, ``current_width``, ``expected_width``,
         ``reduction``, ``reduction_pct``, ``reduction_per_1e18_flops``,
@@ -1120,7 +1121,8 @@ def plan(
         cands = [Candidate.coerce(c) for c in candidates]
         if not cands:
             raise ValueError("candidates is empty")
-    cands, warmup_notes = _past_warmup(cands, family_design(posterior, tgt.family))
+    fam = family_design(posterior, tgt.family)
+    cands, warmup_notes = _past_warmup(cands, fam)
     affordable, dropped, notes = _within_budget(cands, budget)
     notes = warmup_notes + notes
     if method == "importance" and posterior.n_draws <= 1:
@@ -1130,7 +1132,7 @@ def plan(
         posterior, tgt, affordable, max_draws, n_outcomes, n_refit_outcomes, prob, seed
     )
     results = _evaluate(setup, affordable, method, min_ess, n_refit_outcomes, current)
-    table = _table(affordable, results, budget)
+    table = _table(affordable, results, budget, fam.sizes)
     table, rec = _rank(table, rank_by)
     if rec is None:
         notes.append(
@@ -1260,7 +1262,7 @@ def _evaluate(setup: _Setup, affordable, method, min_ess, n_refit_outcomes, curr
     return results
 
 
-def _table(affordable, results: dict, budget: float) -> pd.DataFrame:
+def _table(affordable, results: dict, budget: float, sizes: np.ndarray) -> pd.DataFrame:
     rows = []
     for c in affordable:
         r = results[c]
@@ -1273,6 +1275,7 @@ def _table(affordable, results: dict, budget: float) -> pd.DataFrame:
                 "params": c.params,
                 "tokens": c.tokens,
                 "tokens_per_param": c.tokens / c.params,
+                "new_size": not bool(np.any(np.isclose(c.params, sizes, rtol=1e-6))),
                 "n_checkpoints": r["n_checkpoints"],
                 "flops": c.flops,
                 "budget_fraction": c.flops / budget,

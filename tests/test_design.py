@@ -223,6 +223,7 @@ def test_costs_add_up_and_over_budget_candidates_are_dropped(seeds_post):
     with pytest.warns(design.OverBudgetWarning, match="1 candidate"):
         table = design.plan(seeds_post, TARGET, budget, candidates=cands, **PLAN_KW)
     assert sorted(table["n_runs"]) == [1, 1, 4, 8]
+    np.testing.assert_array_equal(table["new_size"], ~table["params"].isin(SIZES))
     assert table.attrs["dropped"] == ["1 run x 1e+10 params on 2e+11 tokens"]
     np.testing.assert_allclose(
         table["flops"], 6 * table["params"] * table["tokens"] * table["n_runs"]
@@ -326,6 +327,9 @@ def _check_plan_figure(table):
     assert n_points == len(table)
     seeds = [ln for ln in points if len(ln.get_xdata()) > 1]
     assert len(seeds) == 1  # the three seed counts at 2e8 on 1e11 tokens
+    # triangles: exactly the sizes the family has not trained
+    triangles = [ln for ln in points if ln.get_marker() == "^"]
+    assert sum(len(ln.get_xdata()) for ln in triangles) == table["new_size"].sum() > 0
     assert list(seeds[0].get_ydata()) == list(
         table[table["params"] == 2e8].sort_values("n_runs")["expected_sd"]
     )
