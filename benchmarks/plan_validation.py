@@ -81,7 +81,7 @@ BUDGET = 4.8e20
 LARGE = design.Candidate(2e9, 4e10, 1, "one large run")
 SEEDS = design.Candidate(1e8, 1e11, 8, "small seeds")
 MC_OUTCOMES = 32  # true-world outcomes per strategy and world, for the averaged errors
-MC_ESTIMATOR = "importance"
+MC_ESTIMATOR = "importance+sd"
 MODES = {
     "quick": {"target": "far", "sigmas": (0.005, 0.04), "worlds": (1, 1)},
     # more worlds where plan's choice starts to differ from one large run
@@ -194,11 +194,15 @@ def outcome_errors(post, truth, target, strategies: dict, sigma: float, seed: in
             return jax.vmap(per_draw)(params, delta)
 
         w = jax.nn.softmax(jax.lax.map(jax.jit(log_w), jnp.asarray(ys)), axis=1)
-        est = np.asarray(w @ jnp.asarray(t_draws))
+        t = jnp.asarray(t_draws)
+        est = np.asarray(w @ t)
+        sd = np.sqrt(np.asarray(jnp.sum(w * (t[None, :] - est[:, None]) ** 2, axis=1)))
         ess = 1.0 / np.asarray(jnp.sum(w**2, axis=1))
         by_key[key] = {
             "mean_outcome0": float(est[0]),
             "error_pct": (100 * np.abs(est[1:] - truth_target) / truth_target).tolist(),
+            # the posterior sd each outcome leaves, to set against the error it leaves
+            "sd_pct": (100 * sd[1:] / truth_target).tolist(),
             "ess_median": float(np.median(ess[1:])),
         }
     out = {name: by_key[(c.params, c.tokens, c.n_runs)] for name, c in strategies.items()}
@@ -439,6 +443,7 @@ def summarise_mc(results: list, rows: pd.DataFrame) -> list:
                     "strategy": name,
                     "mean_error": float(e.mean()),
                     "rms_error": float(np.sqrt(np.mean(e**2))),
+                    "post_sd": float(np.sqrt(np.mean(np.square(v["sd_pct"])))),
                     "outcome0": v["mean_outcome0"],
                     "ess": v["ess_median"],
                 }
@@ -475,6 +480,18 @@ def summarise_mc(results: list, rows: pd.DataFrame) -> list:
     rms_sigma = rms_err.groupby(level="sigma_seed").mean()
     rms_sigma.columns = [f"RMS error % {c}" for c in rms_sigma.columns]
     by_sigma = by_sigma.join(rms_sigma).reset_index()
+    # does the sd plan minimises track the error? RMS error / RMS posterior sd
+    # plan's row last, so that it survives only where it is neither alternative
+    calib = per.sort_values("strategy", key=lambda k: k == "plan", kind="stable")
+    calib = calib.drop_duplicates(["sigma_seed", "world", "rms_error", "post_sd"])
+    calib = calib.assign(kind=calib["strategy"].where(calib["strategy"] != "plan", "plan's pick"))
+    calib = calib.groupby(["sigma_seed", "kind"]).agg(
+        worlds=("world", "size"),
+        rms_error_pct=("rms_error", lambda x: float(np.sqrt(np.mean(np.square(x))))),
+        posterior_sd_pct=("post_sd", lambda x: float(np.sqrt(np.mean(np.square(x))))),
+    )
+    calib["error / sd"] = calib["rms_error_pct"] / calib["posterior_sd_pct"]
+    calib = calib.reset_index()
     # the approximation against the NUTS refit on the outcome both saw
     nuts = rows.drop_duplicates(["sigma_seed", "world", "strategy"]).set_index(
         ["sigma_seed", "world", "strategy"]
@@ -508,6 +525,14 @@ def summarise_mc(results: list, rows: pd.DataFrame) -> list:
         frame_to_markdown(pd.DataFrame(out_rows), floatfmt=".3g"),
         "",
         frame_to_markdown(by_sigma, floatfmt=".3g"),
+        "",
+        "Plan minimises the posterior sd; this compares it with the error each strategy "
+        "actually leaves (both over the outcomes, RMS over worlds, % of the true loss). "
+        '"plan\'s pick" counts only worlds where plan chose neither fixed alternative. '
+        "An error / sd ratio that differs between strategies means a smaller expected sd "
+        "need not buy a smaller error:",
+        "",
+        frame_to_markdown(calib, floatfmt=".3g"),
         "",
         f"Reweighted vs NUTS refit on the outcome both saw ({len(both)} world x experiment "
         f"pairs): reweighted mean - NUTS posterior mean = {gap.mean():+.2f} pp of the true "
