@@ -647,7 +647,8 @@ def summarise(results: list, mode: str, target: dict, seconds: float) -> str:
         ]
     ]
     lines = [
-        "## Experiment planning: predicted vs realised (`benchmarks/plan_validation.py`)",
+        "## Experiment planning: predicted vs realised (`benchmarks/plan_validation.py"
+        + (" --near`, target at the largest fitted size)" if mode == "near" else "`)"),
         "",
         machine_info() + f"; mode `{mode}`, {len(results)} worlds (about 2 min each; this run took "
         f"{seconds / 60:.0f} min, worlds already in the cache are read, not recomputed).",
