@@ -652,9 +652,9 @@ def plot_plan(table, ax=None):
 
     One point per candidate of a :func:`bayescale.design.plan` table, coloured
     by model size (marker: token count; triangles: sizes the family has not
-    trained yet); new
-    seeds of one size and token count are joined in order of their number of
-    runs (labelled), so diminishing returns show as a flattening line. The
+    trained yet); new seeds of one size and token count are joined in order of
+    their number of runs (labelled), so diminishing returns show as a
+    flattening line. The
     dashed line is the current sd, the dotted one the budget; error bars are
     ±2 Monte-Carlo standard errors; the recommended experiment is circled.
 
@@ -689,7 +689,7 @@ def plot_plan(table, ax=None):
         token_rank = sorted(table.loc[table["params"] == n, "tokens"].unique()).index(d)
         if "new_size" in g:
             seeds = not bool(g["new_size"].iloc[0])
-        else:  # a table from before the column: guess from the run counts
+        else:  # a table built without the column: guess from the run counts
             seeds = len(g) > 1 or g["n_runs"].iloc[0] > 1
         marker = _PLAN_MARKERS[token_rank % len(_PLAN_MARKERS)] if seeds else "^"
         ax.errorbar(
