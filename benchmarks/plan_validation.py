@@ -426,6 +426,27 @@ def main(argv=None) -> int:
     return 0
 
 
+def _se(d) -> float:
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def _paired(err: pd.DataFrame, alt: str) -> dict:
+    """Plan's error against one alternative, paired by world (one column per strategy)."""
+    d = err["plan"] - err[alt]
+    differ = d != 0
+    return {
+        "alternative": alt,
+        "worlds": len(d),
+        "mean error plan %": float(err["plan"].mean()),
+        "mean error alternative %": float(err[alt].mean()),
+        "plan - alternative (pp)": float(d.mean()),
+        "se (pp)": _se(d),
+        "plan better in": f"{int((d < 0).sum())}/{int(differ.sum())} worlds that differ",
+        "where they differ (pp)": float(d[differ].mean()) if differ.any() else 0.0,
+        "se where they differ": _se(d[differ]),
+    }
+
+
 def summarise_mc(results: list, rows: pd.DataFrame) -> list:
     """Lines on the errors averaged over many outcomes per strategy (if computed)."""
     have = [r for r in results if "mc" in r]
@@ -455,26 +476,9 @@ def summarise_mc(results: list, rows: pd.DataFrame) -> list:
     n_out = len(have[0]["mc"]["strategies"]["plan"]["error_pct"])
     out_rows = []
     for alt in ("one large run", "small seeds"):
-        d = mean_err["plan"] - mean_err[alt]
         d_rms = rms_err["plan"] - rms_err[alt]
-        n = len(d)
-        differ = d != 0
-        out_rows.append(
-            {
-                "alternative": alt,
-                "worlds": n,
-                "mean error plan %": float(mean_err["plan"].mean()),
-                "mean error alternative %": float(mean_err[alt].mean()),
-                "plan - alternative (pp)": float(d.mean()),
-                "se (pp)": float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
-                "plan better in": f"{int((d < 0).sum())}/{int(differ.sum())} worlds that differ",
-                "where they differ (pp)": float(d[differ].mean()) if differ.any() else 0.0,
-                "se where they differ": float(d[differ].std(ddof=1) / math.sqrt(differ.sum()))
-                if differ.sum() > 1
-                else float("nan"),
-                "RMS error: plan - alternative (pp)": float(d_rms.mean()),
-            }
-        )
+        row = _paired(mean_err, alt)
+        out_rows.append({**row, "RMS error: plan - alternative (pp)": float(d_rms.mean())})
     by_sigma = mean_err.groupby(level="sigma_seed").mean()
     by_sigma.columns = [f"mean error % {c}" for c in by_sigma.columns]
     rms_sigma = rms_err.groupby(level="sigma_seed").mean()
@@ -587,23 +591,11 @@ def summarise(results: list, mode: str, target: dict, seconds: float) -> str:
     )
     b_rows = []
     for alt in ("one large run", "small seeds"):
-        d = err["plan"] - err[alt]
         d_sd = sds["plan"] - sds[alt]
-        n = len(d)
-        se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-        se_sd = float(d_sd.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        se_sd = _se(d_sd)
         b_rows.append(
             {
-                "alternative": alt,
-                "worlds": n,
-                "mean error plan %": float(err["plan"].mean()),
-                "mean error alternative %": float(err[alt].mean()),
-                "plan - alternative (pp)": float(d.mean()),
-                "se (pp)": se,
-                "plan better in": f"{int((d < 0).sum())}/{int((d != 0).sum())} worlds that differ",
-                "plan - alternative where they differ (pp)": float(d[d != 0].mean())
-                if (d != 0).any()
-                else float("nan"),
+                **_paired(err, alt),
                 "realised sd: plan - alternative": float(d_sd.mean()),
                 "se of sd difference": se_sd,
             }
