@@ -1005,21 +1005,8 @@ def importance_update(
     """
     tgt = Target.coerce(target, post)
     cand = Candidate.coerce(candidate)
-    f = post.data.family_index(tgt.family)
-    ckpt = family_design(post, tgt.family).checkpoints(cand.tokens)
-    y = np.log(np.asarray(loss, dtype=float).reshape(cand.n_runs, ckpt.size))
-    y = jnp.asarray(y - np.log(post.data.family_scale[f]))
-    _, params, t_draws, delta = _draws_and_target(post, tgt, max_draws, seed)
-    inputs1, _ = run_inputs(f, post.data.n_families, cand.params, ckpt)
-
-    @jax.jit
-    def log_w(params, delta, y):
-        def per_draw(draw, d):
-            return jax.vmap(lambda yr: run_log_marginal(inputs1, draw, d, yr))(y).sum()
-
-        return jax.vmap(per_draw)(params, delta)
-
-    logw = log_w(params, jnp.asarray(delta), y)
+    t_draws, logw = outcome_log_weights(post, tgt, cand, loss, max_draws=max_draws, seed=seed)
+    logw = logw[0]
     t = jnp.asarray(t_draws)
     sd, width, ess = _weighted_stats(t, jnp.argsort(t), logw, prob)
     w = np.asarray(jax.nn.softmax(logw))
@@ -1031,6 +1018,34 @@ def importance_update(
         "ess": float(ess),
         "weights": w,
     }
+
+
+def outcome_log_weights(post, target: Target, candidate: Candidate, loss, *, max_draws, seed):
+    """Log importance weights of the draws after each of several observed outcomes.
+
+    ``loss`` holds one or more outcomes of ``candidate``, shape
+    ``([n_outcomes,] n_runs, n_checkpoints)``; one compiled function serves
+    them all. Returns the draws' target values (S,) and the log weights
+    (n_outcomes, S), unnormalised.
+    """
+    f = post.data.family_index(target.family)
+    ckpt = family_design(post, target.family).checkpoints(candidate.tokens)
+    y = np.log(np.asarray(loss, dtype=float).reshape(-1, candidate.n_runs, ckpt.size))
+    y = jnp.asarray(y - np.log(post.data.family_scale[f]))
+    _, params, t_draws, delta = _draws_and_target(post, target, max_draws, seed)
+    inputs1, _ = run_inputs(f, post.data.n_families, candidate.params, ckpt)
+
+    @jax.jit
+    def log_w(params, delta, ys):
+        def one(y):
+            def per_draw(draw, d):
+                return jax.vmap(lambda yr: run_log_marginal(inputs1, draw, d, yr))(y).sum()
+
+            return jax.vmap(per_draw)(params, delta)
+
+        return jax.lax.map(one, ys)
+
+    return t_draws, log_w(params, jnp.asarray(delta), y)
 
 
 # -- plan ---------------------------------------------------------------------------------

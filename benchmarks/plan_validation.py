@@ -160,40 +160,26 @@ def outcome_errors(post, truth, target, strategies: dict, sigma: float, seed: in
     """Target error after each strategy over many true-world outcomes.
 
     One NUTS refit per outcome would take hours per world, so each outcome
-    updates the fit by reweighting its draws (the importance update of
-    ``design.importance_update``, batched over outcomes): the estimate is the
+    updates the fit by reweighting its draws (``design.outcome_log_weights``,
+    as in ``design.importance_update``): the estimate is the
     weighted posterior mean. Outcome 0 is the one the NUTS refit saw, to check
     the estimate against it.
     """
     tgt = design.Target.coerce(target, post)
-    fam = design.family_design(post, FAMILY)
-    f = post.data.family_index(FAMILY)
-    log_scale = math.log(post.data.family_scale[f])
     truth_target = _truth_target(truth, target)
-    _, params, t_draws, delta = design._draws_and_target(post, tgt, 1000, seed)
-    delta = jnp.asarray(delta)
     by_key = {}
     for c in strategies.values():
         key = (c.params, c.tokens, c.n_runs)
         if key in by_key:
             continue
-        ckpt = fam.checkpoints(c.tokens)
-        inputs1, _ = design.run_inputs(f, post.data.n_families, c.params, ckpt)
-        ys = np.stack(
-            [
-                np.log(_true_outcome(post, truth, c, _outcome_key(seed, r), sigma)) - log_scale
-                for r in range(MC_OUTCOMES + 1)
-            ]
-        )  # (outcomes, runs, checkpoints)
-
-        def log_w(y, inputs1=inputs1):
-            def per_draw(draw, d):
-                ll = jax.vmap(lambda yr: design.run_log_marginal(inputs1, draw, d, yr))(y)
-                return ll.sum()
-
-            return jax.vmap(per_draw)(params, delta)
-
-        w = jax.nn.softmax(jax.lax.map(jax.jit(log_w), jnp.asarray(ys)), axis=1)
+        losses = [
+            _true_outcome(post, truth, c, _outcome_key(seed, r), sigma)
+            for r in range(MC_OUTCOMES + 1)
+        ]
+        t_draws, logw = design.outcome_log_weights(
+            post, tgt, c, np.stack(losses), max_draws=1000, seed=seed
+        )
+        w = jax.nn.softmax(logw, axis=1)
         t = jnp.asarray(t_draws)
         est = np.asarray(w @ t)
         sd = np.sqrt(np.asarray(jnp.sum(w * (t[None, :] - est[:, None]) ** 2, axis=1)))
