@@ -654,9 +654,9 @@ def plot_plan(table, ax=None):
     by model size (marker: token count; triangles: sizes the family has not
     trained yet); new seeds of one size and token count are joined in order of
     their number of runs (labelled), so diminishing returns show as a
-    flattening line. The
-    dashed line is the current sd, the dotted one the budget; error bars are
-    ±2 Monte-Carlo standard errors; the recommended experiment is circled.
+    flattening line. The dashed line is the current sd, the dotted one the
+    budget; error bars are ±2 Monte-Carlo standard errors; the recommended
+    experiment is circled.
 
     Parameters
     ----------
