@@ -337,6 +337,16 @@ def _load_cache(path: Path, target: dict) -> dict:
     return out
 
 
+def _record_key(target: dict, mode: str, sigma, world) -> dict:
+    """What a cache line is about: the settings, the mode and the world."""
+    return {
+        "settings": settings_key(target),
+        "mode": mode,
+        "sigma": float(sigma),
+        "world": int(world),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two noise levels, one world each")
@@ -361,12 +371,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         mc = mc_world(target, float(sigma), int(w), int(seed), cached)
         mc["seconds"] = time.perf_counter() - t0
-        rec = {
-            "settings": settings_key(target),
-            "mode": mode,
-            "sigma": float(sigma),
-            "world": int(w),
-        }
+        rec = _record_key(target, mode, sigma, w)
         rec["mc_outcomes"] = MC_OUTCOMES
         with args.cache.open("a") as fh:
             fh.write(json.dumps({**rec, "mc": mc}, default=float) + "\n")
@@ -375,12 +380,7 @@ def main(argv=None) -> int:
         mode, sigma, w, seed = args.one_world
         target = TARGETS[MODES[mode]["target"]]
         res = run_world(target, float(sigma), int(w), seed=int(seed))
-        rec = {
-            "settings": settings_key(target),
-            "mode": mode,
-            "sigma": float(sigma),
-            "world": int(w),
-        }
+        rec = _record_key(target, mode, sigma, w)
         with args.cache.open("a") as fh:
             fh.write(json.dumps({**rec, "result": res}, default=float) + "\n")
         return 0
