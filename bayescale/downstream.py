@@ -46,6 +46,8 @@ from bayescale.data import DataError
 from bayescale.posterior_base import (
     PosteriorBase,
     check_data_hash,
+    draws_tree,
+    jittered_inits,
     read_tree,
 )
 
@@ -580,14 +582,9 @@ def fit_downstream(
             chain_method="parallel" if jax.local_device_count() >= nchains else "sequential",
             progress_bar=bool(progress_bar),
         )
-        keys = jax.random.split(k_jit, len(z_map))
-        init = {
-            name: z_map[name][None]
-            + 0.1 * jax.random.normal(k, (nchains,) + jnp.shape(z_map[name]))
-            for k, name in zip(keys, sorted(z_map), strict=True)
-        }
+        init = jittered_inits(z_map, nchains, k_jit)
         mcmc.run(k_mcmc, inputs, priors=config.priors, init_params=init)
-        tree = _tree_from_mcmc(mcmc, data)
+        tree = _attach_data(draws_tree(mcmc, _coords(data), _DIMS), data)
     post = DownstreamPosterior(tree=tree, data=data, config=config)
     post.check(warn=True)
     return post
@@ -597,19 +594,8 @@ def _coords(data: DownstreamData) -> dict:
     return {"task": list(data.tasks), "family": list(data.families), "obs": np.arange(data.n_obs)}
 
 
-def _tree_from_mcmc(mcmc, data: DownstreamData) -> xr.DataTree:
-    from arviz_base import from_numpyro
-
-    tree = from_numpyro(mcmc, log_likelihood=True, coords=_coords(data), dims=_DIMS)
-    return _attach_data(tree, data)
-
-
 def _tree_from_samples(samples: dict, data: DownstreamData) -> xr.DataTree:
-    from arviz_base import from_dict
-
-    dims = {k: v for k, v in _DIMS.items() if k in samples}
-    tree = from_dict({"posterior": samples}, coords=_coords(data), dims=dims)
-    return _attach_data(tree, data)
+    return _attach_data(draws_tree(samples, _coords(data), _DIMS), data)
 
 
 def _attach_data(tree: xr.DataTree, data: DownstreamData) -> xr.DataTree:

@@ -25,6 +25,8 @@ from bayescale.optim import map_search
 from bayescale.posterior_base import (
     PosteriorBase,
     check_data_hash,
+    draws_tree,
+    jittered_inits,
     read_tree,
 )
 
@@ -257,16 +259,13 @@ def fit(
         chain_method=chain_method,
         progress_bar=bool(progress_bar),
     )
-    # chains start at the MAP, jittered so that R-hat can see disagreement
+    # chains start at the MAP, jittered
     z_start = _unpinch_scales(z_map, map_info["postprocess_fn"](z_map))
-    keys = jax.random.split(k_jit, len(z_start))
-    init = {
-        name: z_start[name][None]
-        + 0.1 * jax.random.normal(k, (nchains,) + jnp.shape(z_start[name]))
-        for k, name in zip(keys, sorted(z_start), strict=True)
-    }
+    init = jittered_inits(z_start, nchains, k_jit)
     mcmc.run(k_mcmc, init_params=init, extra_fields=("num_steps",), **_model_kwargs(data, config))
-    tree = _tree_from_mcmc(mcmc, data)
+    samples = mcmc.get_samples()
+    dims = {k: v for k, v in _DIMS.items() if k in samples or k == "innovation"}
+    tree = _attach_data(draws_tree(mcmc, _coords(data), dims), data)
     post = Posterior(tree=tree, data=data, config=config)
     post.check(warn=True)
     return post
@@ -282,21 +281,8 @@ def _coords(data: ScalingData) -> dict:
     }
 
 
-def _tree_from_mcmc(mcmc: MCMC, data: ScalingData) -> xr.DataTree:
-    from arviz_base import from_numpyro
-
-    samples = mcmc.get_samples(group_by_chain=True)
-    dims = {k: v for k, v in _DIMS.items() if k in samples or k == "innovation"}
-    tree = from_numpyro(mcmc, log_likelihood=True, coords=_coords(data), dims=dims)
-    return _attach_data(tree, data)
-
-
 def _tree_from_samples(samples: dict, data: ScalingData) -> xr.DataTree:
-    from arviz_base import from_dict
-
-    dims = {k: v for k, v in _DIMS.items() if k in samples}
-    tree = from_dict({"posterior": samples}, coords=_coords(data), dims=dims)
-    return _attach_data(tree, data)
+    return _attach_data(draws_tree(samples, _coords(data), _DIMS), data)
 
 
 def _attach_data(tree: xr.DataTree, data: ScalingData) -> xr.DataTree:

@@ -75,6 +75,34 @@ class PosteriorBase:
         tree.to_netcdf(str(path), engine="h5netcdf")
 
 
+def draws_tree(source, coords: dict, dims: dict) -> xr.DataTree:
+    """DataTree of a NUTS run (with its log likelihood) or of a dict of draws.
+
+    A dict holds arrays shaped (chain, draw, ...); ``dims`` entries for
+    variables it lacks are dropped.
+    """
+    if isinstance(source, dict):
+        from arviz_base import from_dict
+
+        dims = {k: v for k, v in dims.items() if k in source}
+        return from_dict({"posterior": source}, coords=coords, dims=dims)
+    from arviz_base import from_numpyro
+
+    return from_numpyro(source, log_likelihood=True, coords=coords, dims=dims)
+
+
+def jittered_inits(z: dict, n_chains: int, key, scale: float = 0.1) -> dict:
+    """Chain starts around one point (unconstrained), so that R-hat can see disagreement."""
+    import jax
+    import jax.numpy as jnp
+
+    keys = jax.random.split(key, len(z))
+    return {
+        name: z[name][None] + scale * jax.random.normal(k, (n_chains,) + jnp.shape(z[name]))
+        for k, name in zip(keys, sorted(z), strict=True)
+    }
+
+
 def sampling_diagnostics(tree: xr.DataTree, method: str, *, skip=()) -> dict:
     """Worst R-hat, smallest bulk and tail ESS, divergences, problems and status.
 
