@@ -23,14 +23,16 @@ seeds per size, 8 checkpoints from 1e10 to 1e11 tokens) this script
 
 The default target is the mean law at 8e8 parameters and 1e11 tokens (the
 next doubling past the largest fitted size); ``--near`` targets the largest
-fitted size itself (4e8), where seeds should beat a larger model, and writes
-its own section. It reports (a) realised / predicted posterior sd, (b) the
-realised target error of each strategy, paired by world, and (c) which kind
-of experiment plan recommends at each seed-noise level. Results of each world
-are cached (``--cache``, keyed by the settings) so that an interrupted run
-resumes. ``--quick`` runs two noise levels with one world each.
+fitted size itself (4e8) and ``--small`` the smallest (1e8, the size of a
+team's ablation runs), each in its own section. It reports (a) realised /
+predicted posterior sd, (b) the realised target error of each strategy,
+paired by world, and (c) which kind of experiment plan recommends at each
+seed-noise level. Once all three targets are in the cache, a last section
+sets (b) side by side and pooled. Results of each world are cached
+(``--cache``, keyed by the settings) so that an interrupted run resumes.
+``--quick`` runs two noise levels with one world each.
 
-    uv run python benchmarks/plan_validation.py [--quick | --near]
+    uv run python benchmarks/plan_validation.py [--quick | --near | --small]
 """
 
 from __future__ import annotations
@@ -76,19 +78,32 @@ FAMILY = "fam0"
 TARGETS = {
     "far": {"family": FAMILY, "params": 8e8, "tokens": 1e11},
     "near": {"family": FAMILY, "params": 4e8, "tokens": 1e11},
+    "small": {"family": FAMILY, "params": 1e8, "tokens": 1e11},
 }
 BUDGET = 4.8e20
 LARGE = design.Candidate(2e9, 4e10, 1, "one large run")
 SEEDS = design.Candidate(1e8, 1e11, 8, "small seeds")
 MC_OUTCOMES = 32  # true-world outcomes per strategy and world, for the averaged errors
 MC_ESTIMATOR = "importance+sd"
+# more worlds where plan's choice starts to differ from one large run; every
+# target asks its question of the same worlds (a world's seed is fixed by its place)
+WORLDS = {"sigmas": (0.005, 0.02, 0.05, 0.1), "worlds": (6, 6, 6, 16)}
 MODES = {
     "quick": {"target": "far", "sigmas": (0.005, 0.04), "worlds": (1, 1)},
-    # more worlds where plan's choice starts to differ from one large run
-    "full": {"target": "far", "sigmas": (0.005, 0.02, 0.05, 0.1), "worlds": (6, 6, 6, 16)},
-    "near": {"target": "near", "sigmas": (0.005, 0.02, 0.05), "worlds": (4, 4, 4)},
+    "full": {"target": "far", **WORLDS},
+    "near": {"target": "near", **WORLDS},
+    "small": {"target": "small", **WORLDS},
 }
-SECTIONS = {"quick": "plan_validation", "full": "plan_validation", "near": "plan_validation_near"}
+HEADINGS = {
+    "near": " --near`, target at the largest fitted size)",
+    "small": " --small`, target at the smallest fitted size)",
+}
+SECTIONS = {
+    "quick": "plan_validation",
+    "full": "plan_validation",
+    "near": "plan_validation_near",
+    "small": "plan_validation_small",
+}
 
 
 def settings_key(target: dict) -> str:
@@ -359,6 +374,9 @@ def main(argv=None) -> int:
         default=Path(tempfile.gettempdir()) / "bayescale_plan_validation.jsonl",
         help="per-world results, reused when rerun",
     )
+    parser.add_argument(
+        "--small", action="store_true", help="target the smallest fitted size (own section)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     parser.add_argument("--one-world", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--mc-world", nargs=4, help=argparse.SUPPRESS)
@@ -384,7 +402,7 @@ def main(argv=None) -> int:
         with args.cache.open("a") as fh:
             fh.write(json.dumps({**rec, "result": res}, default=float) + "\n")
         return 0
-    mode = "quick" if args.quick else "near" if args.near else "full"
+    mode = "quick" if args.quick else "near" if args.near else "small" if args.small else "full"
     cfg = MODES[mode]
     target = TARGETS[cfg["target"]]
     cache = _load_cache(args.cache, target)
@@ -409,6 +427,11 @@ def main(argv=None) -> int:
     print(body)
     if not args.no_write:
         write_section(SECTIONS[mode], body)
+    pooled = summarise_targets(args.cache)
+    if pooled is not None:
+        print(pooled)
+        if not args.no_write and mode != "quick":
+            write_section("plan_validation_targets", pooled)
     return 0
 
 
@@ -535,6 +558,109 @@ def summarise_mc(results: list, rows: pd.DataFrame) -> list:
     ]
 
 
+def _world_errors(results: list) -> pd.DataFrame:
+    """Mean error (% of the true loss) over the outcomes, one row per world and strategy."""
+    rows = []
+    for res in results:
+        for name, v in res["mc"]["strategies"].items():
+            rows.append(
+                {
+                    "sigma_seed": res["flip"]["sigma_seed"],
+                    "world": res["flip"]["world"],
+                    "strategy": name,
+                    "error": float(np.mean(v["error_pct"])),
+                }
+            )
+    return pd.DataFrame(rows).pivot_table(
+        index=["sigma_seed", "world"], columns="strategy", values="error"
+    )
+
+
+def summarise_targets(cache_path: Path) -> str | None:
+    """(b) over the three targets: plan against each fixed alternative, per target and pooled.
+
+    None until every target's worlds (with their averaged errors) are in the cache.
+    """
+    per_target, pooled = [], []
+    for mode in ("full", "near", "small"):
+        cfg = MODES[mode]
+        cache = _load_cache(cache_path, TARGETS[cfg["target"]])
+        keys = [
+            (mode, sigma, w)
+            for i, sigma in enumerate(cfg["sigmas"])
+            for w in range(cfg["worlds"][i])
+        ]
+        if any(k not in cache or "mc" not in cache[k] for k in keys):
+            return None
+        err = _world_errors([cache[k] for k in keys])
+        err["target"] = cfg["target"]
+        pooled.append(err)
+        d_large, d_seeds = err["plan"] - err["one large run"], err["plan"] - err["small seeds"]
+        best = err[["one large run", "small seeds"]].min(axis=1)
+        seeds_picked = sum(cache[k]["flip"]["recommended_kind"] == "more seeds" for k in keys)
+        per_target.append(
+            {
+                "target": cfg["target"],
+                "params": TARGETS[cfg["target"]]["params"],
+                "worlds": len(err),
+                "plan picks seeds": f"{seeds_picked}/{len(keys)}",
+                "error % plan": err["plan"].mean(),
+                "error % one large run": err["one large run"].mean(),
+                "error % small seeds": err["small seeds"].mean(),
+                "error % better alternative (hindsight)": best.mean(),
+                "plan - one large run (pp)": d_large.mean(),
+                "se vs large": _se(d_large),
+                "plan - small seeds (pp)": d_seeds.mean(),
+                "se vs seeds": _se(d_seeds),
+            }
+        )
+    table = pd.DataFrame(per_target)
+    allw = pd.concat(pooled)
+    rows, by_sigma = [], {}
+    for alt in ("one large run", "small seeds"):
+        d = allw["plan"] - allw[alt]
+        # the targets share their worlds: one world's three differences are not
+        # independent, so the se is over worlds (each world's mean over its targets)
+        per_world = d.groupby(level=["sigma_seed", "world"]).mean()
+        rows.append(
+            {
+                "alternative": alt,
+                "world x target pairs": len(d),
+                "plan - alternative (pp)": d.mean(),
+                "se over worlds": _se(per_world),
+                "plan better in": f"{int((d < 0).sum())}/{int((d != 0).sum())} pairs that differ",
+            }
+        )
+        by_sigma[f"plan - {alt} (pp)"] = d.groupby(level="sigma_seed").mean()
+        by_sigma[f"se vs {alt}"] = per_world.groupby(level="sigma_seed").agg(_se)
+    by_sigma = pd.DataFrame(by_sigma).reset_index()
+    return "\n".join(
+        [
+            "## Experiment planning across targets: (b) pooled (`benchmarks/plan_validation.py`)",
+            "",
+            "The sections for the three targets (the default 2x past the largest fitted "
+            "size, `--near` and `--small`) side by side; all three ask their question of the "
+            "same simulated worlds. Each fixed alternative is the right experiment for some "
+            "targets and the wrong one for others; plan is meant to choose per situation. "
+            "Error: mean absolute error of the target's posterior mean over "
+            f"{MC_OUTCOMES} true-world outcomes per strategy and world, % of the true loss; "
+            "negative differences favour following plan. The hindsight column takes, in each "
+            "world, whichever fixed alternative turned out better: no rule that must choose "
+            "beforehand can be expected to reach it.",
+            "",
+            frame_to_markdown(table, floatfmt=".3g"),
+            "",
+            "Pooled over targets and worlds:",
+            "",
+            frame_to_markdown(pd.DataFrame(rows), floatfmt=".3g"),
+            "",
+            "By seed-noise level (pooled over the three targets):",
+            "",
+            frame_to_markdown(by_sigma, floatfmt=".3g"),
+        ]
+    )
+
+
 def summarise(results: list, mode: str, target: dict, seconds: float) -> str:
     rows = pd.DataFrame([r for res in results for r in res["rows"]])
     fits = pd.DataFrame([res["fit"] for res in results])
@@ -626,7 +752,7 @@ def summarise(results: list, mode: str, target: dict, seconds: float) -> str:
     ]
     lines = [
         "## Experiment planning: predicted vs realised (`benchmarks/plan_validation.py"
-        + (" --near`, target at the largest fitted size)" if mode == "near" else "`)"),
+        + HEADINGS.get(mode, "`)"),
         "",
         machine_info() + f"; mode `{mode}`, {len(results)} worlds (about 2 min each; this run took "
         f"{seconds / 60:.0f} min, worlds already in the cache are read, not recomputed).",
