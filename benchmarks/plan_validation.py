@@ -461,24 +461,7 @@ def summarise_mc(results: list, rows: pd.DataFrame) -> list:
     have = [r for r in results if "mc" in r]
     if not have:
         return []
-    per = []
-    for res in have:
-        flip = res["flip"]
-        for name, v in res["mc"]["strategies"].items():
-            e = np.asarray(v["error_pct"])
-            per.append(
-                {
-                    "sigma_seed": flip["sigma_seed"],
-                    "world": flip["world"],
-                    "strategy": name,
-                    "mean_error": float(e.mean()),
-                    "rms_error": float(np.sqrt(np.mean(e**2))),
-                    "post_sd": float(np.sqrt(np.mean(np.square(v["sd_pct"])))),
-                    "outcome0": v["mean_outcome0"],
-                    "ess": v["ess_median"],
-                }
-            )
-    per = pd.DataFrame(per)
+    per = _per_world(have)
     idx = ["sigma_seed", "world"]
     mean_err = per.pivot_table(index=idx, columns="strategy", values="mean_error")
     rms_err = per.pivot_table(index=idx, columns="strategy", values="rms_error")
@@ -558,22 +541,26 @@ def summarise_mc(results: list, rows: pd.DataFrame) -> list:
     ]
 
 
-def _world_errors(results: list) -> pd.DataFrame:
-    """Mean error (% of the true loss) over the outcomes, one row per world and strategy."""
-    rows = []
+def _per_world(results: list) -> pd.DataFrame:
+    """One row per world and strategy: its errors over the outcomes (% of the true loss)."""
+    per = []
     for res in results:
+        flip = res["flip"]
         for name, v in res["mc"]["strategies"].items():
-            rows.append(
+            e = np.asarray(v["error_pct"])
+            per.append(
                 {
-                    "sigma_seed": res["flip"]["sigma_seed"],
-                    "world": res["flip"]["world"],
+                    "sigma_seed": flip["sigma_seed"],
+                    "world": flip["world"],
                     "strategy": name,
-                    "error": float(np.mean(v["error_pct"])),
+                    "mean_error": float(e.mean()),
+                    "rms_error": float(np.sqrt(np.mean(e**2))),
+                    "post_sd": float(np.sqrt(np.mean(np.square(v["sd_pct"])))),
+                    "outcome0": v["mean_outcome0"],
+                    "ess": v["ess_median"],
                 }
             )
-    return pd.DataFrame(rows).pivot_table(
-        index=["sigma_seed", "world"], columns="strategy", values="error"
-    )
+    return pd.DataFrame(per)
 
 
 def summarise_targets(cache_path: Path) -> str | None:
@@ -592,7 +579,9 @@ def summarise_targets(cache_path: Path) -> str | None:
         ]
         if any(k not in cache or "mc" not in cache[k] for k in keys):
             return None
-        err = _world_errors([cache[k] for k in keys])
+        err = _per_world([cache[k] for k in keys]).pivot_table(
+            index=["sigma_seed", "world"], columns="strategy", values="mean_error"
+        )
         err["target"] = cfg["target"]
         pooled.append(err)
         d_large, d_seeds = err["plan"] - err["one large run"], err["plan"] - err["small seeds"]
