@@ -352,6 +352,16 @@ def _load_cache(path: Path, target: dict) -> dict:
     return out
 
 
+def _worlds(mode: str) -> list:
+    """A mode's worlds as ((mode, sigma, world), seed); a world's seed is fixed by its place."""
+    cfg = MODES[mode]
+    return [
+        ((mode, sigma, w), 100 * i + w)
+        for i, sigma in enumerate(cfg["sigmas"])
+        for w in range(cfg["worlds"][i])
+    ]
+
+
 def _record_key(target: dict, mode: str, sigma, world) -> dict:
     """What a cache line is about: the settings, the mode and the world."""
     return {
@@ -408,21 +418,20 @@ def main(argv=None) -> int:
     cache = _load_cache(args.cache, target)
     t0 = time.perf_counter()
     results = []
-    for i, sigma in enumerate(cfg["sigmas"]):
-        for w in range(cfg["worlds"][i]):
-            key = (mode, sigma, w)
-            # a fresh process per world: one process compiling a dozen worlds' fits
-            # ran out of memory maps for JIT code
-            one = [sys.executable, __file__, "--cache", str(args.cache)]
-            world_args = [mode, str(sigma), str(w), str(100 * i + w)]
-            if key not in cache:
-                subprocess.run(one + ["--one-world", *world_args], check=True)
-                cache = _load_cache(args.cache, target)
-            elif "mc" not in cache[key]:
-                subprocess.run(one + ["--mc-world", *world_args], check=True)
-                cache = _load_cache(args.cache, target)
-            results.append(cache[key])
-            print(f"sigma_seed={sigma} world={w} done ({time.perf_counter() - t0:.0f} s)")
+    for key, seed in _worlds(mode):
+        _, sigma, w = key
+        # a fresh process per world: one process compiling a dozen worlds' fits
+        # ran out of memory maps for JIT code
+        one = [sys.executable, __file__, "--cache", str(args.cache)]
+        world_args = [mode, str(sigma), str(w), str(seed)]
+        if key not in cache:
+            subprocess.run(one + ["--one-world", *world_args], check=True)
+            cache = _load_cache(args.cache, target)
+        elif "mc" not in cache[key]:
+            subprocess.run(one + ["--mc-world", *world_args], check=True)
+            cache = _load_cache(args.cache, target)
+        results.append(cache[key])
+        print(f"sigma_seed={sigma} world={w} done ({time.perf_counter() - t0:.0f} s)")
     body = summarise(results, mode, target, time.perf_counter() - t0)
     print(body)
     if not args.no_write:
@@ -572,11 +581,7 @@ def summarise_targets(cache_path: Path) -> str | None:
     for mode in ("full", "near", "small"):
         cfg = MODES[mode]
         cache = _load_cache(cache_path, TARGETS[cfg["target"]])
-        keys = [
-            (mode, sigma, w)
-            for i, sigma in enumerate(cfg["sigmas"])
-            for w in range(cfg["worlds"][i])
-        ]
+        keys = [key for key, _ in _worlds(mode)]
         if any(k not in cache or "mc" not in cache[k] for k in keys):
             return None
         err = _per_world([cache[k] for k in keys]).pivot_table(
