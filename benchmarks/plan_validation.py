@@ -589,7 +589,7 @@ def summarise_targets(cache_path: Path) -> str | None:
         )
         err["target"] = cfg["target"]
         pooled.append(err)
-        d_large, d_seeds = err["plan"] - err["one large run"], err["plan"] - err["small seeds"]
+        vs_large, vs_seeds = _paired(err, "one large run"), _paired(err, "small seeds")
         best = err[["one large run", "small seeds"]].min(axis=1)
         seeds_picked = sum(cache[k]["flip"]["recommended_kind"] == "more seeds" for k in keys)
         per_target.append(
@@ -602,10 +602,10 @@ def summarise_targets(cache_path: Path) -> str | None:
                 "error % one large run": err["one large run"].mean(),
                 "error % small seeds": err["small seeds"].mean(),
                 "error % better alternative (hindsight)": best.mean(),
-                "plan - one large run (pp)": d_large.mean(),
-                "se vs large": _se(d_large),
-                "plan - small seeds (pp)": d_seeds.mean(),
-                "se vs seeds": _se(d_seeds),
+                "plan - one large run (pp)": vs_large["plan - alternative (pp)"],
+                "se vs large": vs_large["se (pp)"],
+                "plan - small seeds (pp)": vs_seeds["plan - alternative (pp)"],
+                "se vs seeds": vs_seeds["se (pp)"],
             }
         )
     table = pd.DataFrame(per_target)
