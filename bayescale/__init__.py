@@ -1,69 +1,68 @@
 """bayescale: hierarchical Bayesian scaling laws for language models.
 
-Importing the package lets JAX see several CPU "devices" so that NUTS chains
-run in parallel; this must happen before JAX initialises its backend, and is
-skipped when the user already configured ``XLA_FLAGS`` or started JAX.
+Importing the package has no side effects: it changes no environment
+variable, warning hook or JAX setting, and loads the heavy modules (JAX,
+NumPyro, pandas) only when a public name is first used. For parallel NUTS
+chains call :func:`set_host_device_count` at the top of a program.
+
+Data flow::
+
+    tidy DataFrame --ScalingData.from_frame--> arrays --fit--> Posterior (DataTree)
+        --> predict / compute_optimal / plan --> write_report
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import importlib
 
-__version__ = "0.1.0"
+from bayescale._version import __version__ as __version__
+
+# public name -> module that defines it
+_EXPORTS = {
+    "ConvergenceWarning": "bayescale.inference",
+    "DataError": "bayescale.data",
+    "DownstreamConfig": "bayescale.downstream",
+    "DownstreamFamilyWarning": "bayescale.downstream",
+    "DownstreamPosterior": "bayescale.downstream",
+    "DownstreamPriors": "bayescale.downstream",
+    "FitConfig": "bayescale.fitting",
+    "FitFileError": "bayescale.fitfile",
+    "LawParams": "bayescale.laws",
+    "LossScaleWarning": "bayescale.data",
+    "OutputExistsError": "bayescale.fitfile",
+    "Posterior": "bayescale.posterior",
+    "Priors": "bayescale.model",
+    "ScalingData": "bayescale.data",
+    "SequentialChainsWarning": "bayescale.devices",
+    "UnseenFamilyWarning": "bayescale.posterior",
+    "compute_optimal": "bayescale.queries",
+    "enable_compile_cache": "bayescale.devices",
+    "fit": "bayescale.fitting",
+    "fit_downstream": "bayescale.downstream",
+    "list_datasets": "bayescale.datasets",
+    "load": "bayescale.posterior",
+    "load_dataset": "bayescale.datasets",
+    "load_downstream": "bayescale.downstream",
+    "parse_count": "bayescale.options",
+    "plan": "bayescale.design",
+    "predict": "bayescale.queries",
+    "predict_downstream": "bayescale.downstream",
+    "set_host_device_count": "bayescale.devices",
+    "validate_frame": "bayescale.data",
+    "write_report": "bayescale.reporting",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def _enable_parallel_chains(n: int = 4) -> None:
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bayescale' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-_enable_parallel_chains()
-
-from bayescale.data import DataError, LossScaleWarning, ScalingData, validate_frame  # noqa: E402
-from bayescale.datasets import list_datasets, load_dataset  # noqa: E402
-from bayescale.design import plan  # noqa: E402
-from bayescale.downstream import (  # noqa: E402
-    DownstreamFamilyWarning,
-    DownstreamPosterior,
-    DownstreamPriors,
-    fit_downstream,
-    load_downstream,
-    predict_downstream,
-)
-from bayescale.fit import FitConfig, Posterior, fit, load  # noqa: E402
-from bayescale.model import Priors  # noqa: E402
-from bayescale.posterior_base import ConvergenceWarning, FitFileError  # noqa: E402
-from bayescale.predict import UnseenFamilyWarning, compute_optimal, predict  # noqa: E402
-from bayescale.report import report, write_report  # noqa: E402
-
-__all__ = [
-    "ConvergenceWarning",
-    "DataError",
-    "DownstreamFamilyWarning",
-    "DownstreamPosterior",
-    "DownstreamPriors",
-    "FitConfig",
-    "FitFileError",
-    "LossScaleWarning",
-    "Posterior",
-    "Priors",
-    "ScalingData",
-    "UnseenFamilyWarning",
-    "__version__",
-    "compute_optimal",
-    "fit",
-    "fit_downstream",
-    "list_datasets",
-    "load",
-    "load_dataset",
-    "load_downstream",
-    "plan",
-    "predict",
-    "predict_downstream",
-    "report",
-    "validate_frame",
-    "write_report",
-]
+def __dir__():
+    return __all__

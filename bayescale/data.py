@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bayescale.options import did_you_mean
 
 REQUIRED = ("family", "run", "params", "tokens", "loss")
 DEFAULT_MIN_TOKENS = 1e10
@@ -195,10 +198,31 @@ class ScalingData:
         return h.hexdigest()[:16]
 
     def family_index(self, family: str) -> int:
+        """Position of ``family``; a KeyError (with a suggestion) if it is not fitted."""
         try:
             return self.families.index(family)
         except ValueError:
-            raise KeyError(family) from None
+            raise KeyError(
+                f"family {family!r} is not in the data{did_you_mean(family, self.families)}; "
+                f"fitted: {list(self.families)}"
+            ) from None
+
+    def inputs(self):
+        """The arrays the model consumes (:class:`bayescale.model.ModelInputs`)."""
+        from bayescale.model import ModelInputs
+
+        y = np.log(self.loss / self.family_scale[self.obs_family])
+        return ModelInputs(
+            run_family=np.asarray(self.run_family, dtype=np.int32),
+            log_n=np.log(self.run_params),
+            obs_run=np.asarray(self.obs_run, dtype=np.int32),
+            log_d=np.log(self.tokens),
+            first=np.asarray(self.first, dtype=bool),
+            y=y,
+            n_families=self.n_families,
+            log_e_max=np.array([y[self.obs_family == f].min() for f in range(self.n_families)]),
+            run_single=np.bincount(self.obs_run, minlength=self.n_runs) == 1,
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """The kept checkpoints as a tidy table."""
@@ -367,3 +391,42 @@ def _thin_mask(tokens: np.ndarray, final: np.ndarray, max_points: int) -> np.nda
     keep[idx] = True
     keep |= final.astype(bool)
     return keep
+
+
+def read_table(source) -> pd.DataFrame:
+    """Read a tidy table from a CSV (plain or gzipped) or Parquet file.
+
+    The format is read from the file's first bytes, not its name. A file that
+    is not comma-separated (``;`` or tabs, decimal commas) is refused with a
+    hint. The frame remembers that its rows start on line 2 of the file, so
+    validation messages name the file lines as well as the rows.
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"{source} is not a file")
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    try:
+        if head.startswith(b"PAR1"):
+            return pd.read_parquet(path)
+        compression = "gzip" if head.startswith(b"\x1f\x8b") else None
+        df = pd.read_csv(path, compression=compression)
+    except UnicodeDecodeError:
+        raise DataError(
+            f"cannot read {source}: it is neither UTF-8 text (CSV) nor a Parquet or gzip file"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read {source} as a table: {first}") from None
+    if df.shape[1] == 1:
+        header = str(df.columns[0])
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if sep in header:
+                raise DataError(
+                    f"{source} has one column; its header is separated by {name} "
+                    f"({header[:60]!r}). bayescale reads comma-separated CSV: save it with "
+                    "commas, or read it with pandas.read_csv(path, sep=..., decimal=',') and "
+                    "pass the DataFrame"
+                )
+    df.attrs["first_line"] = 2  # line 1 is the header
+    return df

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bayescale.options import format_count
+
 TARGETS = ("pythia-deduped", "OPT", "gpt3", "t5-pile", "overtrain-RedPajama")
 # ordinary scaling families that pool with the targets; left out: `lambda` (its
 # x-axis is examples, not tokens), `datablations-contour-c4` (many epochs) and
@@ -33,6 +35,9 @@ SETTINGS = {
 }
 
 
+JSON_KEYS = ("family", "params", "tokens", "median", "lower", "upper", "actual", "are", "inside")
+
+
 @dataclass(frozen=True)
 class DemoResult:
     """Table of held-out predictions, the fit, and what it took."""
@@ -41,17 +46,6 @@ class DemoResult:
     posterior: object
     seconds: float
     settings: dict
-    JSON_KEYS = (
-        "family",
-        "params",
-        "tokens",
-        "median",
-        "lower",
-        "upper",
-        "actual",
-        "are",
-        "inside",
-    )
 
 
 def demo_frame() -> pd.DataFrame:
@@ -83,7 +77,7 @@ def run_demo(*, quick: bool = False, seed: int = 0, progress_bar=None) -> DemoRe
     progress_bar : bool, optional
         Default: shown when stderr is a terminal.
     """
-    from bayescale.fit import fit
+    from bayescale.fitting import fit
 
     settings = dict(SETTINGS["quick" if quick else "default"])
     train, hidden = split_largest(demo_frame())
@@ -92,7 +86,7 @@ def run_demo(*, quick: bool = False, seed: int = 0, progress_bar=None) -> DemoRe
     rows = []
     for fam in TARGETS:
         target = hidden[hidden["family"] == fam].sort_values("tokens").iloc[-1]
-        pred = post.predict(fam, target["params"], target["tokens"], kind="new_run", prob=0.9)
+        pred = post.predict(fam, target["params"], target["tokens"], kind="new_run", ci_prob=0.9)
         p = pred.iloc[0]
         actual = float(target["loss"])
         rows.append(
@@ -112,13 +106,6 @@ def run_demo(*, quick: bool = False, seed: int = 0, progress_bar=None) -> DemoRe
     return DemoResult(pd.DataFrame(rows), post, seconds, settings)
 
 
-def _fmt_count(x: float) -> str:
-    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6)):
-        if x >= div:
-            return f"{x / div:.3g}{unit}"
-    return f"{x:.3g}"
-
-
 def format_table(result: DemoResult) -> str:
     """Human-readable demo table with a footer on coverage and diagnostics."""
     t = result.table
@@ -131,7 +118,7 @@ def format_table(result: DemoResult) -> str:
     for r in t.itertuples(index=False):
         interval = f"[{r.lower:.4g}, {r.upper:.4g}]"
         lines.append(
-            f"{r.family:<21}{_fmt_count(r.params):>7}{_fmt_count(r.tokens):>7}{r.median:>9.4g}"
+            f"{r.family:<21}{format_count(r.params):>7}{format_count(r.tokens):>7}{r.median:>9.4g}"
             f"{interval:>20}{r.actual:>9.4g}{100 * r.are:>7.2f}%  {'yes' if r.inside else 'NO'}"
         )
     diag = result.posterior.diagnostics()

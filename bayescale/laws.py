@@ -1,56 +1,76 @@
 """Pure ``jax.numpy`` functional forms of the scaling laws.
 
 Every function here is side-effect free, broadcasts over its arguments and is
-safe under ``jit``/``vmap``/``grad``. Sizes enter in raw counts (parameters,
-tokens, FLOPs) or as centred logs where the name says so.
+safe under ``jit``/``vmap``/``grad``.
 
-The centring constants make ``a`` and ``b`` the log reducible terms at a
-reference model (1e9 parameters, 1e11 tokens), which decorrelates them from
-the exponents during sampling.
+A family's law lives in one container, :class:`LawParams`, and is evaluated by
+one function, :func:`log_loss`; every other module (the model, predictions,
+experiment design, evaluation, reports) goes through them. The coefficients
+``a`` and ``b`` are the log reducible terms at a reference model of
+``N_REF = 1e9`` parameters and ``D_REF = 1e11`` tokens, and ``log_scale`` is
+the log of the family's loss constant (the model fits ``loss / scale``), so
+that ``exp(log_loss)`` is in nats.
 """
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-LOG_N_REF = float(jnp.log(1e9))
-LOG_D_REF = float(jnp.log(1e11))
+N_REF = 1e9
+D_REF = 1e11
+LOG_N_REF = math.log(N_REF)
+LOG_D_REF = math.log(D_REF)
 
 
-def center_log_params(params):
-    """``log N - log 1e9``."""
-    return jnp.log(params) - LOG_N_REF
+class LawParams(NamedTuple):
+    """Coefficients of the Chinchilla law ``L = s (E + A/N^alpha + B/D^beta)``.
 
+    Fields broadcast against each other: scalars for one law, arrays of draws
+    or families for many.
 
-def center_log_tokens(tokens):
-    """``log D - log 1e11``."""
-    return jnp.log(tokens) - LOG_D_REF
-
-
-def chinchilla_centered(log_n_c, log_d_c, log_e, a, b, alpha, beta):
-    """Chinchilla law on centred logs.
-
-    ``L = exp(log_e) + exp(a - alpha * log_n_c) + exp(b - beta * log_d_c)``.
-
-    Parameters
+    Attributes
     ----------
-    log_n_c, log_d_c : array
-        ``log N - log 1e9`` and ``log D - log 1e11``.
-    log_e : array
-        Log of the irreducible loss ``E``.
+    log_E : array
+        Log of the irreducible loss on the relative scale.
     a, b : array
-        Log reducible terms at the reference size (N = 1e9, D = 1e11).
+        Log reducible terms at ``N_REF`` parameters and ``D_REF`` tokens
+        (relative scale): ``a = log A - alpha log N_REF``.
     alpha, beta : array
-        Exponents in N and D.
+        Exponents in parameters and tokens.
+    log_scale : array
+        Log of the loss constant the relative scale is divided by (0: nats).
     """
-    return jnp.exp(log_e) + jnp.exp(a - alpha * log_n_c) + jnp.exp(b - beta * log_d_c)
+
+    log_E: jax.Array
+    a: jax.Array
+    b: jax.Array
+    alpha: jax.Array
+    beta: jax.Array
+    log_scale: jax.Array = 0.0
+
+    def map(self, fn) -> LawParams:
+        """Apply ``fn`` (e.g. indexing draws) to every array field; scalars broadcast as they are."""
+        return LawParams(*(fn(v) if jnp.ndim(v) else v for v in self))
 
 
-def log_chinchilla_centered(log_n_c, log_d_c, log_e, a, b, alpha, beta):
-    """``log`` of :func:`chinchilla_centered`, computed stably with log-sum-exp."""
-    terms = jnp.stack(jnp.broadcast_arrays(log_e, a - alpha * log_n_c, b - beta * log_d_c), axis=0)
-    return jnp.logaddexp(jnp.logaddexp(terms[0], terms[1]), terms[2])
+def log_loss(p: LawParams, log_params, log_tokens):
+    """Log of the law in nats at ``log N`` and ``log D`` (natural logs of raw counts).
+
+    Computed with log-sum-exp, stable for every coefficient value.
+    """
+    n_term = p.a - p.alpha * (log_params - LOG_N_REF)
+    d_term = p.b - p.beta * (log_tokens - LOG_D_REF)
+    log_e, n_term, d_term = jnp.broadcast_arrays(p.log_E, n_term, d_term)
+    return p.log_scale + jnp.logaddexp(jnp.logaddexp(log_e, n_term), d_term)
+
+
+def loss(p: LawParams, params, tokens):
+    """The law in nats at raw parameter and token counts."""
+    return jnp.exp(log_loss(p, jnp.log(params), jnp.log(tokens)))
 
 
 def chinchilla(params, tokens, E, A, B, alpha, beta):
@@ -67,30 +87,40 @@ def chinchilla(params, tokens, E, A, B, alpha, beta):
     return E + A * params ** (-alpha) + B * tokens ** (-beta)
 
 
-def published_to_centered(E, A, B, alpha, beta):
-    """Convert published ``(E, A, B)`` to centred ``(log_e, a, b)``."""
-    a = jnp.log(A) - alpha * LOG_N_REF
-    b = jnp.log(B) - beta * LOG_D_REF
-    return jnp.log(E), a, b
+def from_published(E, A, B, alpha, beta) -> LawParams:
+    """:class:`LawParams` (nats, ``log_scale = 0``) of ``E + A/N^alpha + B/D^beta``."""
+    return from_log_published(jnp.log(E), jnp.log(A), jnp.log(B), alpha, beta)
 
 
-def centered_to_published(log_e, a, b, alpha, beta):
-    """Inverse of :func:`published_to_centered`: returns ``(E, A, B)``."""
-    return jnp.exp(log_e), jnp.exp(a + alpha * LOG_N_REF), jnp.exp(b + beta * LOG_D_REF)
+def from_log_published(log_E, log_A, log_B, alpha, beta) -> LawParams:
+    """:class:`LawParams` from ``(log E, log A, log B, alpha, beta)`` (nats)."""
+    a = log_A - alpha * LOG_N_REF
+    b = log_B - beta * LOG_D_REF
+    return LawParams(jnp.asarray(log_E), a, b, jnp.asarray(alpha), jnp.asarray(beta), 0.0)
 
 
-def compute_optimal(flops, A, B, alpha, beta):
-    """Compute-optimal ``(N*, D*)`` for ``C = 6 N D`` under the Chinchilla law.
+def to_published(p: LawParams):
+    """``(E, A, B, alpha, beta)`` of a law, in nats."""
+    E = jnp.exp(p.log_scale + p.log_E)
+    A = jnp.exp(p.log_scale + p.a + p.alpha * LOG_N_REF)
+    B = jnp.exp(p.log_scale + p.b + p.beta * LOG_D_REF)
+    return E, A, B, p.alpha, p.beta
+
+
+def compute_optimal(flops, p: LawParams):
+    """Compute-optimal ``(N*, D*)`` for ``C = 6 N D`` under the law ``p``.
 
     Minimising ``A N^-alpha + B D^-beta`` subject to ``6 N D = C`` gives
     ``N* = G (C/6)^(beta/(alpha+beta))`` and ``D* = (C/6) / N*`` with
-    ``G = (alpha A / (beta B))^(1/(alpha+beta))``.
+    ``G = (alpha A / (beta B))^(1/(alpha+beta))``, computed in logs.
     """
-    s = alpha + beta
-    g = (alpha * A / (beta * B)) ** (1.0 / s)
-    n_opt = g * (flops / 6.0) ** (beta / s)
-    d_opt = (flops / 6.0) / n_opt
-    return n_opt, d_opt
+    s = p.alpha + p.beta
+    log_a = p.a + p.alpha * LOG_N_REF
+    log_b = p.b + p.beta * LOG_D_REF
+    log_g = (jnp.log(p.alpha) + log_a - jnp.log(p.beta) - log_b) / s
+    log_c6 = jnp.log(flops / 6.0)
+    log_n = log_g + (p.beta / s) * log_c6
+    return jnp.exp(log_n), jnp.exp(log_c6 - log_n)
 
 
 def overtrain(flops, tok_per_param, E, a, b, eta):
@@ -112,12 +142,13 @@ def overtrain(flops, tok_per_param, E, a, b, eta):
     return E + (a * tok_per_param**eta + b * tok_per_param ** (-eta)) * flops ** (-eta)
 
 
-def overtrain_from_chinchilla(E, A, B, alpha):
-    """Map Chinchilla coefficients with ``alpha = beta`` to ``(E, a, b, eta)``.
+def to_overtrain(p: LawParams):
+    """``(E, a, b, eta)`` of the ``(C, M)`` form of a law with ``alpha = beta``.
 
     With ``alpha = beta``: ``A N^-alpha = A (C/(6M))^(-alpha/2)`` so
     ``a = A 6^(alpha/2)``, ``b = B 6^(alpha/2)``, ``eta = alpha / 2``.
     """
+    E, A, B, alpha, _ = to_published(p)
     eta = alpha / 2.0
     return E, A * 6.0**eta, B * 6.0**eta, eta
 

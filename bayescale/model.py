@@ -1,14 +1,14 @@
 """NumPyro model functions for hierarchical scaling laws (no I/O, arrays only).
 
-For checkpoint ``i`` of run ``r`` in family ``f`` (DESIGN §3)::
+For checkpoint ``i`` of run ``r`` in family ``f``::
 
     log(L_i / s_f) = log mu_f(N_r, D_i) + u_r + eps_i
     mu_f(N, D)     = E_f + exp(a_f - alpha_f log N~) + exp(b_f - beta_f log D~)
 
 with ``s_f`` a fixed per-family loss constant (median observed loss), ``N~``
-and ``D~`` centred at 1e9 parameters and 1e11 tokens, ``u_r`` a run (seed)
-effect and ``eps`` an Ornstein-Uhlenbeck process in log-token time with
-Student-t innovations.
+and ``D~`` the sizes relative to 1e9 parameters and 1e11 tokens, ``u_r`` a
+run (seed) effect and ``eps`` an Ornstein-Uhlenbeck process in log-token time
+with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayescale import laws
-from bayescale.data import ScalingData
+from bayescale.laws import LawParams
+from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
+from bayescale.trajectory import OUTrajectory
 
-EXPONENT_FORMS = ("shared", "pooled")
-LAWS = ("chinchilla", "overtrain")
 COEFS = ("a", "b")
 
 
@@ -111,40 +110,56 @@ class Priors:
 
 
 class ModelInputs(NamedTuple):
-    """Arrays the model function consumes (all jnp-compatible)."""
+    """Arrays the model function consumes (all jnp-compatible).
+
+    Checkpoints are laid out run after run, each run sorted by tokens.
+    """
 
     run_family: np.ndarray  # (R,) int
-    log_n: np.ndarray  # (R,) log N - log 1e9
+    log_n: np.ndarray  # (R,) log N (raw count)
     obs_run: np.ndarray  # (n,) int
-    log_d: np.ndarray  # (n,) log D - log 1e11
-    dlog_prev: np.ndarray  # (n,) log-token gap to the previous checkpoint; 0 where first
-    first: np.ndarray  # (n,) bool
+    log_d: np.ndarray  # (n,) log D (raw count)
+    first: np.ndarray  # (n,) bool: first kept checkpoint of its run
     y: np.ndarray  # (n,) log(loss / family_scale)
     n_families: int
-    log_e_max: np.ndarray = None  # (F,) log of each family's smallest relative loss: E's bound
-    run_single: np.ndarray = None  # (R,) bool: the run has a single kept checkpoint
+    log_e_max: np.ndarray  # (F,) log of each family's smallest relative loss: E's bound
+    run_single: np.ndarray  # (R,) bool: the run has a single kept checkpoint
 
 
-def inputs_from_data(data: ScalingData) -> ModelInputs:
-    """Centre, log and index a :class:`ScalingData` for the model."""
-    log_d = np.log(data.tokens) - laws.LOG_D_REF
-    dlog = np.zeros_like(log_d)
-    dlog[1:] = np.where(data.first[1:], 0.0, np.diff(np.log(data.tokens)))
-    y = np.log(data.loss / data.family_scale[data.obs_family])
-    return ModelInputs(
-        run_family=np.asarray(data.run_family, dtype=np.int32),
-        log_n=np.log(data.run_params) - laws.LOG_N_REF,
-        obs_run=np.asarray(data.obs_run, dtype=np.int32),
-        log_d=log_d,
-        dlog_prev=dlog,
-        first=np.asarray(data.first, dtype=bool),
-        y=y,
-        n_families=data.n_families,
-        log_e_max=np.array(
-            [y[data.obs_family == f].min() for f in range(data.n_families)], dtype=float
-        ),
-        run_single=np.bincount(data.obs_run, minlength=data.n_runs) == 1,
-    )
+# -- the parameters of one draw -------------------------------------------------------------
+def family_law(sites: dict) -> LawParams:
+    """Per-family laws (relative scale) from a dict of the model's sites."""
+    return LawParams(sites["log_E"], sites["a"], sites["b"], sites["alpha_f"], sites["beta_f"])
+
+
+def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
+    """Stationary noise sd at each checkpoint.
+
+    The lone checkpoint of a single-checkpoint run carries the seed scatter
+    too (its run effect is 0, see :func:`centered_run_effects`):
+    ``sqrt(sigma_obs^2 + sigma_seed^2)``.
+    """
+    fam_obs = inputs.run_family[inputs.obs_run]
+    single = jnp.asarray(inputs.run_single, dtype=bool)[inputs.obs_run]
+    sig = jnp.asarray(sigma_obs)[fam_obs]
+    return jnp.where(single, jnp.sqrt(sig**2 + sigma_seed**2), sig)
+
+
+def trajectory(inputs: ModelInputs, law: LawParams, run_offset, sigma_obs, sigma_seed, ell, nu):
+    """The distribution of ``inputs.y``: the law plus run offsets, with OU noise.
+
+    This is the likelihood the model conditions on; simulations and
+    predictions of new runs draw from it.
+    """
+    from bayescale.laws import log_loss
+    from bayescale.trajectory import ou_rho
+
+    fam_obs = inputs.run_family[inputs.obs_run]
+    per_obs = law.map(lambda v: jnp.asarray(v)[fam_obs])
+    loc = log_loss(per_obs, inputs.log_n[inputs.obs_run], inputs.log_d)
+    loc = loc + run_offset[inputs.obs_run]
+    rho = ou_rho(inputs.log_d, inputs.first, ell)
+    return OUTrajectory(loc, obs_scale(inputs, sigma_obs, sigma_seed), rho, nu)
 
 
 def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors):
@@ -155,7 +170,7 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     of checkpoints, so its own data pin it down and the non-centred form
     turned that into long, curved ridges between ``z`` and the population
     scale. The fit pairs this with a dense mass matrix over the law block
-    (see ``fit.DENSE_BLOCK``) for the E-A-alpha correlation within a family.
+    (see ``fitting.DENSE_BLOCK``) for the E-A-alpha correlation within a family.
     """
     p = priors
     n_families = inputs.n_families
@@ -201,7 +216,7 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     log_e = numpyro.deterministic("log_E", jnp.log(e_frac) + inputs.log_e_max)
     numpyro.deterministic("a", theta[:, 0])
     numpyro.deterministic("b", theta[:, 1])
-    return log_e, theta, alpha_f, beta_f, sigma_f
+    return LawParams(log_e, theta[:, 0], theta[:, 1], alpha_f, beta_f), sigma_f
 
 
 def scaling_model(
@@ -212,45 +227,25 @@ def scaling_model(
     priors: Priors = Priors(),  # noqa: B008 - frozen, immutable default
     observe: bool = True,
 ):
-    """Hierarchical scaling-law model (plates ``family``, ``run``, ``obs``).
+    """Hierarchical scaling-law model (plates ``family``, ``run``; observed ``y``).
 
-    The OU likelihood is written through its innovations: with checkpoints of
-    a run sorted by tokens, ``eps_i - rho_i eps_{i-1}`` are independent with
-    scale ``sigma_f sqrt(1 - rho_i^2)``, ``rho_i = exp(-Δlog D / ell)``. This
-    is exact for irregular spacing, vectorised (no scan), and the change of
-    variables from ``y`` to innovations has unit Jacobian.
+    The observed site ``y`` is the whole vector of log relative losses under
+    :class:`~bayescale.trajectory.OUTrajectory`.
     """
-    if exponents not in EXPONENT_FORMS:
-        raise ValueError(f"exponents must be one of {EXPONENT_FORMS}, got {exponents!r}")
-    if law not in LAWS:
-        raise ValueError(f"law must be one of {LAWS}, got {law!r}")
+    check_choice("exponents", exponents, EXPONENT_FORMS)
+    check_choice("law", law, LAWS)
     p = priors
-    log_e, theta, alpha_f, beta_f, sigma_f = _family_block(inputs, exponents, law, p)
+    fam_law, sigma_f = _family_block(inputs, exponents, law, p)
     sigma_seed = numpyro.sample("sigma_seed", dist.HalfNormal(p.seed_sd))
     ell = numpyro.sample("ell", dist.LogNormal(p.ell_loc, p.ell_scale))
     nu = numpyro.sample("nu", dist.LogNormal(p.nu_loc, p.nu_scale))
     n_runs = inputs.run_family.shape[0]
     with numpyro.plate("run", n_runs):
         z_u = numpyro.sample("z_u", dist.Normal(0.0, 1.0))
-    seed_effect = sigma_seed * centered_run_effects(z_u, inputs)
-    u = numpyro.deterministic("u", seed_effect)
+    u = numpyro.deterministic("u", sigma_seed * centered_run_effects(z_u, inputs))
     if not observe:
         return
-    params = {
-        "log_E": log_e,
-        "a": theta[:, 0],
-        "b": theta[:, 1],
-        "alpha_f": alpha_f,
-        "beta_f": beta_f,
-        "sigma_obs": sigma_f,
-        "u": u,
-        "sigma_seed": sigma_seed,
-        "ell": ell,
-        "nu": nu,
-    }
-    innov, scale = innovations(inputs, params)
-    with numpyro.plate("obs", inputs.y.shape[0]):
-        numpyro.sample("innovation", dist.StudentT(nu, 0.0, scale), obs=innov)
+    numpyro.sample("y", trajectory(inputs, fam_law, u, sigma_f, sigma_seed, ell, nu), obs=inputs.y)
 
 
 def centered_run_effects(z, inputs: ModelInputs):
@@ -266,12 +261,12 @@ def centered_run_effects(z, inputs: ModelInputs):
     Runs with a single kept checkpoint get ``u = 0``: their seed effect and
     their evaluation noise are the same kind of scatter and cannot be told
     apart, so the likelihood gives that point both variances instead (see
-    :func:`ou_rho_scale`); a free ``u`` there let the MAP fit such points
+    :func:`obs_scale`); a free ``u`` there let the MAP fit such points
     exactly and collapse the noise scale. A family with one multi-checkpoint
     run also has ``u = 0`` for it.
     """
     run_family = np.asarray(inputs.run_family)
-    multi = _multi_runs(inputs)
+    multi = ~np.asarray(inputs.run_single, dtype=bool)
     counts = np.bincount(run_family[multi], minlength=inputs.n_families).astype(float)
     z_masked = jnp.where(multi, z, 0.0)
     z_mean = jax.ops.segment_sum(z_masked, run_family, num_segments=inputs.n_families) / np.maximum(
@@ -283,117 +278,40 @@ def centered_run_effects(z, inputs: ModelInputs):
     return (z - z_mean[run_family]) * factor
 
 
-def _multi_runs(inputs: ModelInputs) -> np.ndarray:
-    n_runs = np.asarray(inputs.run_family).shape[0]
-    if inputs.run_single is None:
-        return np.ones(n_runs, dtype=bool)
-    return ~np.asarray(inputs.run_single, dtype=bool)
-
-
 def law_offset_runs(inputs: ModelInputs) -> np.ndarray:
     """Per family, the number of runs whose effects the law absorbs (``K_f``)."""
     run_family = np.asarray(inputs.run_family)
-    return np.bincount(run_family[_multi_runs(inputs)], minlength=inputs.n_families)
+    multi = ~np.asarray(inputs.run_single, dtype=bool)
+    return np.bincount(run_family[multi], minlength=inputs.n_families)
 
 
-def law_mean(inputs: ModelInputs, params: dict):
-    """Log of the family law at every checkpoint (relative scale), shape (n,)."""
-    fam_obs = inputs.run_family[inputs.obs_run]
-    return laws.log_chinchilla_centered(
-        inputs.log_n[inputs.obs_run],
-        inputs.log_d,
-        params["log_E"][fam_obs],
-        params["a"][fam_obs],
-        params["b"][fam_obs],
-        params["alpha_f"][fam_obs],
-        params["beta_f"][fam_obs],
+def log_likelihood(inputs: ModelInputs, sites: dict):
+    """Pointwise log-likelihood (conditional on the previous checkpoint) of one draw, (n,)."""
+    traj = trajectory(
+        inputs,
+        family_law(sites),
+        sites["u"],
+        sites["sigma_obs"],
+        sites["sigma_seed"],
+        sites["ell"],
+        sites["nu"],
     )
+    return traj.pointwise_log_prob(jnp.asarray(inputs.y))
 
 
-def ou_rho_scale(inputs: ModelInputs, params: dict):
-    """OU autocorrelation to the previous checkpoint and innovation scale, shape (n,).
+def spread_scales(values: dict, n_families: int) -> dict:
+    """Group scales of the hierarchy set from the spread of the family values.
 
-    The lone checkpoint of a single-checkpoint run carries the seed scatter
-    too: its scale is ``sqrt(sigma_obs^2 + sigma_seed^2)``.
+    The joint density of a centred hierarchy grows without bound as a group
+    scale shrinks to zero with every member at the mean, so a MAP pinches
+    ``tau`` and ``sigma_theta`` towards 0: a funnel's neck, where NUTS gets
+    stuck, and a Laplace approximation collapses. Returns constrained values
+    of the scales that describe the families' actual spread.
     """
-    fam_obs = inputs.run_family[inputs.obs_run]
-    rho = jnp.where(inputs.first, 0.0, jnp.exp(-inputs.dlog_prev / params["ell"]))
-    # floor keeps near-duplicate checkpoints from giving a zero scale
-    scale = params["sigma_obs"][fam_obs] * jnp.sqrt(jnp.clip(1.0 - rho**2, 1e-4, 1.0))
-    if inputs.run_single is not None and "sigma_seed" in params:
-        single = np.asarray(inputs.run_single, dtype=bool)[np.asarray(inputs.obs_run)]
-        scale = jnp.where(
-            single, jnp.sqrt(params["sigma_obs"][fam_obs] ** 2 + params["sigma_seed"] ** 2), scale
-        )
-    return rho, scale
-
-
-def innovations(inputs: ModelInputs, params: dict):
-    """Whitened OU residuals ``eps_i - rho_i eps_{i-1}`` and their scales.
-
-    Parameters
-    ----------
-    inputs : ModelInputs
-        Design and observations ``y`` (log relative loss).
-    params : dict
-        One set of parameters: per-family ``log_E``, ``a``, ``b``, ``alpha_f``,
-        ``beta_f``, ``sigma_obs``; per-run ``u``; scalars ``sigma_seed``,
-        ``ell``, ``nu`` (``sigma_seed`` widens the lone checkpoint of
-        single-checkpoint runs, whose ``u`` is 0).
-    """
-    resid = inputs.y - law_mean(inputs, params) - params["u"][inputs.obs_run]
-    rho, scale = ou_rho_scale(inputs, params)
-    prev = jnp.concatenate([jnp.zeros(1), resid[:-1]])
-    return resid - rho * prev, scale
-
-
-def log_likelihood(inputs: ModelInputs, params: dict):
-    """Log-likelihood of ``inputs.y`` under one parameter set (a scalar).
-
-    The same density the model conditions on; ``jax.vmap`` it over draws.
-    """
-    innov, scale = innovations(inputs, params)
-    return dist.StudentT(params["nu"], 0.0, scale).log_prob(innov).sum()
-
-
-def ou_paths(rho, innovations):
-    """Run the recursion ``e_i = rho_i e_{i-1} + w_i`` over concatenated runs.
-
-    ``rho`` is 0 at each run's first checkpoint, which restarts the path, so
-    one associative scan handles all runs at once.
-    """
-
-    def combine(left, right):
-        a1, b1 = left
-        a2, b2 = right
-        return a1 * a2, a2 * b1 + b2
-
-    _, e = jax.lax.associative_scan(combine, (rho, innovations), axis=-1)
-    return e
-
-
-def simulate_log_loss(key, inputs: ModelInputs, params: dict, family_scale):
-    """Draw ``log loss`` for every checkpoint given one set of parameters.
-
-    Parameters
-    ----------
-    key : jax.random.PRNGKey
-    inputs : ModelInputs
-        Only the design (sizes, runs, spacing) is used; ``y`` is ignored.
-    params : dict
-        Per-family ``log_E``, ``a``, ``b``, ``alpha_f``, ``beta_f``,
-        ``sigma_obs`` (shape (F,)), per-run ``u`` (shape (R,)), scalars
-        ``ell`` and ``nu``. Every run's seed effect comes from ``u`` (also for
-        single-checkpoint runs; ``sigma_seed``, if present, is not added).
-    family_scale : array, shape (F,)
-    """
-    fam_obs = inputs.run_family[inputs.obs_run]
-    rho, scale = ou_rho_scale(inputs, {k: v for k, v in params.items() if k != "sigma_seed"})
-    w = scale * jax.random.t(key, params["nu"], shape=jnp.shape(inputs.log_d))
-    eps = ou_paths(rho, w)
-    return (
-        law_mean(inputs, params)
-        + params["u"][inputs.obs_run]
-        + eps
-        + jnp.log(jnp.asarray(family_scale)[fam_obs])
-    )
+    out = {}
+    theta = np.stack([np.asarray(values["a"]), np.asarray(values["b"])], axis=-1)
+    out["sigma_theta"] = np.maximum(theta.std(axis=0) if n_families > 1 else np.full(2, 0.3), 0.1)
+    for tau, site in (("tau_alpha", "alpha_f"), ("tau_beta", "beta_f")):
+        spread = float(np.log(np.asarray(values[site])).std()) if n_families > 1 else 0.1
+        out[tau] = max(spread, 0.05)
+    return out

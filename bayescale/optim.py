@@ -12,8 +12,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from scipy import optimize
 
+from bayescale import progress
 
-def map_search(model, model_kwargs: dict, *, n_starts: int, key, maxiter: int = 400):
+
+def map_search(
+    model, model_kwargs: dict, *, n_starts: int, key, maxiter: int = 400, show=False, what="fit"
+):
     """MAP of a NumPyro model: :func:`multistart_minimize` from the prior medians.
 
     Returns
@@ -29,16 +33,25 @@ def map_search(model, model_kwargs: dict, *, n_starts: int, key, maxiter: int = 
     from numpyro.infer.util import initialize_model
 
     k_init, k_starts = jax.random.split(key)
-    info = initialize_model(
-        k_init, model, model_kwargs=model_kwargs, init_strategy=init_to_median(num_samples=15)
-    )
+    with progress.stage(f"{what}: setting up the model", show):
+        info = initialize_model(
+            k_init, model, model_kwargs=model_kwargs, init_strategy=init_to_median(num_samples=15)
+        )
     best, fs = multistart_minimize(
-        info.potential_fn, info.param_info.z, n_starts=n_starts, key=k_starts, maxiter=maxiter
+        info.potential_fn,
+        info.param_info.z,
+        n_starts=n_starts,
+        key=k_starts,
+        maxiter=maxiter,
+        show=show,
+        desc=f"{what}: MAP start",
     )
     return best, fs, info.postprocess_fn
 
 
-def multistart_minimize(potential_fn, z0: dict, *, n_starts: int, key, maxiter: int = 400):
+def multistart_minimize(
+    potential_fn, z0: dict, *, n_starts: int, key, maxiter: int = 400, show=False, desc="MAP"
+):
     """Minimise ``potential_fn`` from ``z0`` and from jittered copies of it.
 
     Parameters
@@ -51,6 +64,10 @@ def multistart_minimize(potential_fn, z0: dict, *, n_starts: int, key, maxiter: 
     key : jax.random.PRNGKey
         Draws the jitter.
     maxiter : int
+    show : bool
+        Show a progress bar over the starts.
+    desc : str
+        Its label.
 
     Returns
     -------
@@ -76,7 +93,8 @@ def multistart_minimize(potential_fn, z0: dict, *, n_starts: int, key, maxiter: 
         return v, g
 
     xs, fs = [], []
-    for x0 in np.asarray(flat0, dtype=np.float64)[None, :] + jitter:
+    starts = np.asarray(flat0, dtype=np.float64)[None, :] + jitter
+    for x0 in progress.bar(starts, desc=desc, show=show, unit="start"):
         res = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter})
         xs.append(res.x)
         fs.append(res.fun if np.isfinite(res.fun) and res.fun < 1e30 else np.inf)

@@ -1,6 +1,6 @@
 """Simulated scaling data with known truth (for recovery tests and design studies).
 
-The generative process is the model's own (``model.simulate_log_loss``):
+The generative process is the model's own (:func:`bayescale.model.trajectory`):
 family laws, per-run seed effects and OU trajectory noise with Student-t
 innovations, so that a fit to this data should recover the truth.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 
 from bayescale import laws
 from bayescale.data import ScalingData
-from bayescale.model import inputs_from_data, simulate_log_loss
+from bayescale.model import trajectory
 
 
 @dataclass(frozen=True)
@@ -104,21 +104,12 @@ def simulate_frame(
     design = ScalingData.from_frame(frame, min_tokens=None, max_points_per_run=None)
     u = sigma_seed * rng.standard_normal(design.n_runs)
     fam_of = np.array([int(fam[3:]) for fam in design.families])
-    params = {
-        "log_E": log_e[fam_of],
-        "a": a[fam_of],
-        "b": b[fam_of],
-        "alpha_f": alpha_f[fam_of],
-        "beta_f": beta_f[fam_of],
-        "sigma_obs": np.full(design.n_families, sigma_obs),
-        "u": u,
-        "ell": ell,
-        "nu": nu,
-    }
-    key = jax.random.PRNGKey(seed)
-    log_loss = np.asarray(
-        simulate_log_loss(key, inputs_from_data(design), params, np.ones(design.n_families))
-    )
+    law = laws.LawParams(log_e[fam_of], a[fam_of], b[fam_of], alpha_f[fam_of], beta_f[fam_of])
+    inputs = design.inputs()
+    # single-checkpoint runs carry their seed effect like every other run here
+    inputs = inputs._replace(run_single=np.zeros(design.n_runs, dtype=bool))
+    traj = trajectory(inputs, law, u, np.full(design.n_families, sigma_obs), 0.0, ell, nu)
+    log_loss = np.asarray(traj.sample(jax.random.PRNGKey(seed)))
     frame = design.to_frame()
     frame["loss"] = np.exp(log_loss) * scale[fam_of][design.obs_family]
     truth = Truth(
@@ -141,13 +132,12 @@ def simulate_frame(
 
 def true_loss(truth: Truth, family: int, params, tokens):
     """Noise-free law of one simulated family in absolute loss units."""
-    mu = laws.chinchilla_centered(
-        laws.center_log_params(np.asarray(params, dtype=float)),
-        laws.center_log_tokens(np.asarray(tokens, dtype=float)),
+    law = laws.LawParams(
         truth.log_E[family],
         truth.a[family],
         truth.b[family],
         truth.alpha_f[family],
         truth.beta_f[family],
+        np.log(truth.scale[family]),
     )
-    return truth.scale[family] * np.asarray(mu)
+    return np.asarray(laws.loss(law, np.asarray(params, float), np.asarray(tokens, float)))

@@ -155,7 +155,9 @@ _IMAGES_JS = """JSON.stringify(Array.from(document.images).map(i => ({
   naturalHeight: i.naturalHeight, src: i.src.slice(0, 40)})))"""
 
 
-def inspect_page(html_path, screenshot=None, *, width=1200, height=900, timeout=60.0) -> dict:
+def inspect_page(
+    html_path, screenshot=None, *, width=1200, height=900, timeout=60.0, boxes=(), first_screen=None
+) -> dict:
     """Open ``html_path`` and return images, console errors, network requests and text.
 
     Returns
@@ -164,7 +166,10 @@ def inspect_page(html_path, screenshot=None, *, width=1200, height=900, timeout=
         ``images`` (alt, complete, naturalWidth, naturalHeight, src prefix),
         ``errors`` (console errors, uncaught exceptions, failed loads),
         ``requests`` (URLs the page asked for), ``text`` (``innerText``) and
-        ``status`` (the ``data-status`` of the report banner, if any).
+        ``status`` (the ``data-status`` of the report's checks, if any) and
+        ``boxes``: for each element id in ``boxes``, its ``top`` and ``bottom``
+        in page pixels (None when absent). ``first_screen`` saves a PNG of the
+        first ``height`` pixels, what a reader sees before scrolling.
     """
     exe = find_chromium()
     if exe is None:
@@ -194,6 +199,16 @@ def inspect_page(html_path, screenshot=None, *, width=1200, height=900, timeout=
         status = evaluate(
             "(document.querySelector('[data-status]') || {dataset: {}}).dataset.status || null"
         )
+        found = {}
+        for ident in boxes:
+            box = evaluate(
+                f"(e => e ? JSON.stringify(e.getBoundingClientRect()) : null)"
+                f"(document.getElementById({json.dumps(ident)}))"
+            )
+            found[ident] = json.loads(box) if box else None
+        if first_screen is not None:
+            shot = b.send("Page.captureScreenshot", {"format": "png"}, session=sid)
+            Path(first_screen).write_bytes(base64.b64decode(shot["data"]))
         if screenshot is not None:
             size = b.send("Page.getLayoutMetrics", session=sid)["cssContentSize"]
             clip = {"x": 0, "y": 0, "width": width, "height": min(size["height"], 20000)}
@@ -224,4 +239,5 @@ def inspect_page(html_path, screenshot=None, *, width=1200, height=900, timeout=
         "requests": requests,
         "text": text,
         "status": status,
+        "boxes": found,
     }

@@ -22,3 +22,10 @@ def pytest_collection_modifyitems(config, items):
     so that their fitted fixtures are built once."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
+def pytest_configure(config):
+    """Two CPU devices per test process, so that two-chain fits sample in parallel."""
+    from bayescale import set_host_device_count
+
+    set_host_device_count(2)

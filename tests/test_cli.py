@@ -1,4 +1,4 @@
-"""Command line: exit codes, JSON output, bad input, every command once."""
+"""Command line: exit codes, JSON output, bad input, one target grammar, a fast start."""
 
 import json
 import os
@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from bayescale.cli import main, parse_count
+from bayescale.cli import build_parser, main
+from bayescale.options import parse_count
 from bayescale.simulate import simulate_frame
 
 
@@ -40,8 +41,11 @@ def test_parse_count_suffixes():
     assert parse_count("6.9B") == pytest.approx(6.9e9)
     assert parse_count("1.4T") == pytest.approx(1.4e12)
     assert parse_count("7e9") == 7e9
-    with pytest.raises(Exception, match="not a number"):
+    assert parse_count(3) == 3.0
+    with pytest.raises(ValueError, match="not a count"):
         parse_count("seven")
+    with pytest.raises(ValueError, match="positive"):
+        parse_count(0)
 
 
 def test_datasets_json(capsys):
@@ -49,11 +53,38 @@ def test_datasets_json(capsys):
     assert {"hitchhiker", "gadre"} <= {r["name"] for r in rows}
 
 
-def test_entry_point_is_installed():
+def test_entry_point_answers_help_without_jax():
     exe = shutil.which("bayescale") or shutil.which("bayescale", path=str(sys.prefix) + "/bin")
     assert exe, "the bayescale console script is not installed"
     done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "bayescale" in done.stdout
+    code = (
+        "import contextlib, io, sys\n"
+        "from bayescale.cli import build_parser\n"
+        "for argv in (['--help'], ['fit', '--help'], ['predict', 'x.nc']):\n"
+        "    out, err = io.StringIO(), io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            build_parser().parse_args(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(sorted(m for m in ('jax', 'numpy', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_flag_has_help_and_its_default():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        for action in p._actions:
+            if action.dest in ("help",) or not action.option_strings:
+                continue
+            assert action.help, (name, action.option_strings)
+            if action.default not in (None, False):
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
 
 
 @pytest.mark.parametrize(
@@ -83,30 +114,52 @@ def test_fit_unknown_source_exits_2(tmp_path, capsys):
 
 def test_predict_json(capsys, fit_file):
     rows = run_json(
-        capsys,
-        ["predict", str(fit_file), "--family", "fam0", "--params", "30B", "--tokens", "6e11",
-         "--kind", "new_run", "--json"],
+        capsys, ["predict", str(fit_file), "--target", "fam0:30B:6e11", "--kind", "new_run",
+                 "--json"],
     )  # fmt: skip
     assert len(rows) == 1
     r = rows[0]
     assert r["params"] == 3e10 and r["kind"] == "new_run"
     assert r["lower"] < r["median"] < r["upper"]
+    assert r["extrapolation"] == pytest.approx(3.0) and r["point_estimate"] is True
+
+
+def test_predict_prints_counts_for_people_and_flags_far_extrapolation(capsys, fit_file):
+    assert (
+        main(["predict", str(fit_file), "--target", "fam0:1T:20T", "--target", "fam1:1B:20B"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "1T" in out and "20T" in out and "e+" not in out
+    assert "beyond the fitted sizes" in out and "inside" in out
+    assert "MAP point estimate" in out
+
+
+def test_predict_suggests_the_family_name(capsys, fit_file):
+    assert main(["predict", str(fit_file), "--target", "FAM0:1B:20B"]) == 0
+    assert "did you mean 'fam0'" in capsys.readouterr().err
 
 
 def test_predict_missing_fit_exits_2(tmp_path, capsys):
-    code = main(["predict", str(tmp_path / "nope.nc"), "--family", "x", "--params", "1e9",
-                 "--tokens", "1e11"])  # fmt: skip
+    code = main(["predict", str(tmp_path / "nope.nc"), "--target", "x:1e9:1e11"])
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
 def test_predict_billions_exits_2(capsys, fit_file):
-    code = main(["predict", str(fit_file), "--family", "fam0", "--params", "7", "--tokens", "1e11"])
-    assert code == 2 and "billions" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(fit_file), "--target", "fam0:7:1e11"])
+    assert exc.value.code == 2 and "billions" in capsys.readouterr().err
 
 
 def test_fit_refuses_to_overwrite(capsys, csv, fit_file):
     code = main(["fit", str(csv[0]), "--out", str(fit_file), "--method", "map"])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_report_refuses_to_overwrite_its_fit(capsys, fit_file):
+    before = fit_file.read_bytes()
+    code = main(["report", str(fit_file), "--out", str(fit_file), "--overwrite"])
+    assert code == 2 and "its own fit file" in capsys.readouterr().err
+    assert fit_file.read_bytes() == before
 
 
 @pytest.mark.slow
@@ -122,17 +175,17 @@ def test_demo_quick_json(capsys):
         assert 0 <= r["are"] < 0.5 and isinstance(r["inside"], bool)
 
 
-def test_cli_keeps_a_persistent_compile_cache(tmp_path):
-    from bayescale.cli import enable_compile_cache
+def test_compile_cache_is_one_documented_call(tmp_path):
+    from bayescale import enable_compile_cache
 
-    assert enable_compile_cache({"BAYESCALE_XLA_CACHE": "off"}) is None
-    assert enable_compile_cache({"JAX_COMPILATION_CACHE_DIR": str(tmp_path)}) is None
+    assert enable_compile_cache(environ={"BAYESCALE_XLA_CACHE": "off"}) is None
+    assert enable_compile_cache(environ={"JAX_COMPILATION_CACHE_DIR": str(tmp_path)}) is None
     # a fresh process, because JAX fixes its cache directory at the first compile
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     env.update(XDG_CACHE_HOME=str(tmp_path), BAYESCALE_XLA_CACHE="")
     code = (
-        "from bayescale.cli import enable_compile_cache; import jax.numpy as jnp; "
-        "print(enable_compile_cache()); (jnp.arange(3.0) * 2).block_until_ready()"
+        "import bayescale; import jax.numpy as jnp; "
+        "print(bayescale.enable_compile_cache()); (jnp.arange(3.0) * 2).block_until_ready()"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -21,9 +21,11 @@ import xarray as xr
 from bayescale import design, laws
 from bayescale.cli import main
 from bayescale.data import ScalingData
-from bayescale.fit import FitConfig, Posterior, _tree_from_samples
-from bayescale.model import log_likelihood
-from bayescale.report import _plan_figure
+from bayescale.design import runs
+from bayescale.fitting import FitConfig
+from bayescale.model import family_law, log_likelihood
+from bayescale.posterior import Posterior
+from bayescale.reporting.figures import plan_figure
 
 SIZES = (1e8, 2e8)
 TOKENS = np.geomspace(1e10, 1e11, 8)
@@ -44,16 +46,9 @@ def _frame(seeds: int = 2) -> pd.DataFrame:
     for n in SIZES:
         for s in range(seeds):
             for t in TOKENS:
-                mu = laws.chinchilla_centered(
-                    laws.center_log_params(n),
-                    laws.center_log_tokens(t),
-                    LAW["log_E"],
-                    LAW["a"],
-                    LAW["b"],
-                    ALPHA,
-                    BETA,
-                )
-                loss = 2.5 * float(mu) * math.exp(0.01 * rng.standard_normal())
+                law = laws.LawParams(LAW["log_E"], LAW["a"], LAW["b"], ALPHA, BETA)
+                mu = float(laws.loss(law, n, t))
+                loss = 2.5 * mu * math.exp(0.01 * rng.standard_normal())
                 rows.append(("fam", f"r{n:.0e}-{s}", n, t, loss, str(s)))
     return pd.DataFrame(rows, columns=["family", "run", "params", "tokens", "loss", "seed"])
 
@@ -65,23 +60,21 @@ def _posterior(
     sigma_seed: float = 0.03,
     sigma_obs: float = 0.002,
     nu: float = 30.0,
-    centred: bool = True,
     seeds: int = 2,
     seed: int = 0,
     min_tokens: float | None = None,
 ) -> Posterior:
     """One family, ``len(SIZES) * seeds`` runs; draws vary only where asked.
 
-    ``a_sd`` spreads the family's reducible term ``a`` across draws; with
-    ``centred`` the run effects sum to zero within the family (so the target
-    carries the offset of the family's average run), otherwise they do not.
+    ``a_sd`` spreads the family's reducible term ``a`` across draws. Run
+    effects sum to zero within the family, so the target carries the offset of
+    the family's average run.
     """
     data = ScalingData.from_frame(_frame(seeds), min_tokens=min_tokens, max_points_per_run=None)
     rng = np.random.default_rng(seed)
     s, r = n_draws, data.n_runs
     u = 0.02 * rng.standard_normal((s, r))
-    if centred:
-        u -= u.mean(axis=1, keepdims=True)
+    u -= u.mean(axis=1, keepdims=True)
     rel = math.log(data.family_scale[0])
     samples = {
         "log_E": np.full((s, 1), LAW["log_E"] + math.log(2.5) - rel),
@@ -94,14 +87,16 @@ def _posterior(
         "sigma_seed": np.full(s, sigma_seed),
         "ell": np.full(s, 0.5),
         "nu": np.full(s, nu),
+        "alpha": np.full(s, ALPHA),
+        "beta": np.full(s, BETA),
     }
     samples = {k: v[None] for k, v in samples.items()}  # one chain
-    tree = _tree_from_samples(samples, data)
-    tree["sample_stats"] = xr.DataTree(
+    config = FitConfig(exponents="shared", min_tokens=min_tokens, max_points_per_run=None)
+    post = Posterior.from_draws(samples, data, config)
+    post.tree["sample_stats"] = xr.DataTree(
         xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, s), dtype=bool))})
     )
-    config = FitConfig(exponents="shared", min_tokens=min_tokens, max_points_per_run=None)
-    return Posterior(tree=tree, data=data, config=config)
+    return post
 
 
 @pytest.fixture(scope="module")
@@ -111,19 +106,19 @@ def seeds_post():
 
 # -- the likelihood the weights use ------------------------------------------------------
 def test_run_marginal_matches_brute_force_integral():
-    post = _posterior(4, sigma_seed=0.02, sigma_obs=0.01, nu=4.0, centred=False)
-    draw = design._one_draw(design._draw_params(post, np.arange(4)), 0)
+    post = _posterior(4, sigma_seed=0.02, sigma_obs=0.01, nu=4.0)
+    draw = runs.one_draw(runs.draw_params(post, np.arange(4)), 0)
     grid = np.linspace(-0.16, 0.16, 6401)
     for tokens in (TOKENS, TOKENS[-1:]):
-        inputs, mask = design.run_inputs(0, 1, 4e8, tokens, n_pad=16)
-        y = jax.jit(design.simulate_run)(jax.random.PRNGKey(3), inputs, draw, 0.0, 0.7)
-        ours = float(jax.jit(design.run_log_marginal)(inputs, draw, 0.0, y, mask))
+        inputs, mask = runs.run_inputs(0, 1, 4e8, tokens, n_pad=16)
+        y = jax.jit(runs.simulate_run)(jax.random.PRNGKey(3), inputs, draw, 0.0, 0.7)
+        ours = float(jax.jit(runs.run_log_marginal)(inputs, draw, 0.0, y, mask))
         # brute force over the seed effect with the model's own log-likelihood
-        plain = design.run_inputs(0, 1, 4e8, tokens)[0]._replace(y=y[: tokens.size])
+        plain = runs.run_inputs(0, 1, 4e8, tokens)[0]._replace(y=y[: tokens.size])
 
         @jax.jit
         def ll(v, plain=plain):
-            return log_likelihood(plain, dict(draw, u=jnp.reshape(v, (1,))))
+            return log_likelihood(plain, dict(draw, u=jnp.reshape(v, (1,)))).sum()
 
         lp = np.asarray(jax.vmap(ll)(grid), dtype=np.float64) - 0.5 * (grid / 0.02) ** 2
         lp -= math.log(0.02 * math.sqrt(2 * math.pi))
@@ -134,71 +129,69 @@ def test_run_marginal_matches_brute_force_integral():
 
 # -- importance weights against an exact refit -----------------------------------------
 def test_importance_update_matches_exact_posterior():
-    """One uncertain coefficient: the reweighted draws match the grid posterior."""
+    """One uncertain coefficient and the family offset: reweighting matches a grid posterior.
+
+    The new run's offset is ``delta + v`` (family offset, its own seed); the
+    target carries ``delta``. Given ``u = delta + v`` the offset is Gaussian,
+    ``delta | u ~ N(u / (K + 1), sigma^2 / (K + 1))``, so a 2-D grid over
+    ``(a, u)`` gives the exact posterior moments of the target.
+    """
     a_sd, sigma = 0.15, 0.02
-    post = _posterior(4000, a_sd=a_sd, sigma_seed=sigma, sigma_obs=0.01, nu=5.0, centred=False)
-    assert not design.run_effects_centred(post)
+    post = _posterior(4000, a_sd=a_sd, sigma_seed=sigma, sigma_obs=0.01, nu=5.0)
+    k_fit = post.data.n_runs
     cand = design.Candidate(8e8, 1e11, 1)
     ckpt = design.family_design(post, "fam").checkpoints(cand.tokens)
     a0 = float(np.median(post.draws("a")))
-    truth = {
-        k: jnp.asarray(v) for k, v in design._one_draw(design._draw_params(post, [0]), 0).items()
-    }
+    truth = {k: jnp.asarray(v) for k, v in runs.one_draw(runs.draw_params(post, [0]), 0).items()}
     truth["a"] = jnp.asarray([a0 + 0.2])
-    inputs, _ = design.run_inputs(0, 1, cand.params, ckpt)
-    y = design.simulate_run(jax.random.PRNGKey(1), inputs, truth, 0.0, 0.5)
+    inputs, _ = runs.run_inputs(0, 1, cand.params, ckpt)
+    y = runs.simulate_run(jax.random.PRNGKey(1), inputs, truth, 0.0, 0.5)
     loss = np.exp(np.asarray(y)) * post.data.family_scale[0]
     upd = design.importance_update(post, TARGET, cand, loss[None], max_draws=4000)
 
-    # exact: 2-D grid over (a, u) with the model's log-likelihood
+    sd_u = sigma * math.sqrt(1 + 1 / k_fit)
     a_grid = np.linspace(a0 - 6 * a_sd, a0 + 6 * a_sd, 241)
-    u_grid = np.linspace(-6 * sigma, 6 * sigma, 241)
+    u_grid = np.linspace(-6 * sd_u, 6 * sd_u, 241)
     obs = inputs._replace(y=y)
 
     def ll(a, u):
-        return log_likelihood(obs, dict(truth, a=jnp.reshape(a, (1,)), u=jnp.reshape(u, (1,))))
+        draw = dict(truth, a=jnp.reshape(a, (1,)), u=jnp.reshape(u, (1,)))
+        return log_likelihood(obs, draw).sum()
 
     grid = np.asarray(jax.vmap(lambda a: jax.vmap(lambda u: ll(a, u))(u_grid))(a_grid), np.float64)
     log_post = (
-        grid - 0.5 * (u_grid[None, :] / sigma) ** 2 - 0.5 * ((a_grid[:, None] - a0) / a_sd) ** 2
+        grid - 0.5 * (u_grid[None, :] / sd_u) ** 2 - 0.5 * ((a_grid[:, None] - a0) / a_sd) ** 2
     )
-    w = np.exp(log_post - log_post.max()).sum(axis=1)
+    w = np.exp(log_post - log_post.max())
     w /= w.sum()
-    log_mu = laws.log_chinchilla_centered(
-        laws.center_log_params(TARGET["params"]),
-        laws.center_log_tokens(TARGET["tokens"]),
-        float(truth["log_E"][0]),
-        a_grid,
-        float(truth["b"][0]),
-        ALPHA,
-        BETA,
-    )
-    t = post.data.family_scale[0] * np.exp(np.asarray(log_mu))
-    mean = np.sum(w * t)
-    sd = math.sqrt(np.sum(w * (t - mean) ** 2))
+    law = family_law(truth).map(lambda v: v[0])._replace(a=a_grid)
+    log_law = np.asarray(laws.log_loss(law, math.log(TARGET["params"]), math.log(TARGET["tokens"])))
+    t_law = post.data.family_scale[0] * np.exp(log_law)[:, None]
+    m, v = u_grid[None, :] / (k_fit + 1), sigma**2 / (k_fit + 1)
+    mean = np.sum(w * t_law * np.exp(m + v / 2))
+    second = np.sum(w * t_law**2 * np.exp(2 * m + 2 * v))
+    sd = math.sqrt(second - mean**2)
     assert upd["sd"] < 0.9 * upd["current_sd"]  # the experiment is informative
     assert upd["ess"] > 200
     assert upd["sd"] == pytest.approx(sd, rel=0.05)
     assert upd["mean"] == pytest.approx(mean, abs=0.1 * sd)
 
 
+def _law_at_target(post) -> float:
+    law = family_law({k: post.draws(k)[0] for k in ("log_E", "a", "b", "alpha_f", "beta_f")})
+    log_mu = laws.log_loss(law.map(lambda v: v[0]), math.log(2e9), math.log(4e10))
+    return float(post.data.family_scale[0] * np.exp(log_mu))
+
+
 # -- the preposterior expectation ----------------------------------------------------------
 def test_more_seeds_shrink_the_family_offset_as_conjugate_theory_says(seeds_post):
     """Only the family's average seed effect is uncertain: sd ∝ 1 / sqrt(K + k)."""
     post = seeds_post
-    assert design.run_effects_centred(post)
     k_fit = post.data.n_runs
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        table = design.plan(post, TARGET, 1e22, candidates=MENU, seed=1, **PLAN_KW)
-    t_law = float(
-        design.target_draws(
-            post,
-            design.Target.coerce(TARGET, post),
-            design._draw_params(post, [0]),
-            np.zeros((1, 3)),
-        )[0]
-    )
+        table = design.plan(post, TARGET, 1e22, candidates=MENU, seed=1, **PLAN_KW).table
+    t_law = _law_at_target(post)
     assert table["current_sd"].iloc[0] == pytest.approx(t_law * 0.03 / math.sqrt(k_fit), rel=0.06)
     assert set(table["method"]) == {"importance"}
     for _, row in table[table["params"] == 2e8].iterrows():
@@ -207,7 +200,8 @@ def test_more_seeds_shrink_the_family_offset_as_conjugate_theory_says(seeds_post
         assert row["expected_sd_mcse"] < 0.05 * row["expected_sd"]
     # one new run at the target adds its own seed effect and one evaluation's noise
     new_run = design.plan(post, TARGET, 1e22, candidates=MENU, kind="new_run", seed=1, **PLAN_KW)
-    var_fixed = 0.03**2 + 0.002**2
+    new_run = new_run.table
+    var_fixed = 0.03**2 + 0.002**2 * 30 / 28  # Student-t(30) evaluation noise
     assert new_run["current_sd"].iloc[0] == pytest.approx(
         t_law * math.sqrt(0.03**2 / k_fit + var_fixed), rel=0.06
     )
@@ -221,10 +215,11 @@ def test_costs_add_up_and_over_budget_candidates_are_dropped(seeds_post):
     budget = 1e21  # the whole menu fits; a 1e10 model on 2e11 tokens does not
     cands = MENU + [design.Candidate(1e10, 2e11, 1)]
     with pytest.warns(design.OverBudgetWarning, match="1 candidate"):
-        table = design.plan(seeds_post, TARGET, budget, candidates=cands, **PLAN_KW)
+        result = design.plan(seeds_post, TARGET, budget, candidates=cands, **PLAN_KW)
+    table = result.table
     assert sorted(table["n_runs"]) == [1, 1, 4, 8]
     np.testing.assert_array_equal(table["new_size"], ~table["params"].isin(SIZES))
-    assert table.attrs["dropped"] == ["1 run x 1e+10 params on 2e+11 tokens"]
+    assert result.dropped == ("1 run x 10B params on 200B tokens",)
     np.testing.assert_allclose(
         table["flops"], 6 * table["params"] * table["tokens"] * table["n_runs"]
     )
@@ -253,11 +248,11 @@ def test_default_candidates_cover_seeds_and_larger_sizes(seeds_post):
 @pytest.mark.parametrize(
     ("budget", "target", "match"),
     [
-        (0.0, TARGET, "budget_flops must be a positive"),
-        (-1e20, TARGET, "budget_flops must be a positive"),
+        (0.0, TARGET, "positive"),
+        (-1e20, TARGET, "positive"),
         (1e21, dict(TARGET, family="other"), "not in the fit"),
-        (1e21, dict(TARGET, params=7.0), "look like billions"),
-        (1e21, {"family": "fam", "params": 1e9}, "missing"),
+        (1e21, dict(TARGET, params=7.0), "looks like billions"),
+        (1e21, {"family": "fam", "params": 1e9}, "needs family, params, tokens"),
         (1e10, TARGET, "no candidate experiment fits the budget"),
     ],
 )
@@ -280,9 +275,10 @@ def test_runs_that_end_before_the_warmup_cut_are_not_offered():
     assert any(c.n_runs == 1 and c.tokens == 20 * c.params for c in cands)
     short = {"params": 1e8, "tokens": 1e10, "n_runs": 4}
     with pytest.warns(design.WarmupCutWarning, match=r"min_tokens = 2e\+10"):
-        table = design.plan(post, TARGET, 1e21, candidates=MENU + [short], n_outcomes=8)
+        result = design.plan(post, TARGET, 1e21, candidates=MENU + [short], n_outcomes=8)
+    table = result.table
     assert len(table) == len(MENU) and (table["tokens"] >= 2e10).all()
-    assert any("warm-up cut" in n for n in table.attrs["notes"])
+    assert any("warm-up cut" in n for n in result.notes)
     with pytest.raises(ValueError, match="no candidate is left"):
         design.plan(post, TARGET, 1e21, candidates=[short], n_outcomes=8)
 
@@ -292,34 +288,40 @@ def test_plan_is_deterministic_and_recommends_one_of_its_rows(seeds_post):
     a = design.plan(seeds_post, TARGET, 1e21, seed=3, **kw)
     b = design.plan(seeds_post, TARGET, 1e21, seed=3, **kw)
     c = design.plan(seeds_post, TARGET, 1e21, seed=4, **kw)
-    pd.testing.assert_frame_equal(a, b)
-    assert not np.allclose(a["expected_sd"], c["expected_sd"])
-    assert a["recommended"].sum() == 1
-    rec = a.attrs["recommendation"]
-    assert rec["experiment"] in set(a["experiment"])
-    assert a.loc[a["recommended"], "experiment"].item() == rec["experiment"]
-    assert rec["experiment"] in design.recommendation(a)
-    assert (np.diff(a["reduction"]) <= 0).all()
+    pd.testing.assert_frame_equal(a.table, b.table)
+    assert not np.allclose(a.table["expected_sd"], c.table["expected_sd"])
+    t = a.table
+    assert t["recommended"].sum() == 1
+    rec = a.recommended
+    assert rec["experiment"] in set(t["experiment"])
+    assert rec["experiment"] in a.recommendation()
+    assert (np.diff(t["reduction"]) <= 0).all()
     # the recommendation is the cheapest row tied with the largest reduction
-    top = a.iloc[0]
-    tie = 2 * np.hypot(top["expected_sd_mcse"], a["expected_sd_mcse"])
-    clear = a["reduction"] > 2 * a["expected_sd_mcse"]
-    tied = a[(top["reduction"] - a["reduction"] <= tie) & clear]
+    top = t.iloc[0]
+    tie = 2 * np.hypot(top["expected_sd_mcse"], t["expected_sd_mcse"])
+    clear = t["reduction"] > 2 * t["expected_sd_mcse"]
+    tied = t[(top["reduction"] - t["reduction"] <= tie) & clear]
     assert rec["flops"] == tied["flops"].min()
+    assert t["tied_with_best"].sum() == len(tied)
+    if len(tied) > 1:
+        assert "within Monte-Carlo error" in a.recommendation()
+        assert any("within Monte-Carlo error of the largest" in n for n in a.notes)
     per = design.plan(seeds_post, TARGET, 1e21, seed=3, rank_by="per_flop", **kw)
-    assert (np.diff(per["reduction_per_1e18_flops"]) <= 0).all()
-    assert per.attrs["recommendation"]["experiment"] == per.iloc[0]["experiment"]
+    assert (np.diff(per.table["reduction_per_1e18_flops"]) <= 0).all()
+    assert per.recommended["experiment"] == per.table.iloc[0]["experiment"]
+    assert "sd reduction per FLOP" in per.format()
     _check_plan_figure(a)
 
 
-def _check_plan_figure(table):
+def _check_plan_figure(result):
     """One point per candidate, seed counts joined, current sd, budget and the pick marked."""
     from matplotlib.figure import Figure
 
     from bayescale import plots
 
+    table = result.table
     ax = Figure().subplots()
-    assert plots.plot_plan(table, ax=ax) is ax.figure
+    assert plots.plot_plan(result, ax=ax) is ax.figure
     # markers only: error-bar caps are lines too
     lines = [ln for ln in ax.get_lines() if ln.get_marker() in ("o", "s", "D", "^")]
     points = [ln for ln in lines if ln.get_ms() < 10]
@@ -336,24 +338,23 @@ def _check_plan_figure(table):
     (now,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     assert now.get_ydata()[0] == pytest.approx(table["current_sd"].iloc[0])
     (budget,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
-    assert budget.get_xdata()[0] == table.attrs["budget_flops"]
+    assert budget.get_xdata()[0] == result.budget_flops
     (ring,) = [ln for ln in lines if ln.get_ms() >= 10]
-    rec = table.attrs["recommendation"]
+    rec = result.recommended
     assert (ring.get_xdata()[0], ring.get_ydata()[0]) == (rec["flops"], rec["expected_sd"])
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(t.startswith("recommended:") for t in texts)
     # the report's "What to train next" section shows the same figure
-    (fig,) = _plan_figure(table)
+    (fig,) = plan_figure(result)
     assert fig.name == "plan" and fig.png.startswith(b"\x89PNG")
-    assert _plan_figure(table[["experiment", "flops"]]) == []
 
 
 # -- command line -------------------------------------------------------------------------
 def test_cli_plan_prints_json_and_rejects_unknown_family(seeds_post, tmp_path, capsys):
     path = tmp_path / "fit.nc"
     seeds_post.save(path)
-    args = ["plan", str(path), "--family", "fam", "--target-params", "2B"]
-    args += ["--target-tokens", "40B", "--budget", "5e20", "--outcomes", "8", "--json"]
+    args = ["plan", str(path), "--target", "fam:2B:40B"]
+    args += ["--budget", "5e20", "--outcomes", "8", "--json"]
     assert main(args + ["--plot", str(tmp_path / "plan.png")]) == 0
     assert (tmp_path / "plan.png").read_bytes().startswith(b"\x89PNG")
     out = json.loads(capsys.readouterr().out)
@@ -361,5 +362,5 @@ def test_cli_plan_prints_json_and_rejects_unknown_family(seeds_post, tmp_path, c
     assert len(out["recommended"]) == 1
     assert all(c["flops"] <= 5e20 for c in out["candidates"])
     assert out["dropped_over_budget"]  # 8 seeds at 2e8 on 1e11 tokens cost 9.6e20
-    assert main(args[:3] + ["other"] + args[4:]) == 2
+    assert main(args[:3] + ["other:2B:40B"] + args[4:]) == 2
     assert "not in the fit" in capsys.readouterr().err

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
-import bayescale.evaluate as ev
-from bayescale import cli, laws
+import bayescale.evaluation as ev
+from bayescale import cli, fitting, laws
 from bayescale.data import ScalingData
-from bayescale.fit import FitConfig, Posterior, _tree_from_samples
+from bayescale.evaluation import common
+from bayescale.evaluation.reference import EPOCH
+from bayescale.posterior import Posterior
 
 LAW = {"E": 1.7, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}
 SHIFT = {"fam-a": 1.0, "fam-b": 1.1, "fam-c": 0.9}
@@ -46,31 +48,38 @@ def curves(families=("fam-a", "fam-b"), sizes=SIZES, n_ckpt=12, noise=0.002, see
     return pd.DataFrame(rows)
 
 
-def fake_fit(frame, **kwargs):
-    """A Posterior with draws scattered around the true law (no sampling)."""
-    data = ScalingData.from_frame(frame, max_points_per_run=kwargs.get("max_points_per_run"))
+def fake_fit(frame, config=None, progress_bar=None, **kwargs):
+    """A Posterior with draws scattered around the true law (no sampling), even for MAP cells."""
+    from dataclasses import replace
+
+    config = replace(config or fitting.FitConfig(), method="nuts")
+    data = ScalingData.from_frame(frame, **config.data_options())
     rng = np.random.default_rng(0)
     chains, draws, nf = 2, 100, data.n_families
-    log_e, a, b = (float(v) for v in laws.published_to_centered(*LAW.values()))
+    law = laws.from_published(*LAW.values())
     rel = np.log([SHIFT.get(f, 1.0) for f in data.families]) - np.log(data.family_scale)
 
     def around(value, sd, shape=()):
         return value + sd * rng.standard_normal((chains, draws, *shape))
 
     samples = {
-        "log_E": around(log_e + rel, 0.01, (nf,)),
-        "a": around(a + rel, 0.05, (nf,)),
-        "b": around(b + rel, 0.05, (nf,)),
+        "log_E": around(float(law.log_E) + rel, 0.01, (nf,)),
+        "a": around(float(law.a) + rel, 0.05, (nf,)),
+        "b": around(float(law.b) + rel, 0.05, (nf,)),
         "alpha_f": around(LAW["alpha"], 0.01, (nf,)),
         "beta_f": around(LAW["beta"], 0.01, (nf,)),
         "alpha": around(LAW["alpha"], 0.01),
         "beta": around(LAW["beta"], 0.01),
         "sigma_seed": np.abs(around(0.01, 0.002)),
         "sigma_obs": np.abs(around(0.005, 0.001, (nf,))),
+        "ell": np.abs(around(0.5, 0.01)),
+        "nu": np.abs(around(5.0, 0.1)),
     }
-    tree = _tree_from_samples(samples, data)
-    config = FitConfig(method="fake", law=kwargs.get("law", "chinchilla"))
-    return Posterior(tree=tree, data=data, config=config)
+    post = Posterior.from_draws(samples, data, config)
+    post.tree["sample_stats"] = xr.DataTree(
+        xr.Dataset({"diverging": (("chain", "draw"), np.zeros((chains, draws), bool))})
+    )
+    return post
 
 
 # ------------------------------------------------------------------------ splits
@@ -163,7 +172,7 @@ def test_baselines_agree_on_an_easy_family():
     # near noise-free curves on the law itself; the default (243-start) Hoffmann grid
     pts = ev.evaluate_hitchhiker(
         curves(noise=0.0005), methods=("hitchhiker", "hoffmann"), q_values=(1.0,)
-    )
+    ).points
     assert set(ev.JSON_KEYS) <= set(pts.columns)
     assert set(pts["method"]) == {"hitchhiker", "hoffmann"}
     assert set(pts["quantity"]) == {"loss", "hh_perf"}
@@ -179,28 +188,35 @@ def test_baselines_agree_on_an_easy_family():
 
 
 def test_posterior_rows_have_intervals_and_coverage(monkeypatch):
-    monkeypatch.setattr(sys.modules["bayescale.fit"], "fit", fake_fit)
+    monkeypatch.setattr(fitting, "fit", fake_fit)
     df = curves(families=("fam-a", "fam-b", "fam-c"))
     pts = ev.evaluate_hitchhiker(
         df, families=["fam-a"], methods=("bayescale-family",), q_values=(1.0,), bayes_grid="full"
-    )
+    ).points
     assert set(pts["kind"]) == {"mean", "new_run"}
     assert (pts["lower"] <= pts["median"]).all() and (pts["median"] <= pts["upper"]).all()
     assert (pts["lower"] <= pts["lower50"]).all() and (pts["upper50"] <= pts["upper"]).all()
     # the new-run interval adds the seed effect: never narrower than the mean's
     width = (pts["upper"] - pts["lower"]).groupby(pts["kind"]).mean()
     assert width["new_run"] > width["mean"]
+    # scores that reward sharp, covering intervals; one final checkpoint per target run
+    width_rel = (pts["upper"] - pts["lower"]) / pts["actual"]
+    assert (pts["interval_score90"] >= width_rel - 1e-12).all()
+    assert (pts["crps"] > 0).all()
+    per_run = pts.groupby(["kind", "n_models", "target"])["final"]
+    assert per_run.apply(lambda f: f.astype(bool).sum()).eq(1).all()
 
     one = ev.evaluate_one_model(df, targets={"fam-a": "all"}, context=["fam-b", "fam-c"])
-    assert sorted(one["fit_params"].unique()) == [1e8, 3e8, 1e9]
-    assert set(one["method"]) == {"bayescale-hier"} and "paper_are" in one
-    s = ev.summarize(one)
+    assert sorted(one.points["fit_params"].unique()) == [1e8, 3e8, 1e9]
+    assert set(one.points["method"]) == {"bayescale-hier"} and "paper_are" in one.points
+    s = one.summary()
     assert np.isfinite(s["are"]).all() and s["cover90"].between(0, 1).all()
-    assert len(one.attrs["fits"]) == 3
+    assert s["run_cover90"].between(0, 1).all() and (s["runs"] == 1).all()
+    assert len(one.fits) == 3
 
 
 def test_chinchilla_protocol_structure(monkeypatch):
-    monkeypatch.setattr(sys.modules["bayescale.fit"], "fit", fake_fit)
+    monkeypatch.setattr(fitting, "fit", fake_fit)
     rng = np.random.default_rng(1)
     n = np.repeat([1e8, 4e8, 1.6e9, 6.4e9], 10)
     d = np.tile(np.geomspace(2e9, 1.5e11, 10), 4)
@@ -208,11 +224,13 @@ def test_chinchilla_protocol_structure(monkeypatch):
     df = pd.DataFrame({"family": "chinchilla", "run": [f"r{i}" for i in range(n.size)],
                        "params": n, "tokens": d, "loss": loss, "is_final": True})  # fmt: skip
     # the SciPy twin of the Hoffmann fit: no JAX compilation for three small fits
-    grid = ev.bl.hoffmann_grid(a=(5, 10), b=(5, 10), e=(0.5,), alpha=(0.5,), beta=(0.5,))
-    monkeypatch.setattr(ev.bl, "fit_hoffmann", ev.bl.fit_hoffmann_scipy)
-    pts = ev.evaluate_chinchilla(df, holdout_flops=1e21, hoffmann_grid=grid)
+    from bayescale import baselines as bl
+
+    grid = bl.hoffmann_grid(a=(5, 10), b=(5, 10), e=(0.5,), alpha=(0.5,), beta=(0.5,))
+    monkeypatch.setattr(bl, "fit_hoffmann", bl.fit_hoffmann_scipy)
+    pts = ev.evaluate_chinchilla(df, holdout_flops=1e21, hoffmann_grid=grid).points
     coef = pts[pts["row_type"] == "coef"]
-    assert set(coef["quantity"]) == set(ev.EPOCH)
+    assert set(coef["quantity"]) == set(EPOCH)
     assert set(coef["subset"]) == {"40 points", "35 points"}
     alpha = coef[(coef["quantity"] == "alpha") & (coef["method"] == "bayescale-family")]
     assert alpha["median"].to_numpy() == pytest.approx(LAW["alpha"], abs=0.01)
@@ -224,7 +242,7 @@ def test_chinchilla_protocol_structure(monkeypatch):
 
 
 def test_hierarchical_fits_hide_the_targets(monkeypatch):
-    monkeypatch.setattr(sys.modules["bayescale.fit"], "fit", fake_fit)
+    monkeypatch.setattr(fitting, "fit", fake_fit)
     df = curves(families=("fam-a", "fam-b", "fam-c"))
     kwargs = dict(
         families=["fam-a", "fam-b"],
@@ -233,8 +251,8 @@ def test_hierarchical_fits_hide_the_targets(monkeypatch):
         q_values=(0.5, 1.0),
     )
     # leave one family out: one fit per target, the other two families complete
-    loo = ev.evaluate_hitchhiker(df, bayes_grid="headline", **kwargs)
-    fits = loo.attrs["fits"]
+    result = ev.evaluate_hitchhiker(df, bayes_grid="headline", **kwargs)
+    loo, fits = result.points, result.fits.to_dict("records")
     assert len(fits) == 2 and all(f["families"] == 3 for f in fits)
     train, _ = ev.hitchhiker_split(df[df["family"] == "fam-a"])
     complete = ScalingData.from_frame(df[df["family"] != "fam-a"], max_points_per_run=50)
@@ -242,10 +260,10 @@ def test_hierarchical_fits_hide_the_targets(monkeypatch):
     assert loo["subset"].eq("leave-one-family-out").all()
     assert set(loo["n_models"]) == {3} and set(loo["q"]) == {1.0}
     # one fold: both targets reduced in one fit; the subset grid adds MAP cells
-    fold = ev.evaluate_hitchhiker(df, bayes_grid="subset", hier_folds=1, **kwargs)
-    fits = fold.attrs["fits"]
+    result = ev.evaluate_hitchhiker(df, bayes_grid="subset", hier_folds=1, **kwargs)
+    fold, fits = result.points, result.fits.to_dict("records")
     # cells {2, 3 (= all)} x q {0.6 (none: not on the q axis), 1.0}: two specs, one fold each
-    assert sorted(f["method"] for f in fits) == ["map", ev.FitSettings().label()]
+    assert sorted(f["method"] for f in fits) == ["map", ev.DEFAULT.label()]
     cells = fold.groupby(["family", "n_models", "q"]).size()
     assert sorted(cells.index) == [("fam-a", 2, 1.0), ("fam-a", 3, 1.0),
                                    ("fam-b", 2, 1.0), ("fam-b", 3, 1.0)]  # fmt: skip
@@ -255,7 +273,7 @@ def test_hierarchical_fits_hide_the_targets(monkeypatch):
 @pytest.mark.slow
 def test_cli_evaluate_gadre_quick_json(monkeypatch, capsys):
     # the CLI's --quick path, with a MAP fit instead of short chains to stay fast
-    monkeypatch.setattr(ev.FitSettings, "quick", classmethod(lambda cls, seed=0: cls.map(seed)))
+    monkeypatch.setattr(common, "QUICK", common.MAP)
     assert cli.main(["evaluate", "--protocol", "gadre", "--quick", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert records and all(set(ev.JSON_KEYS) <= set(r) for r in records)

@@ -3,19 +3,14 @@
 import jax
 import numpy as np
 import numpyro
+import pandas as pd
 import pytest
 from numpyro import handlers
 
+from bayescale import laws
 from bayescale.data import ScalingData
-from bayescale.model import (
-    EXPONENT_FORMS,
-    LAWS,
-    centered_run_effects,
-    inputs_from_data,
-    log_likelihood,
-    scaling_model,
-    simulate_log_loss,
-)
+from bayescale.model import centered_run_effects, family_law, log_likelihood, scaling_model
+from bayescale.options import EXPONENT_FORMS, LAWS
 from bayescale.simulate import simulate_frame
 
 FORMS = [(law, exp) for law in LAWS for exp in EXPONENT_FORMS]
@@ -27,8 +22,6 @@ def data():
     # one family of single-checkpoint runs, as in the Gadre and Chinchilla data
     lone = frame[frame["family"] == "fam2"].groupby("run").tail(1)
     frame = frame[frame["family"] != "fam2"]
-    import pandas as pd
-
     return ScalingData.from_frame(pd.concat([frame, lone]), min_tokens=None)
 
 
@@ -39,38 +32,45 @@ def _trace(inputs, law, exponents, seed=0):
 
 @pytest.mark.parametrize("law,exponents", FORMS)
 def test_sites_and_plates(data, law, exponents):
-    tr = _trace(inputs_from_data(data), law, exponents)
+    inputs = data.inputs()
+    tr = _trace(inputs, law, exponents)
     f, r, n = data.n_families, data.n_runs, data.n_obs
     assert tr["theta"]["value"].shape == (f, 2)
     assert tr["e_frac"]["value"].shape == (f,)
-    assert np.all(np.asarray(tr["log_E"]["value"]) < np.asarray(inputs_from_data(data).log_e_max))
+    assert np.all(np.asarray(tr["log_E"]["value"]) < inputs.log_e_max)
     assert tr["u"]["value"].shape == (r,)
-    assert tr["innovation"]["value"].shape == (n,)
+    assert tr["y"]["value"].shape == (n,) and tr["y"]["is_observed"]
     assert tr["alpha_f"]["value"].shape == (f,)
     assert tr["family"]["type"] == "plate" and tr["family"]["args"][0] == f
-    assert tr["run"]["args"][0] == r and tr["obs"]["args"][0] == n
+    assert tr["run"]["args"][0] == r
     if law == "overtrain":
         np.testing.assert_allclose(tr["beta_f"]["value"], tr["alpha_f"]["value"])
+    if exponents == "shared":
+        assert np.ptp(np.asarray(tr["alpha_f"]["value"])) == 0
 
 
 @pytest.mark.parametrize("law,exponents", FORMS)
-def test_log_likelihood_is_the_density_the_model_conditions_on(data, law, exponents):
-    inputs = inputs_from_data(data)
+def test_pointwise_log_likelihood_sums_to_the_density_the_model_conditions_on(data, law, exponents):
+    inputs = data.inputs()
     tr = _trace(inputs, law, exponents, seed=3)
-    params = {k: tr[k]["value"] for k in ("alpha_f", "beta_f", "sigma_obs", "u", "ell", "nu")}
-    params.update(
-        log_E=tr["log_E"]["value"],
-        a=tr["a"]["value"],
-        b=tr["b"]["value"],
-        sigma_seed=tr["sigma_seed"]["value"],
-    )
-    site = tr["innovation"]
-    want = float(site["fn"].log_prob(site["value"]).sum())
-    assert float(log_likelihood(inputs, params)) == pytest.approx(want, rel=1e-5)
+    sites = {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "deterministic")}
+    site = tr["y"]
+    want = float(site["fn"].log_prob(site["value"]))
+    pointwise = np.asarray(log_likelihood(inputs, sites))
+    assert pointwise.shape == (data.n_obs,)
+    assert float(pointwise.sum()) == pytest.approx(want, rel=1e-5)
+    # and the model's own joint density counts it once
+    joint = numpyro.infer.util.log_density(
+        scaling_model, (inputs,), {"law": law, "exponents": exponents}, sites
+    )[0]
+    without = numpyro.infer.util.log_density(
+        scaling_model, (inputs,), {"law": law, "exponents": exponents, "observe": False}, sites
+    )[0]
+    assert float(joint - without) == pytest.approx(want, rel=1e-4)
 
 
 def test_run_effects_sum_to_zero_within_families(data):
-    inputs = inputs_from_data(data)
+    inputs = data.inputs()
     z = jax.random.normal(jax.random.PRNGKey(0), (data.n_runs,))
     u = np.asarray(centered_run_effects(z, inputs))
     for f in range(data.n_families):
@@ -81,20 +81,13 @@ def test_run_effects_sum_to_zero_within_families(data):
 
 
 def test_simulation_follows_the_law_when_noise_is_off(data):
-    inputs = inputs_from_data(data)
+    from bayescale.model import trajectory
+
+    inputs = data.inputs()
     f = data.n_families
-    params = {
-        "log_E": np.full(f, np.log(0.7)),
-        "a": np.full(f, -2.0),
-        "b": np.full(f, -2.0),
-        "alpha_f": np.full(f, 0.34),
-        "beta_f": np.full(f, 0.28),
-        "sigma_obs": np.full(f, 1e-9),
-        "u": np.zeros(data.n_runs),
-        "ell": 0.5,
-        "nu": 5.0,
-    }
-    y = simulate_log_loss(jax.random.PRNGKey(0), inputs, params, np.ones(f))
+    law = laws.LawParams(*(np.full(f, v) for v in (np.log(0.7), -2.0, -2.0, 0.34, 0.28)))
+    traj = trajectory(inputs, law, np.zeros(data.n_runs), np.full(f, 1e-9), 0.0, 0.5, 5.0)
+    y = traj.sample(jax.random.PRNGKey(0))
     n = data.run_params[data.obs_run]
     want = np.log(
         0.7 + np.exp(-2 - 0.34 * np.log(n / 1e9)) + np.exp(-2 - 0.28 * np.log(data.tokens / 1e11))
@@ -102,15 +95,22 @@ def test_simulation_follows_the_law_when_noise_is_off(data):
     np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
 
 
+def test_family_law_reads_the_model_sites(data):
+    tr = _trace(data.inputs(), "chinchilla", "pooled")
+    sites = {k: v["value"] for k, v in tr.items()}
+    law = family_law(sites)
+    np.testing.assert_allclose(law.alpha, sites["alpha_f"])
+    np.testing.assert_allclose(law.a, sites["theta"][:, 0])
+
+
 def test_model_rejects_unknown_forms(data):
     with pytest.raises(ValueError, match="exponents must be one of"):
-        _trace(inputs_from_data(data), "chinchilla", "free")
+        _trace(data.inputs(), "chinchilla", "free")
     with pytest.raises(ValueError, match="law must be one of"):
-        _trace(inputs_from_data(data), "kaplan", "shared")
+        _trace(data.inputs(), "kaplan", "shared")
 
 
 def test_numpyro_prior_sample_runs_without_observations(data):
-    inputs = inputs_from_data(data)
     pred = numpyro.infer.Predictive(scaling_model, num_samples=3)
-    out = pred(jax.random.PRNGKey(0), inputs, observe=False)
+    out = pred(jax.random.PRNGKey(0), data.inputs(), observe=False)
     assert out["alpha"].shape == (3,) and out["u"].shape == (3, data.n_runs)

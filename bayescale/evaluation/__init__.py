@@ -1,0 +1,117 @@
+"""The evaluation protocols of the papers, bayescale beside the published estimators.
+
+Each protocol runs bayescale and the point-estimate baselines of
+:mod:`bayescale.baselines` on the papers' own data splits and returns an
+:class:`Evaluation`: one row per (target checkpoint, method, prediction kind)
+and one row per bayescale fit.
+
+* :func:`evaluate_hitchhiker` -- Choshen et al.: fit the smaller models of a
+  family, predict the last 30% of the largest model's training.
+* :func:`evaluate_one_model` -- one run of the target family plus every other
+  family, predict the family's largest model.
+* :func:`evaluate_gadre` -- Gadre et al.: fit the 5 small runs per corpus,
+  predict every other over-training run.
+* :func:`evaluate_chinchilla` -- the digitised Chinchilla points: coefficients
+  beside Epoch's re-fit, and held-out prediction of the largest budgets.
+
+:func:`~bayescale.evaluation.metrics.summarize` turns rows into error,
+coverage (per checkpoint and per target run), interval score and CRPS.
+bayescale rows come in two kinds, ``mean`` (the law) and ``new_run`` (one new
+training run); point estimates (baselines, MAP fits) have kind ``point``.
+"""
+
+from __future__ import annotations
+
+from bayescale.evaluation.chinchilla import chinchilla_outliers, evaluate_chinchilla
+from bayescale.evaluation.common import DEFAULT, MAP, QUICK, Evaluation
+from bayescale.evaluation.gadre import evaluate_gadre, gadre_headline
+from bayescale.evaluation.hitchhiker import (
+    context_families,
+    evaluate_hitchhiker,
+    hitchhiker_cells,
+    hitchhiker_families,
+    hitchhiker_split,
+)
+from bayescale.evaluation.metrics import (
+    COLUMNS,
+    JSON_KEYS,
+    calibration,
+    crps,
+    interval_score,
+    summarize,
+)
+from bayescale.evaluation.one_model import evaluate_one_model
+
+PROTOCOLS = ("hitchhiker", "one-model", "gadre", "chinchilla")
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT",
+    "JSON_KEYS",
+    "MAP",
+    "PROTOCOLS",
+    "QUICK",
+    "Evaluation",
+    "calibration",
+    "chinchilla_outliers",
+    "context_families",
+    "crps",
+    "evaluate",
+    "evaluate_chinchilla",
+    "evaluate_gadre",
+    "evaluate_hitchhiker",
+    "evaluate_one_model",
+    "format_summary",
+    "gadre_headline",
+    "hitchhiker_cells",
+    "hitchhiker_families",
+    "hitchhiker_split",
+    "interval_score",
+    "summarize",
+]
+
+
+def evaluate(protocol: str, *, quick: bool = False, seed: int = 0, **kwargs) -> Evaluation:
+    """Run one protocol by name (``hitchhiker``, ``one-model``, ``gadre``, ``chinchilla``)."""
+    funcs = {
+        "hitchhiker": evaluate_hitchhiker,
+        "one-model": evaluate_one_model,
+        "gadre": evaluate_gadre,
+        "chinchilla": evaluate_chinchilla,
+    }
+    if protocol not in funcs:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return funcs[protocol](quick=quick, seed=seed, **kwargs)
+
+
+def format_summary(result: Evaluation) -> str:
+    """Human-readable headline table and calibration of a protocol's rows."""
+    points = result.points
+    t = points[points["row_type"] == "target"]
+    head = t[t["headline"].astype(object).eq(True)]
+    by = ["family", "method", "kind", "law", "quantity", "n_models", "fit_params", "subset"]
+    by = [c for c in by if c in head.columns and head[c].notna().any()]
+    lines = []
+    if len(head):
+        s = summarize(head, by=by)
+        s = s.drop(columns=[c for c in ("bias",) if c in s])
+        lines += [
+            "Headline targets (ARE, width, interval score and CRPS in % of the actual value):",
+            s.to_string(index=False, float_format="%.3g"),
+        ]
+    coef = points[points["row_type"] == "coef"]
+    if len(coef):
+        cols = ["quantity", "method", "subset", "actual", "median", "lower", "upper", "inside90"]
+        lines += [
+            "",
+            "Coefficients (actual = published re-fit; 90% interval):",
+            coef[cols].to_string(index=False, float_format="%.4g"),
+        ]
+    cal = calibration(points)
+    if len(cal):
+        lines += [
+            "",
+            "Interval coverage (per checkpoint; run_ = per target run):",
+            cal.to_string(index=False, float_format="%.3g"),
+        ]
+    return "\n".join(lines)

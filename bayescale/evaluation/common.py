@@ -1,0 +1,104 @@
+"""What every protocol shares: fit settings, the fit log, prediction rows, the result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from bayescale.evaluation.metrics import frame, target_rows
+from bayescale.fitting import FitConfig
+
+#: Protocol defaults: NUTS 4 x (500 + 500), <= 50 checkpoints per run.
+DEFAULT = FitConfig(max_points_per_run=50)
+#: Short chains and thinner curves for a sanity pass (``quick=True``).
+QUICK = FitConfig(num_chains=2, num_warmup=150, num_samples=150, max_points_per_run=20)
+#: The MAP point estimate (no intervals), for the cheap cells of a grid.
+MAP = FitConfig(method="map", max_points_per_run=50)
+
+
+def settings_for(config: FitConfig | None, quick: bool, seed: int) -> FitConfig:
+    """The protocol's fit settings: ``config``, else :data:`QUICK` or :data:`DEFAULT`."""
+    return replace(config or (QUICK if quick else DEFAULT), seed=seed)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The result of a protocol.
+
+    Attributes
+    ----------
+    points : pandas.DataFrame
+        One row per (target, method, kind), columns
+        :data:`~bayescale.evaluation.metrics.COLUMNS` (and protocol extras).
+    fits : pandas.DataFrame
+        One row per bayescale fit: what it took and how it sampled.
+    """
+
+    points: pd.DataFrame
+    fits: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def summary(self, by=None) -> pd.DataFrame:
+        """:func:`~bayescale.evaluation.metrics.summarize` of the points."""
+        from bayescale.evaluation.metrics import summarize
+
+        return summarize(self.points, by)
+
+
+def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides):
+    """Fit bayescale and record what the fit took and how it sampled."""
+    from bayescale.fitting import fit
+
+    config = replace(config, **overrides)
+    start = time.perf_counter()
+    post = fit(frame_, config, progress_bar=False)
+    diag = post.diagnostics()
+    log.append(
+        {
+            "fit": label,
+            "method": config.label(),
+            "law": config.law,
+            "exponents": config.exponents,
+            "families": post.data.n_families,
+            "runs": post.data.n_runs,
+            "checkpoints": post.data.n_obs,
+            "seconds": time.perf_counter() - start,
+            "rhat_max": diag.get("rhat_max"),
+            "ess_bulk_min": diag.get("ess_bulk_min"),
+            "divergences": diag.get("divergences"),
+        }
+    )
+    return post
+
+
+def posterior_rows(post, family: str, targets: pd.DataFrame, base: dict, *, seed=0) -> list:
+    """bayescale predictions at the targets: kinds mean and new_run, or one MAP point."""
+    from bayescale import laws
+    from bayescale.queries import loss_draws
+
+    n = targets["params"].to_numpy(float)
+    d = targets["tokens"].to_numpy(float)
+    actual = targets["actual"].to_numpy(float)
+    base = {**base, "fit_method": post.config.method, "law": post.config.law}
+    if post.is_point_estimate:
+        law = post.law(family).map(lambda v: float(np.asarray(v)[0]))
+        point = np.exp(np.asarray(laws.log_loss(law, np.log(n), np.log(d))))
+        return target_rows({**base, "kind": "point"}, targets, actual, point)
+    rows = []
+    for kind in ("mean", "new_run"):
+        draws = loss_draws(post, family, n, d, kind=kind, seed=seed)
+        med = np.median(draws, axis=0)
+        rows += target_rows({**base, "kind": kind}, targets, actual, med, draws)
+    return rows
+
+
+def point_rows(fit, targets: pd.DataFrame, base: dict) -> list[dict]:
+    """Rows of a point-estimate baseline (``fit.predict(params, tokens)``)."""
+    pred = fit.predict(targets["params"].to_numpy(float), targets["tokens"].to_numpy(float))
+    return target_rows({**base, "kind": "point"}, targets, targets["actual"], pred)
+
+
+def result(rows: list, log: list) -> Evaluation:
+    return Evaluation(frame(rows), pd.DataFrame(log))

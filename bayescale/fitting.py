@@ -1,0 +1,195 @@
+"""``fit()``: a tidy loss table (or :class:`ScalingData`) and a :class:`FitConfig` in, a
+:class:`~bayescale.posterior.Posterior` out.
+
+The config holds everything needed to reproduce the fit (data selection,
+model, sampler, priors) and is stored with the saved file, so
+``bayescale.load`` gives it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+import pandas as pd
+
+from bayescale.data import DEFAULT_MAX_POINTS, DEFAULT_MIN_TOKENS, ScalingData
+from bayescale.inference import InferenceConfig, run
+from bayescale.model import Priors, scaling_model, spread_scales
+from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
+from bayescale.posterior import Posterior, build_tree
+
+# Within a family E, A and alpha trade off along a curved ridge, and the shared
+# exponents tie all families together: a dense mass matrix over this block
+# (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
+DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f")
+
+
+@dataclass(frozen=True)
+class FitConfig(InferenceConfig):
+    """Everything needed to reproduce a fit (stored with the saved file).
+
+    Sampler settings are those of :class:`~bayescale.inference.InferenceConfig`.
+
+    Attributes
+    ----------
+    law : {"chinchilla", "overtrain"}
+        ``"overtrain"`` ties ``alpha = beta`` (Gadre et al.'s (C, M) form).
+    exponents : {"pooled", "shared"}
+        Family exponents partially pooled around shared ones, or one pair.
+    dense_mass : bool
+        Adapt a dense mass matrix over the law block (``DENSE_BLOCK``).
+    families : tuple of str, optional
+        Fit only these families of the table (in this order).
+    min_tokens : float or None
+        Warm-up cut: intermediate checkpoints below this many tokens are
+        dropped; each run's final checkpoint is kept. ``None`` keeps all.
+    min_tokens_by_family : dict, optional
+        Per-family override of ``min_tokens``.
+    max_points_per_run : int or None
+        Thin dense curves to at most this many log-spaced checkpoints per run.
+    priors : Priors
+    """
+
+    law: str = "chinchilla"
+    exponents: str = "pooled"
+    dense_mass: bool = True
+    families: tuple | None = None
+    min_tokens: float | None = DEFAULT_MIN_TOKENS
+    min_tokens_by_family: dict | None = None
+    max_points_per_run: int | None = DEFAULT_MAX_POINTS
+    priors: Priors = field(default_factory=Priors)
+
+    _PRIORS = Priors
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("law", self.law, LAWS)
+        check_choice("exponents", self.exponents, EXPONENT_FORMS)
+        if self.families is not None:
+            if isinstance(self.families, str):
+                object.__setattr__(self, "families", (self.families,))
+            object.__setattr__(self, "families", tuple(str(f) for f in self.families))
+        if self.min_tokens_by_family is not None:
+            object.__setattr__(
+                self,
+                "min_tokens_by_family",
+                {str(k): v for k, v in self.min_tokens_by_family.items()},
+            )
+
+    def data_options(self) -> dict:
+        """Keyword arguments of :meth:`ScalingData.from_frame`."""
+        return {
+            "families": self.families,
+            "min_tokens": self.min_tokens,
+            "min_tokens_by_family": self.min_tokens_by_family,
+            "max_points_per_run": self.max_points_per_run,
+        }
+
+
+def model_kwargs(inputs, config: FitConfig, observe: bool = True) -> dict:
+    """Keyword arguments of :func:`~bayescale.model.scaling_model` for ``config``."""
+    return {
+        "inputs": inputs,
+        "exponents": config.exponents,
+        "law": config.law,
+        "priors": config.priors,
+        "observe": observe,
+    }
+
+
+def chain_start(z_map: dict, values: dict) -> dict:
+    """Move chain starts off the MAP's pinched group scales (see :func:`spread_scales`)."""
+    import jax.numpy as jnp
+
+    z = dict(z_map)
+    n_fam = np.asarray(values["a"]).shape[0]
+    spread = spread_scales(values, n_fam)
+    for name in ("sigma_theta", "tau_alpha", "tau_beta"):
+        if name in z:
+            z[name] = jnp.log(jnp.asarray(spread[name]))
+    if "e_frac" in z:
+        # Beta densities with a shape below 1 are unbounded at the edge, and
+        # the MAP can run into E = the smallest loss (no reducible loss left
+        # there); start the chains inside
+        frac = np.clip(np.asarray(values["e_frac"]), 0.05, 0.95)
+        z["e_frac"] = jnp.asarray(np.log(frac) - np.log1p(-frac))
+        if "e_mu" in z:
+            e_mu = float(np.clip(np.asarray(values["e_mu"]), 0.05, 0.95))
+            z["e_mu"] = jnp.asarray(np.log(e_mu) - np.log1p(-e_mu))
+        if "e_kappa" in z and n_fam > 1:
+            m, v = frac.mean(), max(frac.var(), 1e-4)
+            # method of moments for a Beta's concentration, kept moderate
+            z["e_kappa"] = jnp.log(jnp.asarray(float(np.clip(m * (1 - m) / v - 1, 2.0, 50.0))))
+    return z
+
+
+def fit(
+    data, config: FitConfig | None = None, *, progress_bar=None, check: bool = True, **options
+) -> Posterior:
+    """Fit the hierarchical scaling law.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame or ScalingData
+        Tidy loss table (one row per checkpoint: ``family``, ``run``,
+        ``params``, ``tokens``, ``loss``) or already-validated arrays.
+    config : FitConfig, optional
+        All settings; default ``FitConfig()`` (NUTS, 4 chains x 500 draws,
+        pooled exponents, warm-up cut at 1e10 tokens).
+    progress_bar : bool, optional
+        Default: shown when a person is watching (terminal or Jupyter).
+    check : bool
+        Warn (:class:`~bayescale.inference.ConvergenceWarning`) about sampling
+        problems; ``post.diagnostics()`` reports them either way.
+    **options
+        Fields of :class:`FitConfig` that override ``config``, e.g.
+        ``fit(df, num_chains=2, seed=1)``.
+
+    Returns
+    -------
+    Posterior
+    """
+    known = {f.name for f in fields(FitConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"fit() got unknown option(s) {unknown}; FitConfig fields: {sorted(known)}")
+    config = replace(config or FitConfig(), **options)
+    if isinstance(data, pd.DataFrame):
+        data = ScalingData.from_frame(data, **config.data_options())
+    elif not isinstance(data, ScalingData):
+        raise TypeError(
+            f"data must be a pandas DataFrame or a ScalingData, got {type(data).__name__}"
+        )
+    inputs = data.inputs()
+    samples, mcmc = run(
+        scaling_model,
+        model_kwargs(inputs, config),
+        config,
+        start=chain_start,
+        dense_block=DENSE_BLOCK if config.dense_mass else (),
+        progress_bar=progress_bar,
+        what="fit",
+    )
+    log_lik = None
+    if mcmc is not None:
+        log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
+    tree = build_tree(samples, data, mcmc=mcmc, log_likelihood=log_lik)
+    post = Posterior(tree=tree, data=data, config=config)
+    if mcmc is not None and check:
+        post.check(warn=True)
+    return post
+
+
+def pointwise_log_likelihood(inputs, samples: dict) -> np.ndarray:
+    """Log-likelihood of each checkpoint under each draw, (chain, draw, obs)."""
+    import jax
+
+    from bayescale.model import log_likelihood
+
+    names = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "u", "sigma_seed", "ell", "nu")
+    sites = {k: samples[k] for k in names}
+    flat = jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:]), sites)
+    ll = jax.lax.map(lambda d: log_likelihood(inputs, d), flat, batch_size=256)
+    chains, draws = samples["alpha"].shape[:2]
+    return np.asarray(ll).reshape(chains, draws, -1)

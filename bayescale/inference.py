@@ -1,0 +1,330 @@
+"""Inference shared by every model: MAP start, NUTS, DataTree, diagnostics, the posterior base.
+
+A fit runs the same steps for the loss law and the downstream law:
+
+1. a MAP estimate, the best of several L-BFGS starts (:mod:`bayescale.optim`);
+2. for ``method="map"``, that point is the result (one draw);
+3. otherwise NUTS, one chain per device in parallel (see
+   :func:`bayescale.set_host_device_count`), each chain started from its own
+   point around the MAP so that R-hat can see chains that disagree;
+4. draws, sampling statistics and pointwise log-likelihood as an ArviZ
+   DataTree, then R-hat, ESS and divergences checked: problems are raised as
+   a visible :class:`ConvergenceWarning`, never silently.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from bayescale import progress
+from bayescale.options import METHODS, check_choice
+
+RHAT_MAX = 1.01
+
+
+class ConvergenceWarning(UserWarning):
+    """R-hat above 1.01, divergent transitions or low ESS."""
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Sampler settings shared by the loss-law and downstream fits.
+
+    Attributes
+    ----------
+    method : {"nuts", "map"}
+        Full posterior by NUTS, or the MAP point alone (no intervals from
+        parameter uncertainty).
+    num_chains, num_warmup, num_samples : int
+        NUTS chains, warm-up (adaptation) steps and kept draws per chain.
+    seed : int
+        Seed of everything random in the fit.
+    target_accept : float
+        NUTS target acceptance probability; raise it (e.g. 0.95) when a fit
+        reports divergent transitions.
+    max_tree_depth : int
+        NUTS maximum tree depth (at most ``2**depth`` steps per draw).
+    map_starts : int
+        L-BFGS starts of the MAP search.
+    """
+
+    method: str = "nuts"
+    num_chains: int = 4
+    num_warmup: int = 500
+    num_samples: int = 500
+    seed: int = 0
+    target_accept: float = 0.9
+    max_tree_depth: int = 8
+    map_starts: int = 3
+
+    _PRIORS = None  # the priors class of subclasses that carry a ``priors`` field
+
+    def __post_init__(self):
+        check_choice("method", self.method, METHODS)
+        for name in ("num_chains", "num_warmup", "num_samples", "max_tree_depth", "map_starts"):
+            value = getattr(self, name)
+            if int(value) != value or value < (0 if name == "num_warmup" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < float(self.target_accept) < 1:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        if hasattr(self, "priors"):
+            d["priors"] = self.priors.to_dict()
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}")
+        d = dict(d)
+        if "priors" in d and isinstance(d["priors"], dict):
+            d["priors"] = cls._PRIORS.from_dict(d["priors"])
+        return cls(**d)
+
+    def label(self) -> str:
+        """``"map"`` or ``"nuts 4x(500+500)"``."""
+        if self.method == "map":
+            return "map"
+        return f"nuts {self.num_chains}x({self.num_warmup}+{self.num_samples})"
+
+
+def run(
+    model,
+    model_kwargs: dict,
+    config: InferenceConfig,
+    *,
+    start=None,
+    dense_block=(),
+    progress_bar=None,
+    what: str = "fit",
+):
+    """MAP, then NUTS: the draws of ``model`` as arrays shaped (chain, draw, ...).
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model function.
+    model_kwargs : dict
+        Its keyword arguments.
+    config : InferenceConfig
+    start : callable, optional
+        ``start(z_map, values) -> z``: move the MAP (unconstrained values
+        ``z_map``, constrained ``values``) to a better place to start chains.
+    dense_block : sequence of str
+        Sites sharing a dense mass matrix (diagonal elsewhere).
+    progress_bar : bool, optional
+        Default: shown when a person is watching (:mod:`bayescale.progress`).
+    what : str
+        Name of the fit in progress messages.
+
+    Returns
+    -------
+    samples : dict
+        Site name -> array (chain, draw, ...).
+    mcmc : numpyro.infer.MCMC or None
+        The sampler (None for a MAP fit).
+    """
+    import jax
+    from numpyro.infer import MCMC, NUTS, init_to_median
+
+    from bayescale.devices import chain_method
+    from bayescale.optim import map_search
+
+    show = progress.resolve(progress_bar)
+    k_map, k_start, k_mcmc = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    z_map, _, postprocess = map_search(
+        model, model_kwargs, n_starts=config.map_starts, key=k_map, show=show, what=what
+    )
+    values = postprocess(z_map)
+    if config.method == "map":
+        return jax.tree.map(lambda v: np.asarray(v)[None, None], values), None
+    z_start = start(z_map, values) if start is not None else z_map
+    dense = [tuple(k for k in dense_block if k in z_start)] if dense_block else False
+    kernel = NUTS(
+        model,
+        target_accept_prob=config.target_accept,
+        max_tree_depth=config.max_tree_depth,
+        dense_mass=dense if dense and dense[0] else False,
+        init_strategy=init_to_median(num_samples=15),
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=config.num_warmup,
+        num_samples=config.num_samples,
+        num_chains=config.num_chains,
+        chain_method=chain_method(config.num_chains, stacklevel=4),
+        progress_bar=show,
+    )
+    init = chain_starts(z_start, config.num_chains, k_start)
+    mcmc.run(k_mcmc, init_params=init, extra_fields=("num_steps",), **model_kwargs)
+    return mcmc.get_samples(group_by_chain=True), mcmc
+
+
+def chain_starts(z: dict, n_chains: int, key, scale: float = 0.1) -> dict:
+    """One start per chain: ``z`` plus independent normal jitter (unconstrained space).
+
+    Distinct starts let R-hat see chains that would not agree; the jitter is
+    small enough that every chain starts in the bulk of the posterior.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    keys = jax.random.split(key, len(z))
+    return {
+        name: z[name][None] + scale * jax.random.normal(k, (n_chains,) + jnp.shape(z[name]))
+        for k, name in zip(keys, sorted(z), strict=True)
+    }
+
+
+def draws_tree(samples: dict, coords: dict, dims: dict, *, mcmc=None, log_likelihood=None):
+    """ArviZ DataTree of draws (chain, draw, ...), with sampling stats and log-likelihood.
+
+    Parameters
+    ----------
+    samples : dict
+        Site -> array (chain, draw, ...). Variables missing from ``dims``
+        get default dims.
+    coords, dims : dict
+        Coordinates and per-variable dims (those of absent variables are dropped).
+    mcmc : numpyro.infer.MCMC, optional
+        Adds ``sample_stats`` (divergences, steps, energy).
+    log_likelihood : dict, optional
+        Observed variable -> pointwise log-likelihood (chain, draw, ...).
+    """
+    from arviz_base import from_dict
+
+    groups = {"posterior": {k: np.asarray(v) for k, v in samples.items()}}
+    if log_likelihood:
+        groups["log_likelihood"] = {k: np.asarray(v) for k, v in log_likelihood.items()}
+    if mcmc is not None:
+        extra = mcmc.get_extra_fields(group_by_chain=True)
+        stats = {"diverging": np.asarray(extra["diverging"])}
+        if "num_steps" in extra:
+            stats["n_steps"] = np.asarray(extra["num_steps"])
+        if "potential_energy" in extra:
+            stats["lp"] = -np.asarray(extra["potential_energy"])
+        groups["sample_stats"] = stats
+    names = set(groups["posterior"]) | set(groups.get("log_likelihood", {}))
+    dims = {k: v for k, v in dims.items() if k in names}
+    return from_dict(groups, coords=coords, dims=dims)
+
+
+def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
+    """Worst R-hat, smallest bulk and tail ESS, divergences, problems and status.
+
+    Variables named ``z_*`` (non-centred helpers) and those in ``skip`` are left
+    out; entries constant across draws (fixed by construction) give NaN and are
+    ignored.
+    """
+    out = {"method": method, "divergences": 0, "rhat_max": float("nan")}
+    out.update({"ess_bulk_min": float("nan"), "ess_tail_min": float("nan"), "problems": []})
+    if method != "nuts":
+        out["status"] = "n/a (point estimate)"
+        return out
+    from arviz_stats import ess, rhat
+
+    names = [v for v in tree["posterior"].data_vars if not v.startswith("z_") and v not in skip]
+    post = tree["posterior"].to_dataset()[names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rh = rhat(post)
+        eb = ess(post, method="bulk")
+        et = ess(post, method="tail")
+
+    def finite(ds) -> dict:
+        vals = {v: np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars}
+        return {v: x[np.isfinite(x)] for v, x in vals.items() if np.isfinite(x).any()}
+
+    def smallest(ds):
+        return min((float(x.min()) for x in finite(ds).values()), default=float("nan"))
+
+    worst = sorted(((float(x.max()), v) for v, x in finite(rh).items()), reverse=True)[:3]
+    out["rhat_max"] = worst[0][0] if worst else float("nan")
+    out["ess_bulk_min"] = smallest(eb)
+    out["ess_tail_min"] = smallest(et)
+    out["rhat_worst"] = {v: r for r, v in worst}
+    out["divergences"] = int(np.sum(tree["sample_stats"]["diverging"].values))
+    if out["rhat_max"] > RHAT_MAX:
+        top = ", ".join(f"{v} {r:.3f}" for r, v in worst)
+        out["problems"].append(f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} (worst: {top})")
+    if out["divergences"]:
+        out["problems"].append(f"{out['divergences']} divergent transitions")
+    n_chains = tree["posterior"].sizes["chain"]
+    if np.isfinite(out["ess_bulk_min"]) and out["ess_bulk_min"] < 100 * min(n_chains, 4) / 4:
+        out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
+    out["status"] = "warn" if out["problems"] else "pass"
+    return out
+
+
+def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python") -> str:
+    """What to change, named as the caller names it (Python keywords or CLI flags)."""
+    names = {
+        "python": ("num_warmup", "num_samples", "target_accept"),
+        "cli": ("--warmup", "--samples", "--target-accept"),
+    }[style]
+    warm, samples, accept = names
+    tips = []
+    if any("divergent" in p for p in diag.get("problems", [])):
+        higher = min(0.99, max(0.95, config.target_accept + 0.05))
+        tips.append(f"raise {accept} (now {config.target_accept}, try {higher:g})")
+    if any(("R-hat" in p) or ("ESS" in p) for p in diag.get("problems", [])):
+        tips.append(
+            f"run longer ({warm}={2 * config.num_warmup}, {samples}={2 * config.num_samples})"
+        )
+    return "Intervals may be unreliable: " + (" and ".join(tips) or "refit") + "."
+
+
+class PosteriorBase:
+    """Mixin for frozen dataclasses with ``tree``, ``data`` and ``config`` fields.
+
+    Subclasses set ``_WARN_PREFIX`` (start of the visible warning) and
+    ``_SKIP_VARS`` (variables left out of the diagnostics).
+    """
+
+    _WARN_PREFIX = "sampling problems: "
+    _SKIP_VARS: tuple = ()
+
+    def draws(self, name: str) -> np.ndarray:
+        """Posterior draws of one variable, chains stacked: shape (S, ...)."""
+        arr = np.asarray(self.tree["posterior"][name].values)
+        return arr.reshape((-1,) + arr.shape[2:])
+
+    @property
+    def n_draws(self) -> int:
+        post = self.tree["posterior"]
+        return int(post.sizes["chain"] * post.sizes["draw"])
+
+    @property
+    def is_point_estimate(self) -> bool:
+        """A MAP fit: one draw, no intervals from parameter uncertainty."""
+        return self.config.method == "map" or self.n_draws < 2
+
+    @property
+    def families(self) -> tuple:
+        return self.data.families
+
+    def diagnostics(self) -> dict:
+        """R-hat (max), bulk/tail ESS (min), divergences, and a pass/warn status."""
+        return sampling_diagnostics(self.tree, self.config.method, skip=self._SKIP_VARS)
+
+    def check(self, warn: bool = True, *, style: str = "python") -> dict:
+        """Run :meth:`diagnostics` and warn visibly about any problem."""
+        diag = self.diagnostics()
+        if warn and diag["problems"]:
+            warnings.warn(
+                self._WARN_PREFIX
+                + "; ".join(diag["problems"])
+                + ". "
+                + convergence_advice(diag, self.config, style),
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return diag

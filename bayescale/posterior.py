@@ -1,0 +1,381 @@
+"""A fitted scaling law: :class:`Posterior` (an ArviZ DataTree plus its data and config).
+
+The posterior is the one place that turns draws into the quantities every
+query uses: a family's law (:meth:`Posterior.law`, a
+:class:`~bayescale.laws.LawParams` of draws, drawn from the population for a
+family the fit never saw), the uncertainty of the family's level
+(:meth:`Posterior.level_offsets`) and the scatter of a new run
+(:meth:`Posterior.new_run_offsets`). Predictions, compute-optimal allocation,
+experiment design, evaluation and reports all go through them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayescale import fitfile
+from bayescale.data import ScalingData
+from bayescale.inference import PosteriorBase, draws_tree
+from bayescale.laws import LawParams
+from bayescale.model import COEFS, law_offset_runs
+from bayescale.options import DEFAULT_CI_PROB, check_ci_prob, format_count
+
+CONFIG_ATTR = "bayescale_config"
+_DIMS = {
+    "theta": ["family", "coef"],
+    "e_frac": ["family"],
+    "log_E": ["family"],
+    "a": ["family"],
+    "b": ["family"],
+    "alpha_f": ["family"],
+    "beta_f": ["family"],
+    "sigma_obs": ["family"],
+    "z_u": ["run"],
+    "u": ["run"],
+    "mu_theta": ["coef"],
+    "sigma_theta": ["coef"],
+    "L_omega": ["coef", "coef_bis"],
+    "y": ["obs"],
+}
+_REQUIRED = ("alpha", "beta", "log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "sigma_seed")
+
+
+class UnseenFamilyWarning(UserWarning):
+    """A query names a family that was not in the fit."""
+
+
+def _coords(data: ScalingData) -> dict:
+    return {
+        "family": list(data.families),
+        "run": list(data.runs),
+        "obs": np.arange(data.n_obs),
+        "coef": list(COEFS),
+        "coef_bis": list(COEFS),
+    }
+
+
+def build_tree(samples: dict, data: ScalingData, *, mcmc=None, log_likelihood=None):
+    """The fit's DataTree: draws (chain, draw, ...), sampling stats, data groups."""
+    tree = draws_tree(samples, _coords(data), _DIMS, mcmc=mcmc, log_likelihood=log_likelihood)
+    const = xr.Dataset(
+        {
+            "family_scale": ("family", np.asarray(data.family_scale, dtype=float)),
+            "run_family": ("run", np.asarray(data.run_family, dtype=np.int32)),
+            "run_params": ("run", np.asarray(data.run_params, dtype=float)),
+            "run_seed": ("run", np.asarray(data.run_seed, dtype=str)),
+            "obs_run": ("obs", np.asarray(data.obs_run, dtype=np.int32)),
+            "tokens": ("obs", np.asarray(data.tokens, dtype=float)),
+            "first": ("obs", np.asarray(data.first, dtype=np.int8)),
+        },
+        coords={
+            "family": list(data.families),
+            "run": list(data.runs),
+            "obs": np.arange(data.n_obs),
+        },
+    )
+    obs = xr.Dataset(
+        {"loss": ("obs", np.asarray(data.loss, dtype=float))}, coords={"obs": const.obs}
+    )
+    tree["constant_data"] = xr.DataTree(const)
+    tree["observed_data"] = xr.DataTree(obs)
+    report = xr.Dataset(
+        {c: ("family", data.report[c].to_numpy()) for c in data.report.columns if c != "family"},
+        coords={"family": list(data.report["family"])},
+    )
+    tree["data_report"] = xr.DataTree(report)
+    return tree
+
+
+def _data_from_tree(tree: xr.DataTree, min_tokens: float) -> ScalingData:
+    const = tree["constant_data"].to_dataset()
+    rep = tree["data_report"].to_dataset()
+    report = pd.DataFrame({"family": rep["family"].values.astype(str)})
+    for name in rep.data_vars:
+        report[name] = rep[name].values
+    return ScalingData(
+        families=tuple(str(f) for f in const["family"].values),
+        family_scale=const["family_scale"].values.astype(float),
+        runs=tuple(str(r) for r in const["run"].values),
+        run_family=const["run_family"].values.astype(np.int32),
+        run_params=const["run_params"].values.astype(float),
+        run_seed=tuple(str(s) for s in const["run_seed"].values),
+        obs_run=const["obs_run"].values.astype(np.int32),
+        tokens=const["tokens"].values.astype(float),
+        loss=tree["observed_data"]["loss"].values.astype(float),
+        first=const["first"].values.astype(bool),
+        report=report,
+        min_tokens=min_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class Posterior(PosteriorBase):
+    """A fitted hierarchical scaling law.
+
+    Attributes
+    ----------
+    tree : xarray.DataTree
+        ArviZ 1.x tree: ``posterior``, ``sample_stats`` and ``log_likelihood``
+        (NUTS), ``constant_data``/``observed_data`` (the fitted arrays) and
+        ``data_report`` (what the warm-up cut and thinning removed).
+    data : ScalingData
+    config : FitConfig
+    """
+
+    tree: xr.DataTree
+    data: ScalingData
+    config: object
+
+    _SKIP_VARS = ("L_omega",)
+
+    @classmethod
+    def from_draws(cls, draws: dict, data: ScalingData, config=None) -> Posterior:
+        """A posterior from draws shaped (chain, draw, ...) of the model's sites.
+
+        Sites the model derives (``a``, ``b``, ``log_E``, ``u``...) must be
+        given too. Used for point estimates and for hand-made test posteriors
+        (:func:`bayescale.testing.posterior`).
+        """
+        from bayescale.fitting import FitConfig
+
+        missing = [k for k in _REQUIRED if k not in draws]
+        if missing:
+            raise ValueError(f"draws lack site(s) {missing}")
+        return cls(build_tree(draws, data), data, config or FitConfig())
+
+    # -- the quantities every query uses ------------------------------------------------------
+    def law(self, family: str, *, seed: int = 0) -> LawParams:
+        """Draws of a family's law (shape (S,) per field), ``log_scale`` included.
+
+        A family not in the fit gets coefficients from the population
+        distribution, its ``log_E`` bound from the fitted families' typical
+        one and its loss scale from the spread of the fitted families' scales,
+        with an :class:`UnseenFamilyWarning`.
+        """
+        s = self.n_draws
+        if family in self.families:
+            f = self.families.index(family)
+            return LawParams(
+                self.draws("log_E")[:, f],
+                self.draws("a")[:, f],
+                self.draws("b")[:, f],
+                self.draws("alpha_f")[:, f],
+                self.draws("beta_f")[:, f],
+                np.full(s, np.log(self.data.family_scale[f])),
+            )
+        return self._population_law(family, np.random.default_rng([seed, 11]))
+
+    def _population_law(self, family: str, rng) -> LawParams:
+        from bayescale.options import did_you_mean
+
+        warnings.warn(
+            f"family {family!r} is not in the fit{did_you_mean(family, self.families)}; "
+            f"predicting it from the population of the fitted families {list(self.families)}, "
+            "with a loss scale drawn from theirs",
+            UnseenFamilyWarning,
+            stacklevel=4,
+        )
+        s = self.n_draws
+        mu, sd, chol = self.draws("mu_theta"), self.draws("sigma_theta"), self.draws("L_omega")
+        theta = mu + np.einsum("sij,sj->si", sd[:, :, None] * chol, rng.standard_normal(mu.shape))
+        e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
+        e_frac = rng.beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
+        log_e = np.log(e_frac) + float(np.mean(self.data.inputs().log_e_max))
+        alpha, beta = self.draws("alpha"), self.draws("beta")
+        if self.config.exponents == "pooled":
+            alpha = alpha * np.exp(self.draws("tau_alpha") * rng.standard_normal(s))
+            if self.config.law == "overtrain":
+                beta = alpha
+            else:
+                beta = beta * np.exp(self.draws("tau_beta") * rng.standard_normal(s))
+        log_scales = np.log(self.data.family_scale)
+        spread = log_scales.std(ddof=1) if len(log_scales) > 1 else 1.0
+        log_scale = rng.normal(log_scales.mean(), spread, size=s)
+        return LawParams(log_e, theta[:, 0], theta[:, 1], alpha, beta, log_scale)
+
+    def level_offset_sd(self, family: str, idx=None) -> np.ndarray:
+        """Per draw, the sd of the family's law around the fitted one, (S,).
+
+        Run effects sum to zero within a family, so the fitted law describes
+        the average of its ``K`` runs, which is itself ``sigma_seed / sqrt(K)``
+        away from the family's law (0 for a family the fit did not see, whose
+        law is drawn from the population). ``idx`` picks (and may repeat)
+        posterior draws; default all.
+        """
+        sigma_seed = self._pick("sigma_seed", idx)
+        if family not in self.families:
+            return np.zeros_like(sigma_seed)
+        k = int(law_offset_runs(self.data.inputs())[self.families.index(family)])
+        return sigma_seed / np.sqrt(k) if k else np.zeros_like(sigma_seed)
+
+    def level_offsets(self, family: str, n_queries: int, rng, idx=None) -> np.ndarray:
+        """Draws of how far the family's law may sit from the fitted one, (S, P).
+
+        One offset per draw (:meth:`level_offset_sd`), shared by all points.
+        """
+        sd = self.level_offset_sd(family, idx)
+        return (sd * rng.standard_normal(sd.shape[0]))[:, None] * np.ones(n_queries)
+
+    def _pick(self, name: str, idx=None) -> np.ndarray:
+        d = self.draws(name)
+        return d if idx is None else d[idx]
+
+    def new_run_offsets(self, family: str, params, tokens, rng, idx=None) -> np.ndarray:
+        """Draws of what one new run adds at each query point, (S, P).
+
+        Each distinct size in the query is one new run: a seed effect
+        ``Normal(0, sigma_seed)`` and the trajectory noise the likelihood
+        assumes (:class:`~bayescale.trajectory.OUTrajectory`) along its
+        checkpoints, sorted by tokens. ``idx`` picks posterior draws.
+        """
+        import jax
+
+        from bayescale.trajectory import OUTrajectory, ou_rho
+
+        params, tokens = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
+        sigma_seed = self._pick("sigma_seed", idx)
+        s = sigma_seed.shape[0]
+        sigma_obs = self._pick("sigma_obs", idx)
+        if family in self.families:
+            sigma_obs = sigma_obs[:, self.families.index(family)]
+        else:
+            # the checkpoint noise of an unseen family: a fitted family's, at random
+            sigma_obs = sigma_obs[np.arange(s), rng.integers(0, len(self.families), s)]
+        ell, nu = self._pick("ell", idx), self._pick("nu", idx)
+        out = np.zeros((s, params.size))
+        for n in np.unique(params):
+            cols = np.flatnonzero(params == n)
+            cols = cols[np.argsort(tokens[cols], kind="stable")]
+            first = np.arange(cols.size) == 0
+            rho = np.asarray(ou_rho(np.log(tokens[cols])[None, :], first[None, :], ell[:, None]))
+            scale = sigma_obs[:, None] * np.ones(cols.size)
+            traj = OUTrajectory(np.zeros((s, cols.size)), scale, rho, nu)
+            noise = np.asarray(traj.sample(jax.random.PRNGKey(int(rng.integers(2**31)))))
+            out[:, cols] = noise + (sigma_seed * rng.standard_normal(s))[:, None]
+        return out
+
+    # -- summaries -------------------------------------------------------------------------------
+    def summary(self, var_names=None, *, ci_prob: float = DEFAULT_CI_PROB, **kwargs):
+        """ArviZ summary with ``ci_prob`` equal-tailed intervals.
+
+        Displayed rounded (ArviZ's ``round_to="auto"``: the numbers underneath
+        stay exact); ``round_to="none"`` returns plain floats. Other keywords
+        go to :func:`arviz_stats.summary`.
+        """
+        from arviz_stats import summary
+
+        if var_names is None:
+            var_names = ["alpha", "beta", "log_E", "a", "b", "alpha_f", "beta_f", "sigma_seed"]
+            var_names += ["e_mu", "sigma_obs", "ell", "nu"]
+            if self.config.exponents == "pooled":
+                var_names += ["tau_alpha"] + (
+                    ["tau_beta"] if self.config.law != "overtrain" else []
+                )
+        kwargs.setdefault("ci_kind", "eti")
+        if self.is_point_estimate:
+            kwargs.setdefault("kind", "stats")
+        return summary(self.tree, var_names=var_names, ci_prob=check_ci_prob(ci_prob), **kwargs)
+
+    def __repr__(self) -> str:
+        d = self.data
+        diag = self.diagnostics()
+        if self.is_point_estimate:
+            status = "MAP point estimate"
+        else:
+            status = (
+                f"{self.config.num_chains}x{self.config.num_samples} draws, "
+                f"{diag['status']}, R-hat {diag['rhat_max']:.3f}, "
+                f"{diag['divergences']} divergences"
+            )
+        fams = ", ".join(d.families[:3]) + (f" +{d.n_families - 3}" if d.n_families > 3 else "")
+        return (
+            f"<Posterior {self.config.law} law, {self.config.exponents} exponents: "
+            f"{d.n_families} families ({fams}), {d.n_runs} runs, {d.n_obs} checkpoints; "
+            f"{status}>"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
+
+    # -- queries (implemented in queries.py) ------------------------------------------------
+    def predict(
+        self, family, params, tokens, *, kind="mean", ci_prob=DEFAULT_CI_PROB, draws=False, seed=0
+    ):
+        """Posterior predictive loss; see :func:`bayescale.queries.predict`."""
+        from bayescale.queries import predict
+
+        return predict(
+            self, family, params, tokens, kind=kind, ci_prob=ci_prob, draws=draws, seed=seed
+        )
+
+    def compute_optimal(self, flops, *, family, ci_prob=DEFAULT_CI_PROB, seed=0):
+        """Compute-optimal allocation; see :func:`bayescale.queries.compute_optimal`."""
+        from bayescale.queries import compute_optimal
+
+        return compute_optimal(self, flops, family=family, ci_prob=ci_prob, seed=seed)
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self, path, *, overwrite: bool = False):
+        """Write the fit (tree, config, version, checksums) atomically to a netCDF file."""
+        return fitfile.write_tree(
+            self.tree,
+            path,
+            {CONFIG_ATTR: self.config.to_json(), "bayescale_data_hash": self.data.hash()},
+            overwrite=overwrite,
+        )
+
+
+def load(path, *, data: ScalingData | None = None) -> Posterior:
+    """Read a fit written by :meth:`Posterior.save`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    data : ScalingData, optional
+        If given, it must be the data the fit was made on.
+
+    Raises
+    ------
+    FitFileError
+        If the file is unreadable, altered, incomplete, not a loss-law fit,
+        or was fitted to other data than ``data``.
+    """
+    from bayescale.fitting import FitConfig
+
+    tree = fitfile.read_tree(
+        path,
+        config_attr=CONFIG_ATTR,
+        kind="a loss-law fit",
+        groups=("posterior", "constant_data", "observed_data", "data_report"),
+        variables={"posterior": _REQUIRED},
+    )
+    try:
+        config = FitConfig.from_dict(fitfile.load_config_json(path, tree.attrs[CONFIG_ATTR]))
+        min_tokens = config.min_tokens if config.min_tokens is not None else np.nan
+        stored = _data_from_tree(tree, min_tokens)
+    except fitfile.FitFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a valid checksum over invalid contents
+        raise fitfile.FitFileError(f"{path}: cannot rebuild the fit ({exc})") from None
+    if stored.hash() != tree.attrs.get("bayescale_data_hash"):
+        raise fitfile.FitFileError(f"{path}: stored data do not match the stored hash")
+    if data is not None and data.hash() != stored.hash():
+        raise fitfile.FitFileError(f"{path} was fitted to different data")
+    return Posterior(tree=tree, data=stored, config=config)
+
+
+def with_tree(post: Posterior, tree: xr.DataTree) -> Posterior:
+    """A copy of ``post`` with another tree (e.g. reweighted draws)."""
+    return replace(post, tree=tree)
+
+
+def describe_query(family: str, params, tokens) -> str:
+    """``OPT at 175B params, 300B tokens``."""
+    return f"{family} at {format_count(params)} params, {format_count(tokens)} tokens"

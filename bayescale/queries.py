@@ -1,0 +1,259 @@
+"""Posterior predictive queries: loss at (N, D), compute-optimal allocation, M*.
+
+A query point is always ``(family, params, tokens)``; sizes are raw counts
+or strings such as ``"175B"``. Every query draws through one path,
+:func:`loss_draws`: the family's law (:meth:`Posterior.law`), the uncertainty
+of its level (:meth:`Posterior.level_offsets`) and, for ``kind="new_run"``,
+the seed effect and trajectory noise of one fresh run
+(:meth:`Posterior.new_run_offsets`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bayescale import laws
+from bayescale.options import (
+    DEFAULT_CI_PROB,
+    KINDS,
+    MIN_COUNT,
+    check_choice,
+    check_ci_prob,
+    parse_count,
+)
+
+POINT_ESTIMATE_DRAWS = 1000
+
+
+def counts(values, name: str) -> np.ndarray:
+    """A 1-d float array of raw counts from numbers, ``"175B"`` strings or a mix."""
+    arr = np.atleast_1d(np.asarray(values, dtype=object)).ravel()
+    try:
+        out = np.array([parse_count(v) for v in arr], dtype=float)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if np.any(out < MIN_COUNT):
+        raise ValueError(
+            f"{name} below 1e4 look like billions; pass raw counts (e.g. 7e9 or '7B', not 7)"
+        )
+    return out
+
+
+def query_points(params, tokens):
+    """Broadcast ``params`` and ``tokens`` into two equal-length arrays of counts."""
+    p, t = counts(params, "params"), counts(tokens, "tokens")
+    if p.size != t.size and 1 not in (p.size, t.size):
+        raise ValueError(
+            f"params and tokens must have the same length or one of them a single value; "
+            f"got {p.size} and {t.size}"
+        )
+    return np.broadcast_arrays(p, t)
+
+
+def loss_draws(post, family: str, params, tokens, *, kind: str = "mean", seed: int = 0):
+    """Draws of the loss (nats) at each ``(params, tokens)`` pair: shape ``(S, P)``."""
+    check_choice("kind", kind, KINDS)
+    params, tokens = query_points(params, tokens)
+    rng = np.random.default_rng([seed, 1])
+    law = post.law(family, seed=seed)
+    if post.n_draws == 1:
+        # a point estimate: repeat it so that new-run noise still has a spread
+        law = law.map(lambda v: np.repeat(np.asarray(v), POINT_ESTIMATE_DRAWS))
+    s = law.alpha.shape[0]
+    log_mu = np.asarray(
+        laws.log_loss(law.map(lambda v: np.asarray(v)[:, None]), np.log(params), np.log(tokens))
+    )
+    idx = np.arange(s) % post.n_draws
+    log_mu = log_mu + post.level_offsets(family, params.size, rng, idx)
+    if kind == "new_run":
+        log_mu = log_mu + post.new_run_offsets(family, params, tokens, rng, idx)
+    return np.exp(log_mu)
+
+
+def extrapolation(post, family: str, params, tokens) -> np.ndarray:
+    """How far each query lies beyond the fitted data: ``max(N / N_max, D / D_max, 1)``.
+
+    ``N_max`` and ``D_max`` are the largest size and token count the family was
+    fitted on (every fitted family's, for a family the fit did not see); 1
+    means inside the range of the data, 10 a tenfold extrapolation.
+    """
+    data = post.data
+    runs = data.run_family == data.families.index(family) if family in data.families else None
+    n_max = data.run_params[runs].max() if runs is not None else data.run_params.max()
+    obs = data.obs_family == data.families.index(family) if runs is not None else slice(None)
+    d_max = data.tokens[obs].max()
+    p, t = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
+    return np.maximum(np.maximum(p / n_max, t / d_max), 1.0)
+
+
+def interval(draws: np.ndarray, ci_prob: float, axis: int = 0):
+    """Median and equal-tailed ``ci_prob`` interval along ``axis``."""
+    lo, med, hi = np.quantile(draws, [(1 - ci_prob) / 2, 0.5, (1 + ci_prob) / 2], axis=axis)
+    return med, lo, hi
+
+
+def predict(
+    post,
+    family: str,
+    params,
+    tokens,
+    *,
+    kind: str = "mean",
+    ci_prob: float = DEFAULT_CI_PROB,
+    draws: bool = False,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Predicted loss with an equal-tailed interval.
+
+    Parameters
+    ----------
+    post : Posterior
+    family : str
+        Fitted family, or a new one (predicted from the population).
+    params, tokens : float, str or array
+        Parameter and token counts (``7e9`` or ``"7B"``); broadcast.
+    kind : {"mean", "new_run"}
+        ``"mean"``: the family's law. ``"new_run"``: what one fresh training
+        run will measure: the law plus a new seed effect and the noise of its
+        evaluation, drawn as the likelihood assumes.
+    ci_prob : float
+        Interval probability (default 0.9).
+    draws : bool
+        Add a ``draws`` column holding each row's posterior draws.
+    seed : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: family, params, tokens, kind, ci_prob, median, mean, lower,
+        upper, extrapolation (:func:`extrapolation`: 1 inside the fitted
+        range, 10 for ten times beyond it), point_estimate (True for a MAP
+        fit: the interval then holds only the run-to-run noise, not the
+        uncertainty of the law).
+    """
+    ci_prob = check_ci_prob(ci_prob)
+    p, t = query_points(params, tokens)
+    d = loss_draws(post, family, p, t, kind=kind, seed=seed)
+    med, lo, hi = interval(d, ci_prob)
+    out = pd.DataFrame(
+        {
+            "family": family,
+            "params": p,
+            "tokens": t,
+            "kind": kind,
+            "ci_prob": ci_prob,
+            "median": med,
+            "mean": d.mean(axis=0),
+            "lower": lo,
+            "upper": hi,
+            "extrapolation": extrapolation(post, family, p, t),
+            "point_estimate": post.is_point_estimate,
+        }
+    )
+    if draws:
+        out["draws"] = list(d.T)
+    return out
+
+
+def compute_optimal(
+    post, flops, *, family: str, ci_prob: float = DEFAULT_CI_PROB, seed: int = 0
+) -> pd.DataFrame:
+    """Compute-optimal N*, D*, tokens per parameter and loss at FLOP budgets ``C = 6ND``.
+
+    The loss at the optimum includes the uncertainty of the family's level,
+    as :func:`predict` with ``kind="mean"`` does.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per budget: ``flops`` and, for ``params_opt``, ``tokens_opt``,
+        ``tokens_per_param`` and ``loss_opt``, the median and interval bounds
+        (``*_lower``, ``*_upper``).
+    """
+    ci_prob = check_ci_prob(ci_prob)
+    flops = np.atleast_1d(np.asarray(flops, dtype=float))
+    if np.any(~np.isfinite(flops) | (flops <= 0)):
+        raise ValueError("flops must be finite and > 0")
+    rng = np.random.default_rng([seed, 1])
+    law = post.law(family, seed=seed).map(lambda v: np.asarray(v)[:, None])
+    n_opt, d_opt = (np.asarray(x) for x in laws.compute_optimal(flops[None, :], law))
+    log_loss = np.asarray(laws.log_loss(law, np.log(n_opt), np.log(d_opt)))
+    loss = np.exp(log_loss + post.level_offsets(family, flops.size, rng))
+    out = {"family": family, "flops": flops, "ci_prob": ci_prob}
+    for name, arr in (
+        ("params_opt", n_opt),
+        ("tokens_opt", d_opt),
+        ("tokens_per_param", d_opt / n_opt),
+        ("loss_opt", loss),
+    ):
+        med, lo, hi = interval(arr, ci_prob)
+        out[name] = med
+        out[f"{name}_lower"] = lo
+        out[f"{name}_upper"] = hi
+    return pd.DataFrame(out)
+
+
+def optimal_tok_per_param(
+    post, family, *, ci_prob: float = DEFAULT_CI_PROB, seed: int = 0
+) -> pd.DataFrame:
+    """Loss-optimal tokens per parameter ``M* = (b / a)^(1 / (2 eta))`` with an interval.
+
+    With ``alpha = beta`` the law in ``(C, M = D/N)`` coordinates (Gadre et al.)
+    is ``E + (a M^eta + b M^-eta) C^-eta``, ``eta = alpha / 2``, and its
+    minimiser in ``M`` at fixed compute does not depend on the budget. Only
+    fits with tied exponents (``law="overtrain"``) have this property; for
+    others use :func:`compute_optimal`, whose ``D*/N*`` changes with the budget.
+
+    Parameters
+    ----------
+    post : Posterior
+        A fit with ``law="overtrain"``.
+    family : str or list of str
+        One row per family; an unseen family is drawn from the population.
+    ci_prob : float
+    seed : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: family, ci_prob, median, mean, lower, upper (of M*) and
+        ``eta_median``.
+    """
+    ci_prob = check_ci_prob(ci_prob)
+    if post.config.law != "overtrain":
+        raise ValueError(
+            f"M* is budget-independent only when alpha = beta; this fit has law="
+            f"{post.config.law!r}. Refit with law='overtrain', or use compute_optimal(post, "
+            "flops, family=...) for tokens per parameter at a given budget."
+        )
+    rows = []
+    for fam in [family] if isinstance(family, str) else list(family):
+        _, a, b, eta = laws.to_overtrain(post.law(fam, seed=seed))
+        m_star = np.asarray(laws.optimal_tok_per_param(a, b, eta), dtype=float)
+        med, lo, hi = interval(m_star, ci_prob)
+        rows.append(
+            {
+                "family": fam,
+                "ci_prob": ci_prob,
+                "median": med,
+                "mean": m_star.mean(),
+                "lower": lo,
+                "upper": hi,
+                "eta_median": float(np.median(eta)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_curve_draws(post, run: int, tokens) -> np.ndarray:
+    """Draws of a fitted run's curve, the law times ``exp(u_run)``: shape (S, P).
+
+    This is the curve the likelihood centres that run's checkpoints on.
+    """
+    tokens = np.atleast_1d(np.asarray(tokens, dtype=float))
+    family = post.families[int(post.data.run_family[run])]
+    law = post.law(family).map(lambda v: np.asarray(v)[:, None])
+    log_n = np.full(tokens.shape, np.log(float(post.data.run_params[run])))
+    log_mu = np.asarray(laws.log_loss(law, log_n, np.log(tokens)))
+    return np.exp(log_mu + post.draws("u")[:, run][:, None])

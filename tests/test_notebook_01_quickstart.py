@@ -1,0 +1,15 @@
+"""The quickstart notebook runs and shows its figures."""
+
+import pytest
+from notebook_runner import BUDGET_S, SAMPLES, execute, images, stdout
+
+
+@pytest.mark.slow
+def test_quickstart_runs(tmp_path, monkeypatch):
+    nb, outputs, elapsed = execute("01_quickstart.ipynb", tmp_path, monkeypatch)
+    assert elapsed < BUDGET_S
+    assert f"2 chains x {SAMPLES} draws" in stdout(outputs)
+    assert len(images(outputs)) == 4
+    assert "held-out checkpoints inside the 90% interval" in stdout(outputs)
+    report = tmp_path / "quickstart_report.html"
+    assert report.exists() and "data:image/png;base64," in report.read_text()
