@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-DIAGNOSTIC_VARS = ("alpha", "beta", "tau_alpha", "tau_beta", "sigma_seed", "ell", "nu")
+DIAGNOSTIC_VARS = (
+    "alpha", "beta", "tau_alpha", "tau_beta", "sigma_seed", "gp_scale", "ell"
+)  # fmt: skip
 
 
 def diagnostic_vars(post) -> list:
