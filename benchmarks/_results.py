@@ -8,13 +8,18 @@ only its own section, so the file can be regenerated piece by piece.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import math
 import os
 import platform
 import re
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS_DIR = Path(__file__).with_name("results")
+_EARLIER = "## Earlier model (v0.1"
 _HEADER = (
     "# Benchmark results\n\n"
     "Every section is written by the script named in it; rerun that script "
@@ -61,6 +66,45 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     )
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
+    elif _EARLIER in text:
+        # new sections go above the kept v0.1 numbers
+        head, tail = text.split(_EARLIER, 1)
+        text = head.rstrip() + "\n\n" + block + "\n\n" + _EARLIER + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    _atomic_write(path, text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value):
+    """JSON-safe copy: NaN -> None, numpy scalars -> Python, frames -> records."""
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):
+        return _clean(value.to_dict(orient="records"))
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(name: str, payload: dict, directory: Path = RESULTS_DIR) -> Path:
+    """Write ``results/<name>.json``: the machine-readable twin of a RESULTS.md section."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    body = {"name": name, "machine": machine_info(), **_clean(payload)}
+    _atomic_write(path, json.dumps(body, indent=1, sort_keys=False) + "\n")
+    return path

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import frame_to_markdown, machine_info, write_section  # noqa: E402
+from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
 
 from bayescale import baselines as bl  # noqa: E402
 
@@ -198,6 +198,10 @@ def main(argv=None):
         ]
     )
     write_section("baselines_real", body)
+    write_json(
+        "baselines_real",
+        {"chinchilla": chin, "timing": timing, "gadre": gad, "hitchhiker": hh, "note": agree},
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The `bayescale demo` job with its default settings: table, wall time, diagnostics.
 
 Hides the largest model of pythia-deduped, OPT, gpt3, t5-pile and
-overtrain-RedPajama, fits one hierarchical model on everything else, and
-predicts each hidden model's final loss (90% interval for a new run).
+overtrain-RedPajama (and Pythia's run of the same size as Pythia-deduped's,
+a near twin), fits one hierarchical model on everything else, and predicts
+each hidden model's final loss (90% interval for a new run). Writes the
+section ``demo`` of RESULTS.md and ``results/demo.json``.
 
 Run: ``uv run python benchmarks/demo.py [--quick] [--no-write]``.
 """
@@ -19,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import frame_to_markdown, machine_info, write_section  # noqa: E402
+from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
 
+from bayescale import set_host_device_count  # noqa: E402
 from bayescale.demo import format_table, run_demo  # noqa: E402
 
 SECTION = "demo"
@@ -32,6 +35,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = p.parse_args(argv)
+    set_host_device_count()  # as the CLI does: one device per chain
     load = os.getloadavg()[0]
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -68,6 +72,17 @@ def main(argv=None):
         ]
     )
     write_section(SECTION, body)
+    write_json(
+        SECTION,
+        {
+            "settings": {**s, "seed": args.seed, "quick": args.quick},
+            "wall_seconds": wall,
+            "fit_seconds": result.seconds,
+            "table": t,
+            "diagnostics": {k: diag.get(k) for k in ("rhat_max", "divergences", "ess_bulk_min")},
+            "warnings": warned,
+        },
+    )
 
 
 if __name__ == "__main__":

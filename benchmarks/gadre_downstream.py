@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import frame_to_markdown, machine_info, write_section  # noqa: E402
+from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
 
 import bayescale  # noqa: E402
 from bayescale import baselines as bl  # noqa: E402
@@ -350,6 +350,7 @@ def main(argv=None):
         "1.4B M=640).\n\n" + frame_to_markdown(diag_rows) + "\n\n" + "\n\n".join(sections)
     )
     write_section("gadre_downstream", body)
+    write_json("gadre_downstream", {"fits": diag_rows, "sections": sections})
 
 
 if __name__ == "__main__":

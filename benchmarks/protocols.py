@@ -1,0 +1,131 @@
+"""The papers' evaluation protocols: bayescale beside the published estimators.
+
+One protocol per call (``hitchhiker``, ``one-model``, ``gadre``,
+``chinchilla``; see :mod:`bayescale.evaluation`). Prints the headline table,
+the coverage per checkpoint and per held-out run, the interval score and the
+CRPS, and the R-hat / ESS / divergences of every bayescale fit; writes the
+section ``eval_<protocol>`` of RESULTS.md and ``results/eval_<protocol>.json``.
+
+Run: ``uv run python benchmarks/protocols.py PROTOCOL [--quick] [--no-write]``
+(``--quick`` never writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
+
+from bayescale import evaluation as ev  # noqa: E402
+from bayescale.evaluation import reference as ref  # noqa: E402
+
+PAPER = {
+    "hitchhiker": "Choshen et al. (2025), ARE of their fit at the headline cell: "
+    + ", ".join(f"{k} {v}%" for k, v in ref.PAPER_HITCHHIKER.items()),
+    "one-model": "Choshen et al. (2025), one-model ARE: "
+    + ", ".join(f"{f} from {n / 1e9:.3g}B {v}%" for (f, n), v in ref.PAPER_ONE_MODEL.items()),
+    "gadre": "Gadre et al. (2024), RedPajama ARE: "
+    + ", ".join(f"{k} {v}%" for k, v in ref.PAPER_GADRE.items()),
+    "chinchilla": "Besiroglu et al. (2024) re-fit of Hoffmann et al.: "
+    + ", ".join(f"{k} {v[0]:.4g}" for k, v in ref.EPOCH.items()),
+}
+
+
+def fit_line(fits: pd.DataFrame) -> str:
+    """One line on every bayescale fit: count, time, worst diagnostics."""
+    if fits.empty:
+        return "No bayescale fits."
+    nuts = fits[fits["method"] != "map"]
+    line = (
+        f"{len(fits)} bayescale fits ({len(nuts)} NUTS, {len(fits) - len(nuts)} MAP), "
+        f"{fits['seconds'].sum() / 60:.1f} min in total"
+    )
+    if len(nuts):
+        rhat = pd.to_numeric(nuts["rhat_max"], errors="coerce")
+        ess = pd.to_numeric(nuts["ess_bulk_min"], errors="coerce")
+        div = pd.to_numeric(nuts["divergences"], errors="coerce").fillna(0)
+        line += (
+            f"; NUTS: median {nuts['seconds'].median():.0f} s per fit, R-hat max "
+            f"{rhat.max():.3f} (median {rhat.median():.3f}; {int((rhat > 1.01).sum())} of "
+            f"{len(nuts)} fits above 1.01), min bulk ESS {ess.min():.0f}, "
+            f"{int(div.sum())} divergences in {int((div > 0).sum())} fits"
+        )
+    return line + "."
+
+
+def headline(points: pd.DataFrame) -> pd.DataFrame:
+    t = points[points["row_type"] == "target"]
+    head = t[t["headline"].astype(object).eq(True)]
+    if head.empty:
+        head = t
+    by = ["family", "method", "kind", "law", "quantity", "fit_params", "subset"]
+    by = [c for c in by if c in head.columns and head[c].notna().any()]
+    return ev.summarize(head, by=by)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("protocol", choices=ev.PROTOCOLS)
+    p.add_argument("--quick", action="store_true", help="reduced protocol; never writes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md / results/")
+    p.add_argument("--save", type=Path, help="also write every prediction row to this CSV")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*sampling problems.*")
+    np.seterr(all="ignore")
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed)
+    wall = time.perf_counter() - start
+    if args.save:
+        result.points.to_csv(args.save, index=False)
+    head = headline(result.points)
+    cal = ev.calibration(result.points)
+    line = fit_line(result.fits)
+    print(ev.format_summary(result))
+    print(line)
+    print(f"wall time {wall / 60:.1f} min")
+    if args.quick or args.no_write:
+        return
+    name = f"eval_{args.protocol.replace('-', '_')}"
+    body = "\n\n".join(
+        [
+            f"## Protocol `{args.protocol}` (`benchmarks/protocols.py {args.protocol}`)",
+            f"{machine_info()}; load average at start {load:.1f}; wall time "
+            f"{wall / 60:.1f} min; seed {args.seed}.",
+            "Headline targets (ARE, bias, width, interval score and CRPS in % of the actual "
+            "value; `run_cover*` counts each held-out run once, at its last checkpoint):",
+            frame_to_markdown(head, floatfmt=".3g"),
+            "Coverage over every target with an interval:",
+            frame_to_markdown(cal, floatfmt=".3g"),
+            f"Published: {PAPER[args.protocol]}.",
+            "Fits: " + line,
+        ]
+    )
+    write_section(name, body)
+    coef = result.points[result.points["row_type"] == "coef"]
+    write_json(
+        name,
+        {
+            "protocol": args.protocol,
+            "seed": args.seed,
+            "wall_seconds": wall,
+            "headline": head,
+            "calibration": cal,
+            "coefficients": coef.dropna(axis=1, how="all"),
+            "fits": result.fits,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
