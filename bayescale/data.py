@@ -58,8 +58,9 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     ------
     DataError
         On a missing column, NaN/inf, non-positive or billions-scaled sizes,
-        non-positive loss, duplicated ``(run, tokens)`` or a run whose
-        ``params`` changes. The message names the column, the rows and the fix.
+        non-positive loss, duplicated ``(run, tokens)``, a run whose
+        ``params`` changes, or an ``is_final`` that is not a true/false flag.
+        The message names the column, the rows and the fix.
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -122,10 +123,31 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
             f"column 'params' changes within run '{run}' (family '{fam}') at {_rows(bad)}; "
             "a run has one model size: split it into separate runs or fix the value"
         )
+    if "is_final" in out.columns:
+        out["is_final"] = _flags(out["is_final"])
     if "seed" not in out.columns:
         out["seed"] = "0"
     out["seed"] = out["seed"].astype(str)
     return out
+
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+def _flags(col: pd.Series) -> pd.Series:
+    """``is_final`` as booleans, read strictly: ``astype(bool)`` would make "no" true."""
+    if col.dtype == bool:
+        return col
+    text = col.map(lambda v: "" if pd.isna(v) else str(v).strip().lower())
+    text = text.replace({"1.0": "1", "0.0": "0"})
+    bad = col.index[~text.isin(_TRUE | _FALSE)]
+    if len(bad):
+        raise DataError(
+            f"column 'is_final' must be true/false (or 1/0, yes/no) but has "
+            f"{col.loc[bad[0]]!r} at {_rows(bad)}"
+        )
+    return text.isin(_TRUE)
 
 
 @dataclass(frozen=True)

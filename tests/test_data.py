@@ -130,3 +130,29 @@ def test_hash_changes_with_data():
         b = ScalingData.from_frame(df, min_tokens=None)
     assert a.hash() != b.hash()
     assert a.hash() == ScalingData.from_frame(frame(), min_tokens=None).hash()
+
+
+@pytest.mark.parametrize(
+    ("given", "want"),
+    [
+        (["yes", "no", "no"], [True, False, False]),
+        (["True", "false", "FALSE"], [True, False, False]),
+        ([1, 0, 0], [True, False, False]),
+        ([True, False, None], [True, False, False]),
+    ],
+)
+def test_is_final_is_read_strictly(given, want):
+    df = pd.DataFrame(
+        {"family": "f", "run": "r", "params": 1e8, "tokens": [1e10, 2e10, 3e10], "loss": 3.0,
+         "is_final": given}
+    )  # fmt: skip
+    assert validate_frame(df)["is_final"].tolist() == want
+
+
+def test_is_final_rejects_what_is_not_a_flag():
+    df = pd.DataFrame(
+        {"family": "f", "run": "r", "params": 1e8, "tokens": [1e10, 2e10], "loss": 3.0,
+         "is_final": ["done", "no"]}
+    )  # fmt: skip
+    with pytest.raises(DataError, match="is_final.*'done'.*rows \\[0\\]"):
+        validate_frame(df)
