@@ -73,10 +73,7 @@ def fake_fit(frame, config=None, progress_bar=None, **kwargs):
         "sigma_seed": np.abs(around(0.01, 0.002)),
         "sigma_obs": np.abs(around(0.005, 0.001, (nf,))),
         "ell": np.abs(around(0.5, 0.01)),
-        "gp_scale": np.abs(around(0.002, 0.0005)),
-        "gp_length": np.abs(around(1.5, 0.01, (2,))),
-        "z_gp": around(0.0, 1.0, data.inputs().inducing.shape[:2]),
-        "u": around(0.0, 0.002, (data.n_runs,)),
+        "nu": np.abs(around(5.0, 0.1)),
     }
     post = Posterior.from_draws(samples, data, config)
     post.tree["sample_stats"] = xr.DataTree(
