@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-DIAGNOSTIC_VARS = (
-    "alpha", "beta", "tau_alpha", "tau_beta", "sigma_seed", "gp_scale", "ell"
-)  # fmt: skip
+DIAGNOSTIC_VARS = ("alpha", "beta", "tau_alpha", "tau_beta", "sigma_seed", "ell", "nu")
 
 
 def diagnostic_vars(post) -> list:

@@ -120,7 +120,7 @@ h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.4em;font-size:1
 .tag{display:inline-block;min-width:3em;text-align:center;font-weight:600;border-radius:3px;
  padding:0 .3em;margin-right:.4em;font-size:.85em}
 .tag.pass{background:#009E73;color:#fff}.tag.warn{background:#D55E00;color:#fff}
-.tag.na{background:#999;color:#fff}.tag.note{background:#0072B2;color:#fff}
+.tag.na{background:#999;color:#fff}
 table{border-collapse:collapse;margin:.4em 0 1em 0;font-size:.86em}
 caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ccc;padding:.22em .5em;text-align:left;vertical-align:top}

@@ -24,8 +24,7 @@ from bayescale.queries import extrapolation, loss_draws, run_curve_draws
 
 @dataclass
 class Status:
-    """Overall pass/warn with one ``(name, "pass" | "warn" | "note" | "n/a", text)`` line per
-    check; a ``note`` is worth knowing but does not fail the fit."""
+    """Overall pass/warn with one ``(name, "pass" | "warn" | "n/a", text)`` line per check."""
 
     status: str
     checks: list
@@ -192,7 +191,6 @@ def status(post) -> Status:
             )
         )
         checks.extend(("sampling", "warn", p) for p in problems)
-    checks.append(_seed_check(post))
     checks.append(_loo_check(post))
     overall = "warn" if any(c[1] == "warn" for c in checks) else "pass"
     return Status(overall, checks)
@@ -222,31 +220,12 @@ def _loo_check(post):
         return ("LOO Pareto k", "n/a", "no pointwise log-likelihood (point estimate)")
     bad = int(np.sum(~(k <= res.good_k)))  # a k that could not be estimated counts as bad
     text = (
-        f"{bad} of {k.size} runs have Pareto k > {res.good_k:.2f} (leave one run out); "
+        f"{bad} of {k.size} checkpoints have Pareto k > {res.good_k:.2f}; "
         f"elpd_loo {res.elpd:.1f} (SE {res.se:.1f}), p_loo {res.p:.1f}"
     )
     if bad:
-        text += " (these runs are influential: the LOO estimate is unreliable for them)"
-    # influential runs are a fact about the data (few sizes), not a failed fit
-    return ("LOO Pareto k", "note" if bad else "pass", text)
-
-
-def _seed_check(post):
-    """Whether the seed scatter was learned from replicate runs or carried by its prior."""
-    d = post.data
-    seeded = np.asarray(post.inputs.seeded)
-    key = pd.Series(
-        list(zip(d.run_family[seeded], np.round(np.log(d.run_params[seeded]), 4), strict=True))
-    )
-    replicates = int(key.duplicated(keep=False).sum())
-    if replicates:
-        return ("seed replicates", "pass",
-                f"{replicates} runs share a family and size with another run: the seed scatter "
-                "is learned from them")  # fmt: skip
-    return ("seed replicates", "note",
-            "no family has two runs of one size: the seed scatter (sigma_seed) comes from its "
-            f"prior (half-normal, scale {post.config.priors.seed_sd:.0%} of the loss), not from "
-            "the data")  # fmt: skip
+        text += " (these checkpoints are influential: the LOO estimate is unreliable for them)"
+    return ("LOO Pareto k", "warn" if bad else "pass", text)
 
 
 # -- evidence -------------------------------------------------------------------------------
@@ -347,8 +326,8 @@ def noise_table(post, ci_prob: float = 0.9) -> pd.DataFrame:
     meaning = {
         "sigma_seed": "run-to-run (seed) scatter of log loss",
         "ell": "OU correlation length of checkpoint noise (log tokens)",
-        "gp_scale": "size-level discrepancy of a family from its law (log loss)",
-        "e_loc": "population mean of logit(E / loss at the family's centre)",
+        "nu": "Student-t degrees of freedom of checkpoint noise",
+        "e_mu": "population mean of E as a fraction of the family's smallest loss",
     }
     present = set(post.tree["posterior"].data_vars)
     rows = [
@@ -459,16 +438,12 @@ def model_description(post) -> list[str]:
         exps + " The family offsets are partially pooled around population means with an "
         "LKJ prior on their correlation: a family with one run borrows strength from the "
         "others, a family with many runs mostly speaks for itself.",
-        "Three kinds of scatter have their own terms. A family's sizes depart from its power "
-        "law by a size-level discrepancy, a Gaussian process in log size (and log tokens "
-        "where one size is trained on several budgets): pinned near fitted sizes, wider "
-        "far from them. Each run has a seed effect, whose spread is learned from replicate "
-        "runs (or carried by its prior when there are none). The checkpoints of a run "
-        "deviate from its curve by an Ornstein–Uhlenbeck process in log-token time, so that "
-        "hundreds of correlated checkpoints do not count as independent evidence.",
-        "Predictions come in two kinds: `mean` is the law plus the family's discrepancy at "
-        "the query size; `new_run` adds a fresh run's seed effect and evaluation noise, i.e. "
-        "what one new training run would reach.",
+        "Each run has its own offset (seed-level noise). The checkpoints of a run deviate "
+        "from its curve by an Ornstein–Uhlenbeck process in log-token time with Student-t "
+        "innovations, so that hundreds of correlated checkpoints do not count as "
+        "independent evidence.",
+        "Predictions come in two kinds: `mean` is the law itself; `new_run` adds a fresh "
+        "run's seed effect and evaluation noise, i.e. what one new training run would reach.",
         f"Data preparation: {cut}; {thin}. " + method,
     ]
 
