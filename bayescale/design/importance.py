@@ -23,7 +23,6 @@ from bayescale.design.runs import (
     run_inputs,
     run_inputs_from,
     run_log_marginal,
-    seeded_runs,
     simulate_run,
     target_draws,
 )
@@ -51,18 +50,12 @@ class Setup:
     kind: str
     f: int
     params: dict  # (S, ...) jnp arrays
-    designs: tuple  # (params, tokens) of each run design
-    design_x: np.ndarray  # (G, 2) discrepancy coordinates of the designs
-    delta: np.ndarray  # (G, S) discrepancy at each design, drawn jointly with the target's
+    delta: np.ndarray  # (S,)
     t_draws: np.ndarray  # (S,)
     gen: np.ndarray  # (M,) generating draw per outcome
     base_key: jax.Array
     z_seed: np.ndarray  # (M, max_runs) standard normals for the new seed effects
     ci_prob: float
-
-    @property
-    def seeded(self) -> bool:
-        return seeded_runs(self.post, self.f)
 
 
 def weighted_stats(t, order, logw, ci_prob):
@@ -84,17 +77,17 @@ def outcome_key(base_key, m, r):
 def _items_log_marginals(designs, masks, items, z, params, delta, base_key):
     """Log marginal likelihood of simulated new runs under every draw: (items, S).
 
-    ``designs`` stacks padded single-run inputs (G designs), ``delta`` (G, S)
-    their discrepancies; item ``i`` is run ``r`` of outcome ``m`` of design
-    ``g``, simulated from draw ``j``, with seed normal ``z[i]``.
+    ``designs`` stacks padded single-run inputs (G designs); item ``i`` is run
+    ``r`` of outcome ``m`` of design ``g``, simulated from draw ``j``, with
+    seed normal ``z[i]``.
     """
 
     def per_item(args):
         (g, m, r, j), zi = args
         inputs1 = run_inputs_from({k: a[g] for k, a in designs.items()})
-        mask, dg = masks[g], delta[g]
-        y = simulate_run(outcome_key(base_key, m, r), inputs1, one_draw(params, j), dg[j], zi)
-        return jax.vmap(lambda draw, d: run_log_marginal(inputs1, draw, d, y, mask))(params, dg)
+        mask = masks[g]
+        y = simulate_run(outcome_key(base_key, m, r), inputs1, one_draw(params, j), delta[j], zi)
+        return jax.vmap(lambda draw, d: run_log_marginal(inputs1, draw, d, y, mask))(params, delta)
 
     return jax.lax.map(per_item, (tuple(items.T), z))
 
@@ -111,10 +104,11 @@ def importance_groups(setup: Setup, groups: dict, checkpoints: dict) -> dict:
     the first ``k`` runs of the largest ``k``, and comparisons between
     candidates carry common random numbers.
     """
+    post = setup.post
     n_out = setup.gen.shape[0]
     # one padded length for all designs: one compilation, which costs more than the padding
     n_pad = next_pow2(max(ck.size for ck in checkpoints.values()))
-    by_pad = {n_pad: list(setup.designs)}
+    by_pad = {n_pad: list(groups)}
     order = jnp.asarray(np.argsort(setup.t_draws))
     t = jnp.asarray(setup.t_draws)
     gen = jnp.asarray(setup.gen)
@@ -122,8 +116,7 @@ def importance_groups(setup: Setup, groups: dict, checkpoints: dict) -> dict:
     out = {}
     for n_pad, keys in by_pad.items():
         built = [
-            run_inputs(setup.f, k[0], checkpoints[k], n_pad, setup.design_x[g], setup.seeded)
-            for g, k in enumerate(keys)
+            run_inputs(setup.f, post.data.n_families, k[0], checkpoints[k], n_pad) for k in keys
         ]
         designs = {k: jnp.asarray(np.stack([getattr(b[0], k) for b in built])) for k in RUN_FIELDS}
         masks = jnp.asarray(np.stack([b[1] for b in built]))
@@ -155,13 +148,8 @@ def importance_groups(setup: Setup, groups: dict, checkpoints: dict) -> dict:
     return out
 
 
-def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int, designs=()):
-    """Posterior draws used (a fixed subsample), their target values and discrepancies.
-
-    Returns ``idx``, the draws' parameters, the target draws (S,), the
-    designs' discrepancy coordinates (G, 2) and their discrepancies (G, S),
-    drawn jointly with the target's so that a run near the target informs it.
-    """
+def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int):
+    """Posterior draws used (a fixed subsample), their target values and family offsets."""
     rng = np.random.default_rng([seed, 7])
     s_all = post.n_draws
     if s_all > max_draws:
@@ -169,11 +157,9 @@ def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int, designs=()
     else:
         idx = np.arange(s_all)
     params = draw_params(post, idx)
-    x_t = post.query_x(tgt.family, [tgt.params], [tgt.tokens])
-    x_n = np.array([post.query_x(tgt.family, [n], [d])[0] for n, d in designs]).reshape(-1, 2)
-    joint = post.discrepancy_at(tgt.family, np.concatenate([x_t, x_n]), rng, idx)
-    t_draws = target_draws(post, tgt, kind, idx, joint[:, 0], rng)
-    return idx, params, t_draws, x_n, joint[:, 1:].T
+    delta = post.level_offset_sd(tgt.family, idx) * rng.standard_normal(idx.size)
+    t_draws = target_draws(post, tgt, kind, idx, delta, rng)
+    return idx, params, t_draws, delta
 
 
 def draw_efficiency(post, t_draws: np.ndarray) -> float:
@@ -255,10 +241,8 @@ def outcome_log_weights(post, target, candidate: Candidate, loss, *, kind, max_d
     ckpt = family_design(post, target.family).checkpoints(candidate.tokens)
     y = np.log(np.asarray(loss, dtype=float).reshape(-1, candidate.n_runs, ckpt.size))
     y = jnp.asarray(y - np.log(post.data.family_scale[f]))
-    design = (candidate.params, candidate.tokens)
-    _, params, t_draws, x_n, delta = draws_and_target(post, target, kind, max_draws, seed, [design])
-    inputs1, _ = run_inputs(f, candidate.params, ckpt, x=x_n[0], seeded=seeded_runs(post, f))
-    delta = delta[0]
+    _, params, t_draws, delta = draws_and_target(post, target, kind, max_draws, seed)
+    inputs1, _ = run_inputs(f, post.data.n_families, candidate.params, ckpt)
 
     @jax.jit
     def log_w(params, delta, ys):

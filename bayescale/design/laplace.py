@@ -26,17 +26,10 @@ from bayescale.design.runs import (
     run_inputs,
     run_inputs_from,
     run_log_marginal,
-    seeded_runs,
     simulate_run,
 )
 from bayescale.fitting import model_kwargs
-from bayescale.model import (
-    ModelInputs,
-    discrepancy_given_data,
-    family_law,
-    scaling_model,
-    spread_scales,
-)
+from bayescale.model import ModelInputs, family_law, law_offset_runs, scaling_model, spread_scales
 
 _NEWTON_STEPS = 60
 _NEWTON_TOL = 1e-4
@@ -58,20 +51,20 @@ def _latent_shapes(post, inputs: ModelInputs) -> dict:
 
 
 # Scales of hierarchies. For centred ones the joint density grows without bound
-# as they shrink (a funnel), so a MAP collapses them; the seed and discrepancy
-# scales are nearly flat directions of the marginal. The Laplace approximation
-# is conditional on them, held at their posterior median.
-_GROUP_SCALES = ("sigma_theta", "tau_alpha", "tau_beta", "sigma_seed", "gp_scale", "gp_length")
+# as they shrink (a funnel), so a MAP collapses them; for the non-centred seed
+# effects the joint mode inflates sigma_seed (several times its posterior
+# median in tests), which would inflate the family offset's variance. The
+# Laplace approximation is conditional on them, held at their posterior median.
+_GROUP_SCALES = ("sigma_theta", "tau_alpha", "tau_beta", "sigma_seed")
 
 
 class Laplace:
     """MAP + Laplace approximation of the posterior after adding new runs.
 
     The log posterior after the experiment is the fitted model's (on its own
-    data) plus the family's discrepancy at the target and at the new runs'
-    size, ``(delta_t, delta_n)``, Gaussian given the data and the law
-    (:func:`bayescale.model.discrepancy_given_data`), plus each new run's likelihood
-    with its seed effect integrated out (:func:`run_log_marginal`). This is the
+    data) plus, for each new run, its likelihood with the seed effect
+    integrated out (:func:`run_log_marginal`), plus the family offset
+    ``delta`` when run effects are centred (module notes). This is the same
     posterior a refit on the augmented data targets, written so that every
     candidate (padded to ``k_pad`` runs of ``n_pad`` checkpoints) shares one
     compiled function.
@@ -89,8 +82,9 @@ class Laplace:
         self.post, self.target, self.kind = post, target, kind
         self.f = post.data.family_index(target.family)
         self.model = scaling_model
-        self.inputs0 = post.inputs
-        self.x_target = jnp.asarray(post.query_x(target.family, [target.params], [target.tokens]))
+        self.inputs0 = post.data.inputs()
+        self.k_family = int(law_offset_runs(self.inputs0)[self.f])
+        self.centred = self.k_family > 0
         self.n_pad, self.k_pad = int(n_pad), int(k_pad)
         shapes = _latent_shapes(post, self.inputs0)
         tree = post.tree["posterior"]
@@ -119,13 +113,14 @@ class Laplace:
         fit_potential = jax.jit(self._fit_potential)
         pot = jax.jit(jax.vmap(self._fit_potential))(flat)
         pot = np.where(np.isfinite(np.asarray(pot)), np.asarray(pot), np.inf)
-        # the discrepancies at the target and the new runs start at 0
-        x_start = jnp.concatenate([flat[int(np.argmin(pot))], jnp.zeros(2)])
+        x_start = flat[int(np.argmin(pot))]
+        if self.centred:
+            x_start = jnp.concatenate([x_start, jnp.zeros(1)])
         # one experiment at a time: compiling the Newton solver dominates its
         # cost, and a batch of another size would compile it again
         self._solve = jax.jit(self._solve_one)
         # "before": an experiment with no runs
-        dummy, _ = run_inputs(self.f, 1e9, [1e11], self.n_pad, seeded=seeded_runs(post, self.f))
+        dummy, _ = run_inputs(self.f, post.data.n_families, 1e9, [1e11], self.n_pad)
         empty = (
             {k: jnp.asarray(getattr(dummy, k)) for k in RUN_FIELDS},
             jnp.zeros(self.n_pad, bool),
@@ -155,8 +150,8 @@ class Laplace:
         )
 
     def _split(self, x):
-        """Model latents, and the discrepancies ``(delta_t, delta_n)``."""
-        return x[: self.n_free], x[self.n_free :]
+        delta = x[self.n_free] if self.centred else jnp.zeros(())
+        return x[: self.n_free], delta
 
     def _constrained(self, x_free) -> dict:
         from numpyro.infer.util import constrain_fn
@@ -173,13 +168,12 @@ class Laplace:
         x_free, delta = self._split(x)
         pot = self._fit_potential(x_free)
         c = self._constrained(x_free)
-        draw = {k: c[k] for k in PARAM_KEYS}
-        where = jnp.concatenate([self.x_target, arrays["run_x"]], axis=0)
-        mean, cov = discrepancy_given_data(self.inputs0, self.f, c, where)
-        jitter = (1e-9 + 1e-6 * c["gp_scale"] ** 2) * jnp.eye(2)
-        pot = pot - dist.MultivariateNormal(mean, 0.5 * (cov + cov.T) + jitter).log_prob(delta)
+        draw = {k: c[k] for k in PARAM_KEYS if k != "u"}
+        if self.centred:
+            sd = draw["sigma_seed"] / math.sqrt(self.k_family)
+            pot = pot - dist.Normal(0.0, sd).log_prob(delta)
         inputs1 = run_inputs_from(arrays)
-        ll = jax.vmap(lambda yr: run_log_marginal(inputs1, draw, delta[1], yr, mask))(y)
+        ll = jax.vmap(lambda yr: run_log_marginal(inputs1, draw, delta, yr, mask))(y)
         return pot - jnp.sum(run_mask * ll)
 
     def _log_target(self, x):
@@ -188,14 +182,13 @@ class Laplace:
         c = self._constrained(x_free)
         law = family_law(c).map(lambda v: v[f])
         log_mu = laws.log_loss(law, math.log(tgt.params), math.log(tgt.tokens))
-        return log_mu + delta[0], (c["sigma_seed"], c["sigma_obs"][f])
+        return log_mu + delta, (c["sigma_seed"], c["sigma_obs"][f])
 
     def _solve_one(self, x_init, arrays, mask, y, run_mask):
         x, h = _newton(lambda z: self._potential(z, arrays, mask, y, run_mask), x_init)
         (log_mu, (sigma_seed, sigma_obs)), g = jax.value_and_grad(self._log_target, has_aux=True)(x)
         var = g @ _floored_solve(h, g, 1e-6)
         if self.kind == "new_run":
-            # the Laplace approximation is Gaussian: a new run adds its seed and noise variances
             var = var + sigma_seed**2 + sigma_obs**2
         return x, h, log_mu, var
 
@@ -214,7 +207,7 @@ class Laplace:
         return np.array([float(o[2]) for o in out]), np.array([float(o[3]) for o in out])
 
     def sample_draws(self, key, n: int):
-        """Parameter draws and ``(delta_t, delta_n)`` from the approximation at the fitted data."""
+        """Parameter draws (and family offsets) from the approximation at the fitted data."""
         eps = jax.random.normal(key, (n, self.x0.shape[0]))
         w, v = jnp.linalg.eigh(self.h0)
         w = jnp.maximum(jnp.abs(w), 1e-6 * jnp.max(jnp.abs(w)))
@@ -249,6 +242,13 @@ def _map_scales(post, fixed: dict) -> dict:
     for name in ("sigma_theta", "tau_alpha", "tau_beta"):
         if name in out:
             out[name] = jnp.log(jnp.asarray(spread[name]))
+    if "sigma_seed" in out:
+        # the scatter of the fitted run effects in families with several runs
+        counts = np.bincount(post.data.run_family, minlength=n_fam)
+        u = post.draws("u")[0][counts[post.data.run_family] > 1]
+        u = u[u != 0]  # runs whose effect the law absorbs
+        scatter = float(np.sqrt(np.mean(u**2))) if u.size else post.config.priors.seed_sd
+        out["sigma_seed"] = jnp.log(jnp.asarray(max(scatter, 1e-3)))
     return out
 
 
@@ -258,7 +258,7 @@ def _newton(potential, x):
     Each step tries several Levenberg-Marquardt dampings ``(|H| + mu I)^-1 g``
     (one eigendecomposition serves them all), capped in length, and keeps the
     one that lowers the potential most: safe across saddles, negative
-    curvature and nearly flat directions. It
+    curvature from the Student-t likelihood and nearly flat directions. It
     stops when a step gains less than ``_NEWTON_TOL`` (float32 resolution of
     the log density) or after ``_NEWTON_STEPS``.
     """
@@ -302,24 +302,16 @@ def laplace_all(setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace)
     post = setup.post
     m = int(min(n_outcomes, setup.z_seed.shape[0]))
     if post.n_draws > 1:
-        params = setup.params
+        params, delta = setup.params, jnp.asarray(setup.delta)
         gen = setup.gen[np.arange(m) % setup.gen.shape[0]]
     else:
-        params, _ = laplace.sample_draws(jax.random.fold_in(setup.base_key, 99), m)
+        params, delta = laplace.sample_draws(jax.random.fold_in(setup.base_key, 99), m)
         gen = np.arange(m)
     batch = []  # (candidate, outcome)
     arrays, masks, ys, run_masks = [], [], [], []
     for key, group in refit.items():
-        g = setup.designs.index(key)
-        if post.n_draws > 1:
-            delta = setup.delta[g]
-        else:
-            # a point estimate: the discrepancy at the new size given its inducing values
-            rng = np.random.default_rng([int(g), 99])
-            delta = post.discrepancy_at(setup.target.family, setup.design_x[g][None], rng,
-                                        np.zeros(m, dtype=int))[:, 0]  # fmt: skip
         new1, mask = run_inputs(
-            setup.f, key[0], checkpoints[key], laplace.n_pad, setup.design_x[g], setup.seeded
+            setup.f, post.data.n_families, key[0], checkpoints[key], laplace.n_pad
         )
         y = np.stack(
             [

@@ -267,15 +267,13 @@ def plan(
 
 def _prepare(post, tgt, kind, affordable, max_draws, n_outcomes, n_refit_outcomes, ci_prob, seed):
     """Draws, target values, simulated-outcome bookkeeping and the current uncertainty."""
-    designs = tuple(dict.fromkeys((c.params, c.tokens) for c in affordable))
-    idx, params, t_draws, x_n, delta = draws_and_target(post, tgt, kind, max_draws, seed, designs)
+    idx, params, t_draws, delta = draws_and_target(post, tgt, kind, max_draws, seed)
     if idx.size == post.n_draws:
         efficiency = draw_efficiency(post, t_draws)
     else:
         every = np.arange(post.n_draws)
         rng = np.random.default_rng([seed, 9])
-        x_t = post.query_x(tgt.family, [tgt.params], [tgt.tokens])
-        d_all = post.discrepancy_at(tgt.family, x_t, rng, every)[:, 0]
+        d_all = post.level_offset_sd(tgt.family, every) * rng.standard_normal(every.size)
         efficiency = draw_efficiency(post, target_draws(post, tgt, kind, every, d_all, rng))
     rng = np.random.default_rng([seed, 8])
     n_out = int(min(n_outcomes, idx.size))
@@ -286,8 +284,6 @@ def _prepare(post, tgt, kind, affordable, max_draws, n_outcomes, n_refit_outcome
         kind=kind,
         f=post.data.family_index(tgt.family),
         params=params,
-        designs=designs,
-        design_x=x_n,
         delta=delta,
         t_draws=t_draws,
         gen=gen,

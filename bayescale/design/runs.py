@@ -4,35 +4,33 @@ Everything here uses the model's own trajectory distribution
 (:func:`bayescale.model.trajectory`), so what ``plan`` simulates and how it
 weighs an outcome is exactly what the fit assumes.
 
-Run offsets. A new run sits at its family's law plus the family's discrepancy
-at its size, ``delta`` (:meth:`bayescale.posterior.Posterior.discrepancy_at`,
-drawn jointly with the target's, so that a run near the target informs it),
-plus its own seed effect ``Normal(0, sigma_seed)``, which is integrated out
-exactly (the noise is Gaussian, as in the fit: :mod:`bayescale.offsets`).
-New seeds at a fitted size sharpen that size's discrepancy and, through the
-shared inducing values, the law; a run at a new size measures the discrepancy
-near it.
+Run effects. A new run's seed effect is ``Normal(0, sigma_seed)`` around the
+family's law, which sits an unknown ``delta`` away from the fitted law
+(:meth:`bayescale.posterior.Posterior.level_offset_sd`). ``delta`` is an
+explicit latent per draw, shared by the target and the new runs, so that new
+seeds can inform it: that is where "more seeds" earns its keep.
 """
 
 from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 import pandas as pd
 
 from bayescale import laws
 from bayescale.design.candidates import Candidate, family_design
-from bayescale.model import ModelInputs, family_law, law_mean, trajectory
-from bayescale.offsets import run_statistics
+from bayescale.model import ModelInputs, family_law, trajectory
 
 #: The sites of one posterior draw that the run likelihood needs.
-PARAM_KEYS = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "ell", "sigma_seed")
+PARAM_KEYS = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "u", "ell", "nu", "sigma_seed")
 # the arrays of ModelInputs that describe a run (traced under jit)
-RUN_FIELDS = (
-    "run_family", "log_n", "run_x", "seeded", "obs_run", "log_d", "first", "y", "obs_mask"
-)  # fmt: skip
+RUN_FIELDS = ("run_family", "log_n", "obs_run", "log_d", "first", "y", "log_e_max", "run_single")
+_GH_NODES = 20
+_FISHER_STEPS = 6
 
 
 def draw_params(post, idx: np.ndarray) -> dict:
@@ -57,20 +55,12 @@ def target_draws(post, target, kind: str, idx: np.ndarray, delta, rng) -> np.nda
     return np.exp(log_mu)
 
 
-def seeded_runs(post, f: int) -> bool:
-    """Whether new runs of family ``f`` carry a seed effect (not in a final-loss-only family)."""
-    return not bool(post.inputs.final_only[f])
-
-
-def run_inputs(f: int, params: float, tokens, n_pad: int | None = None, x=None, seeded=True):
+def run_inputs(f: int, n_families: int, params: float, tokens, n_pad: int | None = None):
     """:class:`ModelInputs` of one new run of family ``f`` (``y`` zero), and its mask.
 
     With ``n_pad`` the run is padded to that many checkpoints (log-spaced past
     the last one) so that runs of different lengths share compiled code; the
-    mask is False on the padding. ``x`` is the run's discrepancy coordinate
-    (:meth:`~bayescale.posterior.Posterior.query_x`; default ``(log N, 0)``).
-    ``seeded=False`` for a family fitted on final losses only, where
-    ``sigma_obs`` is the whole run-to-run scatter.
+    mask is False on the padding.
     """
     tokens = np.asarray(tokens, dtype=float)
     n = tokens.size
@@ -83,67 +73,79 @@ def run_inputs(f: int, params: float, tokens, n_pad: int | None = None, x=None, 
     inputs = ModelInputs(
         run_family=np.array([f], dtype=np.int32),
         log_n=np.array([math.log(params)]),
-        run_x=np.array([[math.log(params), 0.0]]) if x is None else np.reshape(x, (1, 2)),
-        seeded=np.array([bool(seeded)]),
         obs_run=np.zeros(n_pad, dtype=np.int32),
         log_d=np.log(tokens),
         first=first,
         y=np.zeros(n_pad),
-        obs_mask=np.ones(n_pad),
-        **_NO_FAMILIES,
+        n_families=int(n_families),
+        log_e_max=np.zeros(int(n_families)),
+        run_single=np.zeros(1, dtype=bool),
     )
     return inputs, np.arange(n_pad) < n
 
 
-# the family-level fields of ModelInputs: the run likelihood does not read them
-_NO_FAMILIES = dict(
-    n_families=0,
-    center=np.zeros((0, 2)),
-    noncentred=np.zeros(0, dtype=bool),
-    final_only=np.zeros(0, dtype=bool),
-    inducing=np.zeros((0, 1, 2)),
-    inducing_mask=np.zeros((0, 1), dtype=bool),
-    gp_buckets=(),
-)
-
-
 def run_inputs_from(arrays: dict) -> ModelInputs:
-    """Rebuild one run's inputs from their arrays (the family-level fields unused)."""
-    return ModelInputs(**arrays, **_NO_FAMILIES)
+    """Rebuild run inputs from their arrays (``n_families`` is unused by the likelihood)."""
+    return ModelInputs(**arrays, n_families=0)
 
 
 def one_draw(params: dict, i) -> dict:
     return {k: v[i] for k, v in params.items()}
 
 
-def _seed_var(inputs1: ModelInputs, draw: dict):
-    return jnp.where(jnp.asarray(inputs1.seeded)[0], draw["sigma_seed"] ** 2, 0.0)
+def _run_trajectory(inputs1: ModelInputs, draw: dict, u):
+    return trajectory(
+        inputs1,
+        family_law(draw),
+        jnp.reshape(u, (1,)),
+        draw["sigma_obs"],
+        draw["sigma_seed"],
+        draw["ell"],
+        draw["nu"],
+    )
 
 
 def simulate_run(key, inputs1: ModelInputs, draw: dict, delta, z):
-    """Relative log loss of one new run under one draw, offset ``delta`` plus ``z`` seed sds."""
-    u = jnp.reshape(delta + jnp.sqrt(_seed_var(inputs1, draw)) * z, (1,))
-    traj = trajectory(inputs1, family_law(draw), u, draw["sigma_obs"], draw["ell"])
-    return traj.sample(key)
+    """Relative log loss of one new run under one draw, seed effect ``delta + sigma_seed z``."""
+    return _run_trajectory(inputs1, draw, delta + draw["sigma_seed"] * z).sample(key)
 
 
-def run_log_marginal(inputs1: ModelInputs, draw: dict, delta, y, mask=None):
+def run_log_marginal(
+    inputs1: ModelInputs, draw: dict, delta, y, mask=None, n_nodes: int = _GH_NODES
+):
     """``log ∫ p(y | draw, u = delta + v) Normal(v; 0, sigma_seed) dv`` for one run.
 
-    Exact: the run's OU noise is Gaussian, so its seed effect is integrated
-    out by Sherman-Morrison on the run's whitened sums
-    (:func:`bayescale.offsets.run_statistics`). ``mask`` (bool, per
-    checkpoint) drops padding.
+    The innovations are linear in the run effect, ``w(v) = w(0) - v c``, so
+    two evaluations of the trajectory's innovations give the whole integrand;
+    it is centred and scaled by a few Fisher-scoring steps (Student-t
+    information) and integrated with ``n_nodes``-point Gauss-Hermite.
+    ``mask`` (bool, per checkpoint) drops padding.
     """
-    keep = inputs1.obs_mask if mask is None else jnp.asarray(mask, dtype=float)
-    inputs1 = inputs1._replace(y=y, obs_mask=keep)
-    loc = law_mean(inputs1, family_law(draw)) + delta
-    q, a, b, half_logdet = run_statistics(inputs1, loc, draw["sigma_obs"], draw["ell"])
-    d = _seed_var(inputs1, draw)
-    g = 1.0 + d * a[0]
-    quad = q[0] - d * b[0] ** 2 / g
-    n = jnp.sum(keep)
-    return -0.5 * quad - half_logdet - 0.5 * jnp.log(g) - 0.5 * n * math.log(2 * math.pi)
+    traj0 = _run_trajectory(inputs1, draw, delta)
+    w0 = traj0.innovations(y)
+    c = w0 - _run_trajectory(inputs1, draw, delta + 1.0).innovations(y)
+    scale = traj0.innovation_scale
+    keep = jnp.ones_like(w0) if mask is None else jnp.asarray(mask, dtype=w0.dtype)
+    nu, sig = draw["nu"], draw["sigma_seed"]
+    noise = dist.StudentT(nu, 0.0, scale)
+    prior = dist.Normal(0.0, sig)
+    # the innovations are in units of the noise sd: its Jacobian, as in the likelihood
+    jacobian = -jnp.sum(keep * jnp.log(traj0.scale))
+
+    def log_f(v):
+        return jnp.sum(keep * noise.log_prob(w0 - v * c)) + prior.log_prob(v) + jacobian
+
+    prec = keep * c**2 / scale**2
+    info = jnp.sum(prec * (nu + 1.0) / (nu + 3.0)) + 1.0 / sig**2
+    v = jnp.sum(keep * c * w0 / scale**2) / (jnp.sum(prec) + 1.0 / sig**2)
+    grad = jax.grad(log_f)
+    v = jax.lax.fori_loop(0, _FISHER_STEPS, lambda _, v: v + grad(v) / info, v)
+    # the nodes only place the quadrature: derivatives flow through the integrand
+    v = jax.lax.stop_gradient(v)
+    h = jax.lax.stop_gradient(jnp.sqrt(2.0 / info))
+    x, wq = np.polynomial.hermite.hermgauss(n_nodes)
+    vals = jax.vmap(log_f)(v + h * x)
+    return jax.scipy.special.logsumexp(vals + x**2 + np.log(wq)) + jnp.log(h)
 
 
 def new_runs_frame(post, family: str, candidate, loss, *, prefix: str = "new") -> pd.DataFrame:
