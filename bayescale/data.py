@@ -177,10 +177,6 @@ class ScalingData:
     report : pandas.DataFrame
         Per family: rows in, rows cut by warm-up, rows thinned, rows kept.
     min_tokens : float
-    run_final_tokens : ndarray, shape (R,)
-        Tokens each run is planned to reach (``final_tokens`` column, else its
-        largest checkpoint): the token coordinate of the run in the
-        discrepancy process.
     """
 
     families: tuple
@@ -195,14 +191,6 @@ class ScalingData:
     first: np.ndarray
     report: pd.DataFrame = field(compare=False, repr=False)
     min_tokens: float = DEFAULT_MIN_TOKENS
-    run_final_tokens: np.ndarray = None
-
-    def __post_init__(self):
-        if self.run_final_tokens is None:
-            # without a planned total, a run ends at its last checkpoint
-            last = np.zeros(len(self.runs))
-            np.maximum.at(last, self.obs_run, self.tokens)
-            object.__setattr__(self, "run_final_tokens", last)
 
     @property
     def n_families(self) -> int:
@@ -225,7 +213,6 @@ class ScalingData:
         h = hashlib.sha256()
         for arr in (self.family_scale, self.run_family, self.run_params, self.obs_run):
             h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(np.ascontiguousarray(self.run_final_tokens, dtype=np.float64).tobytes())
         for arr in (self.tokens, self.loss):
             h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
         h.update("\x1f".join(self.families).encode())
@@ -244,18 +231,19 @@ class ScalingData:
 
     def inputs(self):
         """The arrays the model consumes (:class:`bayescale.model.ModelInputs`)."""
-        from bayescale.model import design_inputs
+        from bayescale.model import ModelInputs
 
         y = np.log(self.loss / self.family_scale[self.obs_family])
-        return design_inputs(
-            run_family=self.run_family,
-            run_params=self.run_params,
-            run_final_tokens=self.run_final_tokens,
-            obs_run=self.obs_run,
-            tokens=self.tokens,
-            first=self.first,
+        return ModelInputs(
+            run_family=np.asarray(self.run_family, dtype=np.int32),
+            log_n=np.log(self.run_params),
+            obs_run=np.asarray(self.obs_run, dtype=np.int32),
+            log_d=np.log(self.tokens),
+            first=np.asarray(self.first, dtype=bool),
             y=y,
             n_families=self.n_families,
+            log_e_max=np.array([y[self.obs_family == f].min() for f in range(self.n_families)]),
+            run_single=np.bincount(self.obs_run, minlength=self.n_runs) == 1,
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -326,18 +314,7 @@ class ScalingData:
                 clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
                 == clean["tokens"].to_numpy()
             )
-        # the token count each run is planned to reach (its end, even if still training)
-        planned = clean.groupby(["family", "run"], sort=False)["tokens"].transform("max")
-        if "final_tokens" in clean.columns:
-            given = pd.to_numeric(clean["final_tokens"], errors="coerce")
-            bad = clean.index[~np.isfinite(given.to_numpy(dtype=float)) | (given < clean["tokens"])]
-            if len(bad):
-                raise DataError(
-                    f"column 'final_tokens' must be a number at least the row's tokens (the "
-                    f"run's planned total) but is not at {_rows(bad)}"
-                )
-            planned = given.groupby([clean["family"], clean["run"]], sort=False).transform("max")
-        clean = clean.assign(_final=final, _planned=planned.to_numpy(dtype=float))
+        clean = clean.assign(_final=final)
 
         thresholds = np.full(len(clean), -np.inf if min_tokens is None else float(min_tokens))
         for fam, thr in (min_tokens_by_family or {}).items():
@@ -387,7 +364,6 @@ class ScalingData:
         run_family = np.array([fam_code[f] for f, _ in run_keys], dtype=np.int32)
         run_params = first_rows["params"].to_numpy(dtype=float)
         run_seed = tuple(first_rows["seed"].astype(str))
-        run_final = first_rows["_planned"].to_numpy(dtype=float)
         # run labels must be unique; qualify with the family only where they clash
         bare = [r for _, r in run_keys]
         clash = {r for r in bare if bare.count(r) > 1}
@@ -422,7 +398,6 @@ class ScalingData:
             first=first,
             report=report,
             min_tokens=float("nan") if min_tokens is None else float(min_tokens),
-            run_final_tokens=run_final,
         )
 
 

@@ -22,7 +22,7 @@ from bayescale.posterior import Posterior, build_tree
 # Within a family E, A and alpha trade off along a curved ridge, and the shared
 # exponents tie all families together: a dense mass matrix over this block
 # (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
-DENSE_BLOCK = ("law_centre", "e_z", "alpha", "beta", "alpha_f_raw", "beta_f_raw")
+DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f")
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,19 @@ def chain_start(z_map: dict, values: dict) -> dict:
     for name in ("sigma_theta", "tau_alpha", "tau_beta"):
         if name in z:
             z[name] = jnp.log(jnp.asarray(spread[name]))
-    if "e_spread" in z:
-        # the irreducible fractions are non-centred: keep each family's fraction
-        # where the MAP put it while moving their spread off the MAP's pinch
-        logit = np.log(np.asarray(values["e_frac"])) - np.log1p(-np.asarray(values["e_frac"]))
-        loc = float(logit.mean())
-        sd = float(max(logit.std(), 0.3)) if n_fam > 1 else 0.5
-        z["e_loc"] = jnp.asarray(loc)
-        z["e_spread"] = jnp.log(jnp.asarray(sd))
-        z["e_z"] = jnp.asarray((logit - loc) / sd)
+    if "e_frac" in z:
+        # Beta densities with a shape below 1 are unbounded at the edge, and
+        # the MAP can run into E = the smallest loss (no reducible loss left
+        # there); start the chains inside
+        frac = np.clip(np.asarray(values["e_frac"]), 0.05, 0.95)
+        z["e_frac"] = jnp.asarray(np.log(frac) - np.log1p(-frac))
+        if "e_mu" in z:
+            e_mu = float(np.clip(np.asarray(values["e_mu"]), 0.05, 0.95))
+            z["e_mu"] = jnp.asarray(np.log(e_mu) - np.log1p(-e_mu))
+        if "e_kappa" in z and n_fam > 1:
+            m, v = frac.mean(), max(frac.var(), 1e-4)
+            # method of moments for a Beta's concentration, kept moderate
+            z["e_kappa"] = jnp.log(jnp.asarray(float(np.clip(m * (1 - m) / v - 1, 2.0, 50.0))))
     return z
 
 
@@ -167,7 +171,6 @@ def fit(
         progress_bar=progress_bar,
         what="fit",
     )
-    samples = with_offsets(inputs, samples, None if mcmc is None else config.seed)
     log_lik = None
     if mcmc is not None:
         log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
@@ -178,46 +181,15 @@ def fit(
     return post
 
 
-def with_offsets(inputs, samples: dict, seed: int | None) -> dict:
-    """Add the run offsets ``u`` (chain, draw, run) and the discrepancy's whitened inducing
-    values ``z_gp``: one draw per posterior draw given the data (without ``seed``: their
-    conditional mean)."""
-    import jax
-
-    from bayescale.model import run_offsets
-
-    names = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "ell", "sigma_seed",
-             "gp_scale", "gp_length")  # fmt: skip
-    chains, draws = samples["alpha"].shape[:2]
-    flat = {k: np.asarray(samples[k]).reshape((chains * draws,) + np.shape(samples[k])[2:])
-            for k in names}  # fmt: skip
-    if seed is None:
-        w, u = jax.lax.map(lambda d: run_offsets(inputs, d), flat, batch_size=256)
-    else:
-        keys = jax.random.split(jax.random.PRNGKey(seed + 1), chains * draws)
-        w, u = jax.lax.map(lambda a: run_offsets(inputs, *a), (flat, keys), batch_size=256)
-    w, u = np.asarray(w), np.asarray(u)
-    return {
-        **samples,
-        "z_gp": w.reshape((chains, draws) + w.shape[1:]),
-        "u": u.reshape(chains, draws, -1),
-    }
-
-
 def pointwise_log_likelihood(inputs, samples: dict) -> np.ndarray:
-    """Log-likelihood of each run under each draw, (chain, draw, run).
-
-    Per run, not per checkpoint: a run's checkpoints are strongly correlated,
-    so PSIS-LOO leaves out whole runs (:func:`bayescale.offsets.run_log_likelihoods`).
-    """
+    """Log-likelihood of each checkpoint under each draw, (chain, draw, obs)."""
     import jax
 
-    from bayescale.model import run_log_likelihood
+    from bayescale.model import log_likelihood
 
-    names = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "ell", "sigma_seed",
-             "gp_scale", "gp_length", "z_gp")  # fmt: skip
+    names = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "u", "sigma_seed", "ell", "nu")
     sites = {k: samples[k] for k in names}
     flat = jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:]), sites)
-    ll = jax.lax.map(lambda d: run_log_likelihood(inputs, d), flat, batch_size=256)
+    ll = jax.lax.map(lambda d: log_likelihood(inputs, d), flat, batch_size=256)
     chains, draws = samples["alpha"].shape[:2]
     return np.asarray(ll).reshape(chains, draws, -1)

@@ -3,57 +3,46 @@
 The posterior is the one place that turns draws into the quantities every
 query uses: a family's law (:meth:`Posterior.law`, a
 :class:`~bayescale.laws.LawParams` of draws, drawn from the population for a
-family the fit never saw), the family's discrepancy from its law at the query
-sizes (:meth:`Posterior.discrepancy`) and the seed effect and trajectory noise
-of a new run (:meth:`Posterior.new_run_offsets`). Predictions,
-compute-optimal allocation, experiment design, evaluation and reports all go
-through them; nothing else recomputes these variances.
+family the fit never saw), the uncertainty of the family's level
+(:meth:`Posterior.level_offsets`) and the scatter of a new run
+(:meth:`Posterior.new_run_offsets`). Predictions, compute-optimal allocation,
+experiment design, evaluation and reports all go through them.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayescale import discrepancy as gp
 from bayescale import fitfile
 from bayescale.data import ScalingData
 from bayescale.inference import PosteriorBase, draws_tree
 from bayescale.laws import LawParams
-from bayescale.model import COEFS
+from bayescale.model import COEFS, law_offset_runs
 from bayescale.options import DEFAULT_CI_PROB, check_ci_prob, format_count
 
 CONFIG_ATTR = "bayescale_config"
 _DIMS = {
     "theta": ["family", "coef"],
-    "law_centre": ["family", "centre"],
     "e_frac": ["family"],
     "log_E": ["family"],
     "a": ["family"],
     "b": ["family"],
     "alpha_f": ["family"],
-    "alpha_f_raw": ["family"],
     "beta_f": ["family"],
-    "beta_f_raw": ["family"],
     "sigma_obs": ["family"],
+    "z_u": ["run"],
     "u": ["run"],
-    "z_gp": ["family", "inducing"],
     "mu_theta": ["coef"],
     "sigma_theta": ["coef"],
     "L_omega": ["coef", "coef_bis"],
-    "gp_length": ["axis"],
-    "y": ["run"],
+    "y": ["obs"],
 }
-#: Sites every query needs: the law, the noise, the discrepancy and the seeds.
-_REQUIRED = (
-    "alpha", "beta", "log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "sigma_seed",
-    "gp_scale", "gp_length", "z_gp", "u", "ell",
-)  # fmt: skip
+_REQUIRED = ("alpha", "beta", "log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "sigma_seed")
 
 
 class UnseenFamilyWarning(UserWarning):
@@ -67,8 +56,6 @@ def _coords(data: ScalingData) -> dict:
         "obs": np.arange(data.n_obs),
         "coef": list(COEFS),
         "coef_bis": list(COEFS),
-        "axis": ["log_params", "log_tokens"],
-        "centre": ["log_Lc", "split"],
     }
 
 
@@ -166,8 +153,8 @@ class Posterior(PosteriorBase):
         """Draws of a family's law (shape (S,) per field), ``log_scale`` included.
 
         A family not in the fit gets coefficients from the population
-        distribution (its irreducible fraction taken at the reference model)
-        and its loss scale from the spread of the fitted families' scales,
+        distribution, its ``log_E`` bound from the fitted families' typical
+        one and its loss scale from the spread of the fitted families' scales,
         with an :class:`UnseenFamilyWarning`.
         """
         s = self.n_draws
@@ -196,11 +183,9 @@ class Posterior(PosteriorBase):
         s = self.n_draws
         mu, sd, chol = self.draws("mu_theta"), self.draws("sigma_theta"), self.draws("L_omega")
         theta = mu + np.einsum("sij,sj->si", sd[:, :, None] * chol, rng.standard_normal(mu.shape))
-        logit = self.draws("e_loc") + self.draws("e_spread") * rng.standard_normal(s)
-        e_frac = 1.0 / (1.0 + np.exp(-logit))
-        # E is a fraction of the loss at the family's centre; a new family's
-        # centre is the reference model (1e9 parameters, 1e11 tokens)
-        log_e = np.log(e_frac) - np.log1p(-e_frac) + np.logaddexp(theta[:, 0], theta[:, 1])
+        e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
+        e_frac = rng.beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
+        log_e = np.log(e_frac) + float(np.mean(self.data.inputs().log_e_max))
         alpha, beta = self.draws("alpha"), self.draws("beta")
         if self.config.exponents == "pooled":
             alpha = alpha * np.exp(self.draws("tau_alpha") * rng.standard_normal(s))
@@ -213,76 +198,28 @@ class Posterior(PosteriorBase):
         log_scale = rng.normal(log_scales.mean(), spread, size=s)
         return LawParams(log_e, theta[:, 0], theta[:, 1], alpha, beta, log_scale)
 
-    @cached_property
-    def inputs(self):
-        """The model's arrays for the fitted data (:meth:`ScalingData.inputs`)."""
-        return self.data.inputs()
+    def level_offset_sd(self, family: str, idx=None) -> np.ndarray:
+        """Per draw, the sd of the family's law around the fitted one, (S,).
 
-    def query_x(self, family: str, params, tokens, *, each_a_run: bool = False) -> np.ndarray:
-        """Discrepancy coordinates ``(log N, log D_final)`` of query points, (P, 2).
-
-        Each distinct size in a query is one run, ending at its largest token
-        count (``each_a_run``: every point is a run of its own); the token
-        coordinate is used only by families whose fitted sizes were trained on
-        several token budgets.
+        Run effects sum to zero within a family, so the fitted law describes
+        the average of its ``K`` runs, which is itself ``sigma_seed / sqrt(K)``
+        away from the family's law (0 for a family the fit did not see, whose
+        law is drawn from the population). ``idx`` picks (and may repeat)
+        posterior draws; default all.
         """
-        params, tokens = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
-        x = np.zeros((params.size, 2))
-        x[:, 0] = np.log(params)
-        if family in self.families:
-            runs = self.data.run_family == self.families.index(family)
-            if np.any(self.inputs.run_x[runs, 1] != 0):
-                if each_a_run:
-                    x[:, 1] = np.log(tokens)
-                for n in np.unique(params) if not each_a_run else ():
-                    x[params == n, 1] = np.log(tokens[params == n].max())
-        return x
+        sigma_seed = self._pick("sigma_seed", idx)
+        if family not in self.families:
+            return np.zeros_like(sigma_seed)
+        k = int(law_offset_runs(self.data.inputs())[self.families.index(family)])
+        return sigma_seed / np.sqrt(k) if k else np.zeros_like(sigma_seed)
 
-    def discrepancy(self, family: str, params, tokens, rng, idx=None, *, per_draw=False):
-        """Draws of the family's discrepancy from its law at query points, (S, P).
+    def level_offsets(self, family: str, n_queries: int, rng, idx=None) -> np.ndarray:
+        """Draws of how far the family's law may sit from the fitted one, (S, P).
 
-        Given each draw's inducing values the process is Gaussian
-        (:func:`bayescale.model.discrepancy_conditional`): pinned near the fitted
-        sizes, back to its prior scale far from them. Points are drawn jointly,
-        so a curve of one run shares its value. A family the fit did not see
-        is drawn from the prior process. With ``per_draw`` the query holds one
-        point per draw (``params``, ``tokens`` of shape (S,)), e.g. each draw's
-        compute-optimal model; the result is then (S, 1).
+        One offset per draw (:meth:`level_offset_sd`), shared by all points.
         """
-        if per_draw:
-            x = self.query_x(family, params, tokens, each_a_run=True)[:, None, :]  # (S, 1, 2)
-            return self.discrepancy_at(family, x, rng, idx)
-        x = self.query_x(family, params, tokens)
-        ux, inverse = np.unique(x, axis=0, return_inverse=True)
-        return self.discrepancy_at(family, ux, rng, idx)[:, np.ravel(inverse)]
-
-    def discrepancy_at(self, family: str, x, rng, idx=None) -> np.ndarray:
-        """Joint draws of the discrepancy at coordinates ``x`` ((P, 2), or (S, P, 2) per draw).
-
-        ``x`` are :meth:`query_x` coordinates; returns (S, P).
-        """
-        import jax
-        import jax.numpy as jnp
-
-        from bayescale.model import discrepancy_conditional
-
-        scale, length = self._pick("gp_scale", idx), self._pick("gp_length", idx)
-        x = np.asarray(x, dtype=float)
-        xs = x if x.ndim == 3 else np.broadcast_to(x, (scale.shape[0],) + x.shape)
-        if family in self.families:
-            f = self.families.index(family)
-            names = ("gp_scale", "gp_length", "z_gp")
-            sites = {k: jnp.asarray(self._pick(k, idx)) for k in names}
-            cond = jax.vmap(lambda s, x: discrepancy_conditional(self.inputs, f, s, x))
-            mean, cov = (np.asarray(v, dtype=float) for v in cond(sites, jnp.asarray(xs)))
-        else:
-            kern = jax.vmap(gp.kernel, in_axes=(0, 0, 0, 0))
-            cov = np.asarray(kern(xs, xs, scale, length), dtype=float)
-            mean = np.zeros(cov.shape[:2])
-        eye = np.eye(cov.shape[-1])
-        jitter = (1e-9 + 1e-6 * scale[:, None, None] ** 2) * eye
-        chol = np.linalg.cholesky(0.5 * (cov + np.swapaxes(cov, 1, 2)) + jitter)
-        return mean + np.einsum("sij,sj->si", chol, rng.standard_normal(mean.shape))
+        sd = self.level_offset_sd(family, idx)
+        return (sd * rng.standard_normal(sd.shape[0]))[:, None] * np.ones(n_queries)
 
     def _pick(self, name: str, idx=None) -> np.ndarray:
         d = self.draws(name)
@@ -294,10 +231,7 @@ class Posterior(PosteriorBase):
         Each distinct size in the query is one new run: a seed effect
         ``Normal(0, sigma_seed)`` and the trajectory noise the likelihood
         assumes (:class:`~bayescale.trajectory.OUTrajectory`) along its
-        checkpoints, sorted by tokens. ``idx`` picks posterior draws. Its
-        discrepancy is :meth:`discrepancy`'s. In a family fitted on final
-        losses only, ``sigma_obs`` is the whole run-to-run scatter, as in the
-        likelihood, and no separate seed effect is added.
+        checkpoints, sorted by tokens. ``idx`` picks posterior draws.
         """
         import jax
 
@@ -308,14 +242,11 @@ class Posterior(PosteriorBase):
         s = sigma_seed.shape[0]
         sigma_obs = self._pick("sigma_obs", idx)
         if family in self.families:
-            f = self.families.index(family)
-            sigma_obs = sigma_obs[:, f]
-            if self.inputs.final_only[f]:
-                sigma_seed = np.zeros_like(sigma_seed)
+            sigma_obs = sigma_obs[:, self.families.index(family)]
         else:
             # the checkpoint noise of an unseen family: a fitted family's, at random
             sigma_obs = sigma_obs[np.arange(s), rng.integers(0, len(self.families), s)]
-        ell = self._pick("ell", idx)
+        ell, nu = self._pick("ell", idx), self._pick("nu", idx)
         out = np.zeros((s, params.size))
         for n in np.unique(params):
             cols = np.flatnonzero(params == n)
@@ -323,7 +254,7 @@ class Posterior(PosteriorBase):
             first = np.arange(cols.size) == 0
             rho = np.asarray(ou_rho(np.log(tokens[cols])[None, :], first[None, :], ell[:, None]))
             scale = sigma_obs[:, None] * np.ones(cols.size)
-            traj = OUTrajectory(np.zeros((s, cols.size)), scale, rho)
+            traj = OUTrajectory(np.zeros((s, cols.size)), scale, rho, nu)
             noise = np.asarray(traj.sample(jax.random.PRNGKey(int(rng.integers(2**31)))))
             out[:, cols] = noise + (sigma_seed * rng.standard_normal(s))[:, None]
         return out
@@ -340,7 +271,7 @@ class Posterior(PosteriorBase):
 
         if var_names is None:
             var_names = ["alpha", "beta", "log_E", "a", "b", "alpha_f", "beta_f", "sigma_seed"]
-            var_names += ["gp_scale", "e_frac", "sigma_obs", "ell"]
+            var_names += ["e_mu", "sigma_obs", "ell", "nu"]
             if self.config.exponents == "pooled":
                 var_names += ["tau_alpha"] + (
                     ["tau_beta"] if self.config.law != "overtrain" else []

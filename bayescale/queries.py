@@ -2,9 +2,9 @@
 
 A query point is always ``(family, params, tokens)``; sizes are raw counts
 or strings such as ``"175B"``. Every query draws through one path,
-:func:`loss_draws`: the family's law (:meth:`Posterior.law`), its discrepancy
-at the query sizes (:meth:`Posterior.discrepancy`) and, for
-``kind="new_run"``, the seed effect and trajectory noise of one fresh run
+:func:`loss_draws`: the family's law (:meth:`Posterior.law`), the uncertainty
+of its level (:meth:`Posterior.level_offsets`) and, for ``kind="new_run"``,
+the seed effect and trajectory noise of one fresh run
 (:meth:`Posterior.new_run_offsets`).
 """
 
@@ -65,7 +65,7 @@ def loss_draws(post, family: str, params, tokens, *, kind: str = "mean", seed: i
         laws.log_loss(law.map(lambda v: np.asarray(v)[:, None]), np.log(params), np.log(tokens))
     )
     idx = np.arange(s) % post.n_draws
-    log_mu = log_mu + post.discrepancy(family, params, tokens, rng, idx)
+    log_mu = log_mu + post.level_offsets(family, params.size, rng, idx)
     if kind == "new_run":
         log_mu = log_mu + post.new_run_offsets(family, params, tokens, rng, idx)
     return np.exp(log_mu)
@@ -161,8 +161,8 @@ def compute_optimal(
 ) -> pd.DataFrame:
     """Compute-optimal N*, D*, tokens per parameter and loss at FLOP budgets ``C = 6ND``.
 
-    The loss at the optimum includes the family's discrepancy at the optimal
-    sizes, as :func:`predict` with ``kind="mean"`` does.
+    The loss at the optimum includes the uncertainty of the family's level,
+    as :func:`predict` with ``kind="mean"`` does.
 
     Returns
     -------
@@ -179,14 +179,7 @@ def compute_optimal(
     law = post.law(family, seed=seed).map(lambda v: np.asarray(v)[:, None])
     n_opt, d_opt = (np.asarray(x) for x in laws.compute_optimal(flops[None, :], law))
     log_loss = np.asarray(laws.log_loss(law, np.log(n_opt), np.log(d_opt)))
-    # each draw's optimum is its own model: the discrepancy there, per draw and budget
-    delta = np.column_stack(
-        [
-            post.discrepancy(family, n_opt[:, j], d_opt[:, j], rng, per_draw=True)[:, 0]
-            for j in range(flops.size)
-        ]
-    )
-    loss = np.exp(log_loss + delta)
+    loss = np.exp(log_loss + post.level_offsets(family, flops.size, rng))
     out = {"family": family, "flops": flops, "ci_prob": ci_prob}
     for name, arr in (
         ("params_opt", n_opt),

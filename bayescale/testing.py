@@ -76,7 +76,7 @@ def posterior(
     from numpyro.infer import init_to_median
     from numpyro.infer.util import initialize_model
 
-    from bayescale.fitting import FitConfig, model_kwargs, pointwise_log_likelihood, with_offsets
+    from bayescale.fitting import FitConfig, model_kwargs, pointwise_log_likelihood
     from bayescale.model import scaling_model
     from bayescale.optim import multistart_minimize
     from bayescale.posterior import Posterior, build_tree
@@ -106,7 +106,6 @@ def posterior(
     values = jax.vmap(lambda xi: info.postprocess_fn(unravel(xi)))(x.astype(flat.dtype))
     samples = {k: np.array(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in values.items()}
     samples["alpha"][-1] += chain_shift
-    samples = with_offsets(inputs, samples, seed)
     log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
     tree = build_tree(samples, data, log_likelihood=log_lik)
     diverging = np.zeros((chains, draws), dtype=bool)

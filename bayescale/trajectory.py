@@ -4,18 +4,17 @@ Consecutive checkpoints of one run are strongly correlated: a run that sits
 above its law at 100B tokens still sits above it at 120B. bayescale models the
 deviation of a run's log loss from its curve as an Ornstein-Uhlenbeck process
 in log-token time, correlation ``exp(-Δlog D / ell)`` between checkpoints,
-with Gaussian innovations.
+with Student-t innovations (digitised curves have outliers).
 
 :class:`OUTrajectory` holds any number of runs laid end to end in one vector
 (``rho = 0`` starts a new run). With ``z_i = e_i / sigma_i`` the deviation in
 units of its stationary sd, its density is written through the innovations
-``w_i = z_i - rho_i z_{i-1}``: independent normal variables with sd
+``w_i = z_i - rho_i z_{i-1}``: independent Student-t variables with scale
 ``sqrt(1 - rho_i^2)`` (the Jacobian is ``1 / sigma_i``). That is exact for
 irregular spacing and vectorised (no scan). Sampling runs the recursion
 ``z_i = rho_i z_{i-1} + w_i`` with one associative scan.
-The model integrates run offsets out of it (:mod:`bayescale.offsets`);
-predictions, simulations and experiment planning draw from it, so all of them
-assume the same noise.
+The model conditions on it; predictions, simulations and experiment planning
+draw from it, so all of them assume the same noise.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
+from numpyro.distributions.util import promote_shapes
 
 # floor of 1 - rho^2: near-duplicate checkpoints must not give a zero innovation scale
 MIN_INNOVATION_VARIANCE = 1e-4
@@ -63,7 +63,7 @@ def ou_paths(rho, innovations):
 
 
 class OUTrajectory(dist.Distribution):
-    """Log losses of runs laid end to end: ``loc`` plus OU noise with Gaussian innovations.
+    """Log losses of runs laid end to end: ``loc`` plus OU noise with Student-t innovations.
 
     Parameters
     ----------
@@ -74,25 +74,25 @@ class OUTrajectory(dist.Distribution):
     rho : array, shape (..., n)
         Correlation with the previous checkpoint (0 at the start of a run),
         e.g. :func:`ou_rho`.
-    mask : array, shape (..., n), optional
-        1 where a checkpoint is observed, 0 for padding (its density is left
-        out; padding must follow the observed checkpoints of its run).
+    df : array
+        Degrees of freedom of the Student-t innovations.
     """
 
     arg_constraints = {
         "loc": constraints.real_vector,
         "scale": constraints.independent(constraints.positive, 1),
         "rho": constraints.independent(constraints.interval(0.0, 1.0), 1),
+        "df": constraints.positive,
     }
     support = constraints.real_vector
-    pytree_data_fields = ("loc", "scale", "rho", "mask")
+    pytree_data_fields = ("loc", "scale", "rho", "df")
 
-    def __init__(self, loc, scale, rho, mask=None, *, validate_args=None):
+    def __init__(self, loc, scale, rho, df, *, validate_args=None):
         loc, scale, rho = jnp.broadcast_arrays(loc, scale, rho)
-        self.mask = None if mask is None else jnp.broadcast_to(mask, jnp.shape(loc))
-        batch_shape = jnp.shape(loc)[:-1]
+        batch_shape = jax.lax.broadcast_shapes(jnp.shape(loc)[:-1], jnp.shape(df))
         event_shape = jnp.shape(loc)[-1:]
         self.loc, self.scale, self.rho = loc, scale, rho
+        (self.df,) = promote_shapes(df, shape=batch_shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     @property
@@ -108,16 +108,17 @@ class OUTrajectory(dist.Distribution):
 
     def pointwise_log_prob(self, value):
         """Log density of each checkpoint given the previous one, shape (..., n)."""
+        df = jnp.expand_dims(self.df, -1)
         w = self.innovations(value)
-        lp = dist.Normal(0.0, self.innovation_scale).log_prob(w) - jnp.log(self.scale)
-        return lp if self.mask is None else lp * self.mask
+        return dist.StudentT(df, 0.0, self.innovation_scale).log_prob(w) - jnp.log(self.scale)
 
     def log_prob(self, value):
         return jnp.sum(self.pointwise_log_prob(value), axis=-1)
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape + self.event_shape
-        w = jax.random.normal(key, shape=shape) * self.innovation_scale
+        df = jnp.expand_dims(self.df, -1)
+        w = jax.random.t(key, df, shape=shape) * self.innovation_scale
         return self.loc + self.scale * ou_paths(self.rho, w)
 
     @property
