@@ -30,10 +30,15 @@ CONTEXT = (
     "GPT2-oscar-1",
 )
 SETTINGS = {
-    "default": {"num_chains": 4, "num_warmup": 1500, "num_samples": 1500, "max_points_per_run": 30},
+    "default": {"num_chains": 4, "num_warmup": 500, "num_samples": 500, "max_points_per_run": 30},
     "quick": {"num_chains": 2, "num_warmup": 200, "num_samples": 200, "max_points_per_run": 15},
 }
 
+
+# a model trained by the same team on nearly the same data as a hidden model
+# would give its answer away: Pythia and Pythia-deduped differ only in
+# deduplication, so Pythia's 12B run is hidden with Pythia-deduped's
+TWINS = {"pythia-deduped": ("pythia",)}
 
 JSON_KEYS = ("family", "params", "tokens", "median", "lower", "upper", "actual", "are", "inside")
 
@@ -59,11 +64,21 @@ def demo_frame() -> pd.DataFrame:
     return pd.concat([hh[cols], gadre[cols]], ignore_index=True)
 
 
-def split_largest(df: pd.DataFrame, families=TARGETS):
-    """Split off the largest model (all its runs) of each target family."""
+def split_largest(df: pd.DataFrame, families=TARGETS, twins=None):
+    """Split off the largest model (all its runs) of each target family.
+
+    The same size of a near-twin family (:data:`TWINS`) leaves the training
+    data too, without becoming a target.
+    """
+    twins = TWINS if twins is None else twins
     largest = df.groupby("family")["params"].transform("max")
     hide = df["family"].isin(families) & (df["params"] == largest)
-    return df[~hide], df[hide]
+    drop = pd.Series(False, index=df.index)
+    for fam in families:
+        size = df.loc[df["family"] == fam, "params"].max()
+        for twin in twins.get(fam, ()):
+            drop |= (df["family"] == twin) & np.isclose(df["params"], size, rtol=0.05)
+    return df[~hide & ~drop], df[hide]
 
 
 def run_demo(*, quick: bool = False, seed: int = 0, progress_bar=None) -> DemoResult:
@@ -106,11 +121,19 @@ def run_demo(*, quick: bool = False, seed: int = 0, progress_bar=None) -> DemoRe
     return DemoResult(pd.DataFrame(rows), post, seconds, settings)
 
 
+def _twin_note() -> str:
+    return "; ".join(
+        f"{', '.join(t)} hidden at the size of {f}'s largest model too: near-twin data"
+        for f, t in TWINS.items()
+    )
+
+
 def format_table(result: DemoResult) -> str:
     """Human-readable demo table with a footer on coverage and diagnostics."""
     t = result.table
     lines = [
         "Held-out largest model per family (90% interval, new training run):",
+        "(" + _twin_note() + ")",
         "",
         f"{'family':<21}{'N':>7}{'D':>7}{'median':>9}{'90% interval':>20}{'actual':>9}"
         f"{'ARE':>8}  inside",

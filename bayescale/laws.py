@@ -53,7 +53,7 @@ class LawParams(NamedTuple):
     log_scale: jax.Array = 0.0
 
     def map(self, fn) -> LawParams:
-        """Apply ``fn`` (e.g. indexing draws) to every array field; scalars broadcast as they are."""
+        """Apply ``fn`` (e.g. indexing draws) to every array field; scalars stay as they are."""
         return LawParams(*(fn(v) if jnp.ndim(v) else v for v in self))
 
 

@@ -163,7 +163,12 @@ def test_report_refuses_to_overwrite_its_fit(capsys, fit_file):
 
 
 @pytest.mark.slow
-def test_demo_quick_json(capsys):
+def test_demo_quick_json(capsys, monkeypatch):
+    from bayescale import demo
+
+    # the wiring, not the statistics (benchmarks/demo.py measures those): few draws
+    tiny = {"num_chains": 2, "num_warmup": 30, "num_samples": 30, "max_points_per_run": 5}
+    monkeypatch.setitem(demo.SETTINGS, "quick", tiny)
     rows = run_json(capsys, ["demo", "--quick", "--json"])
     assert [r["family"] for r in rows] == [
         "pythia-deduped", "OPT", "gpt3", "t5-pile", "overtrain-RedPajama"
@@ -198,3 +203,23 @@ def test_fit_json_of_a_point_estimate_has_null_diagnostics(tmp_path, capsys, csv
     out = tmp_path / "map.nc"
     info = run_json(capsys, ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--json"])
     assert info["diagnostics"]["rhat_max"] is None and info["checkpoints"] > 0
+
+
+def test_demo_hides_the_near_twin_of_a_target():
+    import pandas as pd
+
+    from bayescale.demo import split_largest
+
+    df = pd.DataFrame(
+        {
+            "family": ["pythia-deduped"] * 2 + ["pythia"] * 2,
+            "run": ["d1", "d2", "p1", "p2"],
+            "params": [1e9, 12e9, 1e9, 12e9],
+            "tokens": 3e11,
+            "loss": 2.0,
+        }
+    )
+    train, hidden = split_largest(df, families=("pythia-deduped",))
+    assert list(hidden["run"]) == ["d2"]
+    # pythia's 12B run is near-twin data: gone from training, not a target
+    assert list(train["run"]) == ["d1", "p1"]
