@@ -27,6 +27,7 @@ _EXPORTS = {
     "DownstreamPriors": "bayescale.downstream",
     "FitConfig": "bayescale.fitting",
     "FitFileError": "bayescale.fitfile",
+    "IdentifiabilityWarning": "bayescale.data",
     "LawParams": "bayescale.laws",
     "LossScaleWarning": "bayescale.data",
     "OutputExistsError": "bayescale.fitfile",

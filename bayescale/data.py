@@ -28,6 +28,10 @@ class DataError(ValueError):
     """Bad input table: the message names the column, the rows and the fix."""
 
 
+class IdentifiabilityWarning(UserWarning):
+    """A family's data cannot pin part of its law (it is borrowed from the other families)."""
+
+
 class LossScaleWarning(UserWarning):
     """The loss column looks like perplexity rather than nats."""
 
@@ -385,6 +389,7 @@ class ScalingData:
         )
         if len(order) == 0 or len(loss) == 0:
             raise DataError("no checkpoints left after filtering; check `families`/`min_tokens`")
+        _warn_weak_families(report, run_family, run_params)
         return cls(
             families=tuple(order),
             family_scale=scale,
@@ -399,6 +404,29 @@ class ScalingData:
             report=report,
             min_tokens=float("nan") if min_tokens is None else float(min_tokens),
         )
+
+
+def _warn_weak_families(report: pd.DataFrame, run_family, run_params) -> None:
+    """Say when the warm-up cut took most of a family, or its runs share one size."""
+    for i, row in report.iterrows():
+        fam = row["family"]
+        if row["cut_warmup"] > row["kept"] + row["thinned"]:
+            warnings.warn(
+                f"family '{fam}': the warm-up cut removed {row['cut_warmup']} of "
+                f"{row['rows_in']} checkpoints (kept {row['kept']}); lower `min_tokens` if the "
+                "early checkpoints should count",
+                IdentifiabilityWarning,
+                stacklevel=3,
+            )
+        sizes = np.unique(run_params[run_family == i])
+        if len(sizes) < 2:
+            warnings.warn(
+                f"family '{fam}' has runs at one size only ({sizes[0]:.3g} parameters): its "
+                "size exponent and the split between the size and token terms come from the "
+                "other families (pooled), not from its own data",
+                IdentifiabilityWarning,
+                stacklevel=3,
+            )
 
 
 def _thin_mask(tokens: np.ndarray, final: np.ndarray, max_points: int) -> np.ndarray:

@@ -156,3 +156,27 @@ def test_is_final_rejects_what_is_not_a_flag():
     )  # fmt: skip
     with pytest.raises(DataError, match="is_final.*'done'.*rows \\[0\\]"):
         validate_frame(df)
+
+
+def test_a_family_at_one_size_is_named():
+    from bayescale.data import IdentifiabilityWarning
+
+    df = pd.DataFrame(
+        {"family": "solo", "run": ["a", "a", "b", "b"], "params": 1e8,
+         "tokens": [1e10, 2e10, 1e10, 2e10], "loss": [3.0, 2.9, 3.1, 3.0],
+         "seed": ["0", "0", "1", "1"]}
+    )  # fmt: skip
+    with pytest.warns(IdentifiabilityWarning, match="'solo' has runs at one size only"):
+        ScalingData.from_frame(df, min_tokens=None)
+
+
+def test_a_warmup_cut_that_takes_most_of_a_family_says_how_much():
+    from bayescale.data import IdentifiabilityWarning
+
+    tokens = [1e8, 1e9, 5e9, 2e10]
+    df = pd.DataFrame(
+        {"family": "f", "run": np.repeat(["s", "l"], 4), "params": np.repeat([1e8, 1e9], 4),
+         "tokens": tokens * 2, "loss": [4.0, 3.5, 3.2, 3.0] * 2}
+    )  # fmt: skip
+    with pytest.warns(IdentifiabilityWarning, match="removed 6 of 8 checkpoints"):
+        ScalingData.from_frame(df, min_tokens=1e10)
