@@ -92,18 +92,22 @@ def test_random_corruption_is_refused_or_harmless(saved, tmp_path, data):
 
 def test_ctrl_c_during_a_fit_exits_130_and_writes_nothing(tmp_path):
     out = tmp_path / "fit.nc"
-    entry = "import sys; from bayescale.cli import main; sys.exit(main())"
+    entry = "from bayescale.cli import run; run()"  # the console entry point
     cmd = [sys.executable, "-c", entry, "--quiet", "fit", "hitchhiker", "--families", "gpt3,OPT",
            "--out", str(out), "--warmup", "2000", "--samples", "2000"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # interrupt once JAX has started working (a few seconds in), well before the end
-    time.sleep(12)
+    # interrupt once the fit is under way (its data summary printed), well before the end
+    seen = []
+    while not any(line.startswith("data:") for line in seen) and proc.poll() is None:
+        seen.append(proc.stderr.readline())
+    time.sleep(3)
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("the fit ignored Ctrl-C")
+    err = "".join(seen) + err
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert not out.exists()
