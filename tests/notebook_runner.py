@@ -56,3 +56,13 @@ def stdout(outputs):
 def summary(outputs):
     line = next(ln for ln in stdout(outputs).splitlines() if ln.startswith("SUMMARY "))
     return json.loads(line.removeprefix("SUMMARY "))
+
+
+def progress_shown(outputs) -> bool:
+    """A progress bar was shown: a tqdm widget, or tqdm's text bar on stderr."""
+    for o in outputs:
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
+            return True
+        if o.output_type == "stream" and o.get("name") == "stderr" and "%|" in o.get("text", ""):
+            return True
+    return False
