@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
 
 from bayescale import evaluation as ev  # noqa: E402
+from bayescale import set_host_device_count  # noqa: E402
 from bayescale.evaluation import reference as ref  # noqa: E402
 
 PAPER = {
@@ -80,6 +81,7 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md / results/")
     p.add_argument("--save", type=Path, help="also write every prediction row to this CSV")
     args = p.parse_args(argv)
+    set_host_device_count()  # as the CLI does: chains in parallel
     warnings.filterwarnings("ignore", message=".*sampling problems.*")
     np.seterr(all="ignore")
     load = os.getloadavg()[0]
