@@ -305,7 +305,7 @@ class ScalingData:
             clean = clean[clean["family"].isin(families)]
         clean = clean.sort_values(["family", "run", "tokens"], kind="stable")
         if "is_final" in clean.columns:
-            final = clean["is_final"].fillna(False).astype(bool).to_numpy()
+            final = clean["is_final"].to_numpy(dtype=bool)  # parsed by validate_frame
             # a run whose final checkpoint was removed upstream still needs one
             last = (
                 clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
