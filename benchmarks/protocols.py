@@ -63,16 +63,6 @@ def fit_line(fits: pd.DataFrame) -> str:
     return line + "."
 
 
-def headline(points: pd.DataFrame) -> pd.DataFrame:
-    t = points[points["row_type"] == "target"]
-    head = t[t["headline"].astype(object).eq(True)]
-    if head.empty:
-        head = t
-    by = ["family", "method", "kind", "law", "quantity", "fit_params", "subset"]
-    by = [c for c in by if c in head.columns and head[c].notna().any()]
-    return ev.summarize(head, by=by)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("protocol", choices=ev.PROTOCOLS)
@@ -90,7 +80,7 @@ def main(argv=None):
     wall = time.perf_counter() - start
     if args.save:
         result.points.to_csv(args.save, index=False)
-    head = headline(result.points)
+    head = ev.headline_summary(result.points, fallback=True)
     cal = ev.calibration(result.points)
     line = fit_line(result.fits)
     print(ev.format_summary(result))

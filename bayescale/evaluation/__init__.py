@@ -63,6 +63,7 @@ __all__ = [
     "evaluate_one_model",
     "format_summary",
     "gadre_headline",
+    "headline_summary",
     "hitchhiker_cells",
     "hitchhiker_families",
     "hitchhiker_split",
@@ -84,16 +85,27 @@ def evaluate(protocol: str, *, quick: bool = False, seed: int = 0, **kwargs) -> 
     return funcs[protocol](quick=quick, seed=seed, **kwargs)
 
 
+def headline_summary(points, *, fallback: bool = False):
+    """:func:`summarize` of the headline targets, one row per cell.
+
+    With ``fallback``, every target counts when a protocol marks none as headline.
+    """
+    t = points[points["row_type"] == "target"]
+    head = t[t["headline"].astype(object).eq(True)]
+    if fallback and head.empty:
+        head = t
+    if head.empty:
+        return head.iloc[:, :0]  # no cells
+    by = ["family", "method", "kind", "law", "quantity", "n_models", "fit_params", "subset"]
+    return summarize(head, by=[c for c in by if c in head.columns and head[c].notna().any()])
+
+
 def format_summary(result: Evaluation) -> str:
     """Human-readable headline table and calibration of a protocol's rows."""
     points = result.points
-    t = points[points["row_type"] == "target"]
-    head = t[t["headline"].astype(object).eq(True)]
-    by = ["family", "method", "kind", "law", "quantity", "n_models", "fit_params", "subset"]
-    by = [c for c in by if c in head.columns and head[c].notna().any()]
+    s = headline_summary(points)
     lines = []
-    if len(head):
-        s = summarize(head, by=by)
+    if len(s):
         s = s.drop(columns=[c for c in ("bias",) if c in s])
         lines += [
             "Headline targets (ARE, width, interval score and CRPS in % of the actual value):",
