@@ -71,13 +71,12 @@ def split_largest(df: pd.DataFrame, families=TARGETS, twins=None):
     data too, without becoming a target.
     """
     twins = TWINS if twins is None else twins
-    largest = df.groupby("family")["params"].transform("max")
-    hide = df["family"].isin(families) & (df["params"] == largest)
+    largest = df.groupby("family")["params"].max()
+    hide = df["family"].isin(families) & (df["params"] == df["family"].map(largest))
     drop = pd.Series(False, index=df.index)
     for fam in families:
-        size = df.loc[df["family"] == fam, "params"].max()
         for twin in twins.get(fam, ()):
-            drop |= (df["family"] == twin) & np.isclose(df["params"], size, rtol=0.05)
+            drop |= (df["family"] == twin) & np.isclose(df["params"], largest.get(fam), rtol=0.05)
     return df[~hide & ~drop], df[hide]
 
 
