@@ -13,9 +13,10 @@ import math
 import os
 import platform
 import re
-import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from bayescale.fitfile import write_text
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -72,18 +73,7 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
         text = head.rstrip() + "\n\n" + block + "\n\n" + _EARLIER + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    _atomic_write(path, text)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text, overwrite=True)  # each script owns and replaces its section
 
 
 def _clean(value):
@@ -106,5 +96,5 @@ def write_json(name: str, payload: dict, directory: Path = RESULTS_DIR) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     body = {"name": name, "machine": machine_info(), **_clean(payload)}
-    _atomic_write(path, json.dumps(body, indent=1, sort_keys=False) + "\n")
+    write_text(path, json.dumps(body, indent=1, sort_keys=False) + "\n", overwrite=True)
     return path
