@@ -25,9 +25,11 @@ def saved(tmp_path_factory):
     return post, path, path.read_bytes()
 
 
-def _rewrite(path, tree):
-    # write an altered copy with the stored attributes, as a careless tool would
-    tree.to_netcdf(path, engine="h5netcdf")
+def _rewrite(out, tree, saved_path):
+    # write an altered copy with the stored attributes (checksum included), as a careless
+    # tool would
+    tree.attrs = dict(bs.load(saved_path).tree.attrs)
+    tree.to_netcdf(out, engine="h5netcdf")
 
 
 def test_scaled_draws_are_refused(saved, tmp_path):
@@ -35,9 +37,8 @@ def test_scaled_draws_are_refused(saved, tmp_path):
     tree = post.tree.copy()
     ds = tree["posterior"].to_dataset()
     tree["posterior"] = ds.assign(alpha_f=ds["alpha_f"] * 1.5)
-    tree.attrs = dict(bs.load(path).tree.attrs)
     out = tmp_path / "scaled.nc"
-    _rewrite(out, tree)
+    _rewrite(out, tree, path)
     with pytest.raises(bs.FitFileError, match="checksum|altered"):
         bs.load(out)
 
@@ -46,9 +47,8 @@ def test_a_missing_variable_is_refused(saved, tmp_path):
     post, path, _ = saved
     tree = post.tree.copy()
     tree["posterior"] = tree["posterior"].to_dataset().drop_vars("alpha")
-    tree.attrs = dict(bs.load(path).tree.attrs)
     out = tmp_path / "dropped.nc"
-    _rewrite(out, tree)
+    _rewrite(out, tree, path)
     with pytest.raises(bs.FitFileError, match=str(out.name)):
         bs.load(out)
 
