@@ -80,7 +80,9 @@ def split_largest(df: pd.DataFrame, families=TARGETS, twins=None):
     return df[~hide & ~drop], df[hide]
 
 
-def run_demo(*, quick: bool = False, seed: int = 0, progress_bar=None) -> DemoResult:
+def run_demo(
+    *, quick: bool = False, seed: int = 0, progress_bar=None, check: bool = True
+) -> DemoResult:
     """Fit on everything but the five hidden models and predict them.
 
     Parameters
@@ -90,13 +92,16 @@ def run_demo(*, quick: bool = False, seed: int = 0, progress_bar=None) -> DemoRe
     seed : int
     progress_bar : bool, optional
         Default: shown when stderr is a terminal.
+    check : bool
+        Warn (``ConvergenceWarning``) about sampling problems; the command
+        line reports them itself.
     """
     from bayescale.fitting import fit
 
     settings = dict(SETTINGS["quick" if quick else "default"])
     train, hidden = split_largest(demo_frame())
     start = time.perf_counter()
-    post = fit(train, seed=seed, progress_bar=progress_bar, **settings)
+    post = fit(train, seed=seed, progress_bar=progress_bar, check=check, **settings)
     rows = []
     for fam in TARGETS:
         target = hidden[hidden["family"] == fam].sort_values("tokens").iloc[-1]

@@ -169,7 +169,13 @@ def test_demo_quick_json(capsys, monkeypatch):
     # the wiring, not the statistics (benchmarks/demo.py measures those): few draws
     tiny = {"num_chains": 2, "num_warmup": 30, "num_samples": 30, "max_points_per_run": 5}
     monkeypatch.setitem(demo.SETTINGS, "quick", tiny)
-    rows = run_json(capsys, ["demo", "--quick", "--json"])
+    code = main(["demo", "--quick", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rows = json.loads(out.out)
+    # 30 draws cannot mix: the problem is said once, and no option the demo lacks is named
+    assert out.err.count("sampling problems") == 1
+    assert "num_warmup" not in out.err and "--warmup" not in out.err
     assert [r["family"] for r in rows] == [
         "pythia-deduped", "OPT", "gpt3", "t5-pile", "overtrain-RedPajama"
     ]  # fmt: skip

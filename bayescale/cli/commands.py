@@ -422,12 +422,18 @@ def cmd_plan(args) -> int:
 def cmd_demo(args) -> int:
     from bayescale.demo import JSON_KEYS, format_table, run_demo
 
+    # the demo has no sampler flags: its problems are reported once below, without
+    # advice naming options it does not take
     result = run_demo(
         quick=args.quick,
         seed=args.seed,
         progress_bar=None if not (args.json or args.quiet) else False,
+        check=False,
     )
     if args.json:
+        problems = result.posterior.diagnostics().get("problems")
+        if problems:
+            note("WARNING: the fit has sampling problems: " + "; ".join(problems))
         emit_json(records(result.table[list(JSON_KEYS)]))
         return EXIT_OK
     print(format_table(result))
