@@ -19,6 +19,7 @@ from bayescale.options import did_you_mean
 
 REQUIRED = ("family", "run", "params", "tokens", "loss")
 DEFAULT_MIN_TOKENS = 1e10
+DEFAULT_WARMUP_FRACTION = 0.1
 DEFAULT_MAX_POINTS = 50
 _BILLIONS_THRESHOLD = 1e4
 _PERPLEXITY_THRESHOLD = 15.0
@@ -41,6 +42,22 @@ def _rows(index, limit: int = 8) -> str:
     shown = ", ".join(str(i) for i in idx[:limit])
     more = f" … (+{len(idx) - limit} more)" if len(idx) > limit else ""
     return f"rows [{shown}{more}]"
+
+
+def warmup_cut(final_tokens, min_tokens: float | None, fraction: float | None):
+    """Tokens below which a run's intermediate checkpoints are warm-up.
+
+    The cut is ``min(min_tokens, fraction * final_tokens)``: about 10B tokens
+    for long runs (Choshen et al.) but never more than a ``fraction`` of a
+    short run, so that small models keep their curves. ``min_tokens`` None
+    (or NaN): no cut (``-inf``); ``fraction`` None: the absolute cut alone.
+    """
+    final_tokens = np.asarray(final_tokens, dtype=float)
+    absolute = np.broadcast_to(
+        np.asarray(np.nan if min_tokens is None else min_tokens, dtype=float), final_tokens.shape
+    )
+    cut = absolute if fraction is None else np.minimum(absolute, float(fraction) * final_tokens)
+    return np.where(np.isnan(cut), -np.inf, cut)
 
 
 def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -181,6 +198,10 @@ class ScalingData:
     report : pandas.DataFrame
         Per family: rows in, rows cut by warm-up, rows thinned, rows kept.
     min_tokens : float
+        The absolute bound of the warm-up cut (``nan``: none).
+    warmup_fraction : float
+        The relative bound of the warm-up cut (``nan``: none); see
+        :func:`warmup_cut`.
     """
 
     families: tuple
@@ -195,6 +216,7 @@ class ScalingData:
     first: np.ndarray
     report: pd.DataFrame = field(compare=False, repr=False)
     min_tokens: float = DEFAULT_MIN_TOKENS
+    warmup_fraction: float = DEFAULT_WARMUP_FRACTION
 
     @property
     def n_families(self) -> int:
@@ -271,6 +293,7 @@ class ScalingData:
         families=None,
         min_tokens: float | None = DEFAULT_MIN_TOKENS,
         min_tokens_by_family: dict | None = None,
+        warmup_fraction: float | None = DEFAULT_WARMUP_FRACTION,
         max_points_per_run: int | None = DEFAULT_MAX_POINTS,
     ) -> ScalingData:
         """Validate a tidy table and convert it to arrays.
@@ -288,6 +311,10 @@ class ScalingData:
             dropped; a run's final checkpoint is always kept. ``None`` keeps all.
         min_tokens_by_family : dict, optional
             Per-family override of ``min_tokens``.
+        warmup_fraction : float or None
+            The cut of a run is at most this fraction of its final tokens
+            (:func:`warmup_cut`), so short runs keep their curves. ``None``:
+            ``min_tokens`` alone.
         max_points_per_run : int or None
             Thin dense curves to at most this many log-spaced checkpoints per
             run (the final one always kept) so that digitised curves with
@@ -320,12 +347,15 @@ class ScalingData:
             )
         clean = clean.assign(_final=final)
 
-        thresholds = np.full(len(clean), -np.inf if min_tokens is None else float(min_tokens))
+        absolute = np.full(len(clean), np.nan if min_tokens is None else float(min_tokens))
         for fam, thr in (min_tokens_by_family or {}).items():
-            thresholds[(clean["family"] == fam).to_numpy()] = -np.inf if thr is None else thr
+            absolute[(clean["family"] == fam).to_numpy()] = np.nan if thr is None else thr
+        run_end = clean.groupby(["family", "run"], sort=False)["tokens"].transform("max")
+        thresholds = warmup_cut(run_end.to_numpy(), absolute, warmup_fraction)
         keep_warm = (clean["tokens"].to_numpy() >= thresholds) | clean["_final"].to_numpy()
         n_in = clean.groupby("family", sort=False).size()
         cut = clean[~keep_warm].groupby("family", sort=False).size()
+        _warn_cut_runs(clean, keep_warm)
         clean = clean[keep_warm]
 
         if max_points_per_run is not None:
@@ -403,21 +433,35 @@ class ScalingData:
             first=first,
             report=report,
             min_tokens=float("nan") if min_tokens is None else float(min_tokens),
+            warmup_fraction=float("nan") if warmup_fraction is None else float(warmup_fraction),
         )
 
 
+def _warn_cut_runs(clean: pd.DataFrame, keep: np.ndarray) -> None:
+    """Say, with counts, when the warm-up cut takes most of some runs' checkpoints."""
+    per_run = (
+        clean.assign(_cut=~keep).groupby(["family", "run"], sort=False)["_cut"].agg(["sum", "size"])
+    )
+    hit = per_run[(per_run["size"] > 2) & (per_run["sum"] > per_run["size"] / 2)]
+    if hit.empty:
+        return
+    examples = ", ".join(
+        f"'{run}' ({int(r['sum'])} of {int(r['size'])})" for (_, run), r in hit.head(3).iterrows()
+    )
+    fams = sorted({fam for fam, _ in hit.index})
+    warnings.warn(
+        f"the warm-up cut removed most checkpoints of {len(hit)} run(s): {examples}"
+        f"{' ...' if len(hit) > 3 else ''} (families {fams}; {int(hit['sum'].sum())} checkpoints "
+        "in all); lower `min_tokens` or `warmup_fraction` if the early checkpoints should count",
+        IdentifiabilityWarning,
+        stacklevel=4,
+    )
+
+
 def _warn_weak_families(report: pd.DataFrame, run_family, run_params) -> None:
-    """Say when the warm-up cut took most of a family, or its runs share one size."""
+    """Say when a family's runs share one size."""
     for i, row in report.iterrows():
         fam = row["family"]
-        if row["cut_warmup"] > row["kept"] + row["thinned"]:
-            warnings.warn(
-                f"family '{fam}': the warm-up cut removed {row['cut_warmup']} of "
-                f"{row['rows_in']} checkpoints (kept {row['kept']}); lower `min_tokens` if the "
-                "early checkpoints should count",
-                IdentifiabilityWarning,
-                stacklevel=3,
-            )
         sizes = np.unique(run_params[run_family == i])
         if len(sizes) < 2:
             warnings.warn(

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import pandas as pd
 
-from bayescale.data import DEFAULT_MAX_POINTS, DEFAULT_MIN_TOKENS, ScalingData
+from bayescale.data import (
+    DEFAULT_MAX_POINTS,
+    DEFAULT_MIN_TOKENS,
+    DEFAULT_WARMUP_FRACTION,
+    ScalingData,
+)
 from bayescale.inference import InferenceConfig, run
 from bayescale.model import Priors, scaling_model, spread_scales
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
@@ -46,6 +51,9 @@ class FitConfig(InferenceConfig):
         dropped; each run's final checkpoint is kept. ``None`` keeps all.
     min_tokens_by_family : dict, optional
         Per-family override of ``min_tokens``.
+    warmup_fraction : float or None
+        No run loses more than this fraction of its tokens to the cut
+        (:func:`~bayescale.data.warmup_cut`); ``None``: ``min_tokens`` alone.
     max_points_per_run : int or None
         Thin dense curves to at most this many log-spaced checkpoints per run.
     priors : Priors
@@ -57,6 +65,7 @@ class FitConfig(InferenceConfig):
     families: tuple | None = None
     min_tokens: float | None = DEFAULT_MIN_TOKENS
     min_tokens_by_family: dict | None = None
+    warmup_fraction: float | None = DEFAULT_WARMUP_FRACTION
     max_points_per_run: int | None = DEFAULT_MAX_POINTS
     priors: Priors = field(default_factory=Priors)
 
@@ -83,6 +92,7 @@ class FitConfig(InferenceConfig):
             "families": self.families,
             "min_tokens": self.min_tokens,
             "min_tokens_by_family": self.min_tokens_by_family,
+            "warmup_fraction": self.warmup_fraction,
             "max_points_per_run": self.max_points_per_run,
         }
 

@@ -91,7 +91,9 @@ def build_tree(samples: dict, data: ScalingData, *, mcmc=None, log_likelihood=No
     return tree
 
 
-def _data_from_tree(tree: xr.DataTree, min_tokens: float) -> ScalingData:
+def _data_from_tree(
+    tree: xr.DataTree, min_tokens: float, warmup_fraction: float = np.nan
+) -> ScalingData:
     const = tree["constant_data"].to_dataset()
     rep = tree["data_report"].to_dataset()
     report = pd.DataFrame({"family": rep["family"].values.astype(str)})
@@ -110,6 +112,7 @@ def _data_from_tree(tree: xr.DataTree, min_tokens: float) -> ScalingData:
         first=const["first"].values.astype(bool),
         report=report,
         min_tokens=min_tokens,
+        warmup_fraction=warmup_fraction,
     )
 
 
@@ -357,9 +360,13 @@ def load(path, *, data: ScalingData | None = None) -> Posterior:
         variables={"posterior": _REQUIRED},
     )
     try:
-        config = FitConfig.from_dict(fitfile.load_config_json(path, tree.attrs[CONFIG_ATTR]))
+        stored_config = fitfile.load_config_json(path, tree.attrs[CONFIG_ATTR])
+        # files written before the relative cut existed used the absolute one only
+        stored_config.setdefault("warmup_fraction", None)
+        config = FitConfig.from_dict(stored_config)
         min_tokens = config.min_tokens if config.min_tokens is not None else np.nan
-        stored = _data_from_tree(tree, min_tokens)
+        frac = config.warmup_fraction if config.warmup_fraction is not None else np.nan
+        stored = _data_from_tree(tree, min_tokens, frac)
     except fitfile.FitFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - a valid checksum over invalid contents

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayescale.data import DataError, LossScaleWarning, ScalingData, validate_frame
+from bayescale.data import (
+    DataError,
+    IdentifiabilityWarning,
+    LossScaleWarning,
+    ScalingData,
+    validate_frame,
+    warmup_cut,
+)
 
 
 def frame(n_runs=3, n_ckpt=6):
@@ -89,13 +96,45 @@ def test_warmup_cut_is_counted_and_keeps_final():
     small = pd.DataFrame(
         {"family": "fam", "run": "tiny", "params": 1e7, "tokens": [1e8, 2e8], "loss": [4.0, 3.8]}
     )
-    data = ScalingData.from_frame(pd.concat([df, small]), min_tokens=1e10)
+    data = ScalingData.from_frame(pd.concat([df, small]), min_tokens=1e10, warmup_fraction=None)
     rep = data.report.set_index("family").loc["fam"]
     assert rep["rows_in"] == 14
     assert rep["cut_warmup"] == int((df["tokens"] < 1e10).sum()) + 1
     assert rep["kept"] == data.n_obs == 14 - rep["cut_warmup"]
     tiny = data.runs.index("tiny")
     assert data.tokens[data.obs_run == tiny].tolist() == [2e8]
+
+
+def test_warmup_cut_scales_with_short_runs():
+    df = frame(n_runs=2, n_ckpt=6)
+    small = pd.DataFrame(
+        {"family": "fam", "run": "tiny", "params": 1e7, "tokens": [1e7, 1e8, 2e8], "loss": 4.0}
+    )
+    data = ScalingData.from_frame(pd.concat([df, small]), min_tokens=1e10, warmup_fraction=0.1)
+    tiny = data.runs.index("tiny")
+    # cut at min(1e10, 0.1 * 2e8) = 2e7: the tiny run keeps its curve past it
+    assert data.tokens[data.obs_run == tiny].tolist() == [1e8, 2e8]
+    # the long runs (2e11 tokens) are still cut at 1e10
+    cut = data.report.set_index("family").loc["fam", "cut_warmup"]
+    assert cut == int((df["tokens"] < 1e10).sum()) + 1
+
+
+def test_warmup_cut_rule():
+    final = np.array([1e8, 1e11, 1e13])
+    np.testing.assert_allclose(warmup_cut(final, 1e10, 0.1), [1e7, 1e10, 1e10])
+    np.testing.assert_allclose(warmup_cut(final, 1e10, None), [1e10, 1e10, 1e10])
+    assert np.all(warmup_cut(final, None, 0.1) == -np.inf)
+
+
+def test_warmup_cut_warns_with_counts_when_it_takes_most_of_a_run():
+    df = pd.DataFrame(
+        {"family": "fam", "run": "r", "params": 1e8, "tokens": np.geomspace(1e8, 1e11, 12)}
+    ).assign(loss=lambda d: 3 + 10 / np.log(d["tokens"]))
+    other = df.assign(run="r2", params=2e8)
+    with pytest.warns(
+        IdentifiabilityWarning, match=r"most checkpoints of 2 run\(s\): 'r' \(8 of 12\)"
+    ):
+        ScalingData.from_frame(pd.concat([df, other]), min_tokens=1e10, warmup_fraction=None)
 
 
 def test_thinning_is_log_spaced_and_counted():
@@ -178,5 +217,9 @@ def test_a_warmup_cut_that_takes_most_of_a_family_says_how_much():
         {"family": "f", "run": np.repeat(["s", "l"], 4), "params": np.repeat([1e8, 1e9], 4),
          "tokens": tokens * 2, "loss": [4.0, 3.5, 3.2, 3.0] * 2}
     )  # fmt: skip
-    with pytest.warns(IdentifiabilityWarning, match="removed 6 of 8 checkpoints"):
+    with pytest.warns(IdentifiabilityWarning, match=r"2 run\(s\): 'l' \(3 of 4\)"):
+        ScalingData.from_frame(df, min_tokens=1e10, warmup_fraction=None)
+    # the default relative bound (10% of a run's tokens) leaves both runs their curves
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IdentifiabilityWarning)
         ScalingData.from_frame(df, min_tokens=1e10)

@@ -63,6 +63,7 @@ def _posterior(
     seeds: int = 2,
     seed: int = 0,
     min_tokens: float | None = None,
+    warmup_fraction: float | None = 0.1,
 ) -> Posterior:
     """One family, ``len(SIZES) * seeds`` runs; draws vary only where asked.
 
@@ -70,7 +71,8 @@ def _posterior(
     effects sum to zero within the family, so the target carries the offset of
     the family's average run.
     """
-    data = ScalingData.from_frame(_frame(seeds), min_tokens=min_tokens, max_points_per_run=None)
+    cut = {"min_tokens": min_tokens, "warmup_fraction": warmup_fraction}
+    data = ScalingData.from_frame(_frame(seeds), max_points_per_run=None, **cut)
     rng = np.random.default_rng(seed)
     s, r = n_draws, data.n_runs
     u = 0.02 * rng.standard_normal((s, r))
@@ -91,7 +93,7 @@ def _posterior(
         "beta": np.full(s, BETA),
     }
     samples = {k: v[None] for k, v in samples.items()}  # one chain
-    config = FitConfig(exponents="shared", min_tokens=min_tokens, max_points_per_run=None)
+    config = FitConfig(exponents="shared", max_points_per_run=None, **cut)
     post = Posterior.from_draws(samples, data, config)
     post.tree["sample_stats"] = xr.DataTree(
         xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, s), dtype=bool))})
@@ -265,7 +267,7 @@ def test_bad_budget_or_target_gives_clear_error(seeds_post, budget, target, matc
 
 def test_runs_that_end_before_the_warmup_cut_are_not_offered():
     """The fit would discard every checkpoint of such a run, so it can teach nothing."""
-    post = _posterior(500, seeds=2, min_tokens=2e10)
+    post = _posterior(500, seeds=2, min_tokens=2e10, warmup_fraction=None)
     fd = design.family_design(post, "fam")
     assert fd.min_tokens == 2e10 and fd.usable(2e10) and not fd.usable(1.9e10)
     assert np.isnan(design.family_design(_posterior(10), "fam").min_tokens)
@@ -281,6 +283,15 @@ def test_runs_that_end_before_the_warmup_cut_are_not_offered():
     assert any("warm-up cut" in n for n in result.notes)
     with pytest.raises(ValueError, match="no candidate is left"):
         design.plan(post, TARGET, 1e21, candidates=[short], n_outcomes=8)
+
+
+def test_a_relative_warmup_cut_keeps_short_candidates_and_their_curves():
+    post = _posterior(50, seeds=2, min_tokens=2e10, warmup_fraction=0.1)
+    fd = design.family_design(post, "fam")
+    assert fd.usable(1e9)
+    # a run to 1e10 tokens keeps checkpoints from 1e9 (10%), a long one from 2e10
+    assert fd.checkpoints(1e10)[0] == pytest.approx(1e9, rel=1e-6)
+    assert fd.checkpoints(1e12)[0] >= 2e10 * (1 - 1e-6)
 
 
 def test_plan_is_deterministic_and_recommends_one_of_its_rows(seeds_post):

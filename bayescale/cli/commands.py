@@ -175,6 +175,7 @@ def cmd_fit(args) -> int:
         exponents=args.exponents,
         families=args.families,
         min_tokens=args.min_tokens,
+        warmup_fraction=args.warmup_fraction or None,
         max_points_per_run=args.max_points or None,
         **_sampler(args),
     )

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="warm-up cut: drop intermediate checkpoints below this many tokens",
     )
     p.add_argument(
+        "--warmup-fraction",
+        type=float,
+        default=0.1,
+        help="but at most this fraction of a run's final tokens (0: the absolute cut alone)",
+    )
+    p.add_argument(
         "--max-points", type=int, default=50, help="log-spaced checkpoints kept per run (0 = all)"
     )
     _sampler_options(p)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bayescale.data import warmup_cut
 from bayescale.options import MIN_COUNT, format_count, parse_count
 
 FLOPS_PER_PARAM_TOKEN = 6.0
@@ -100,8 +101,10 @@ class FamilyDesign:
         At most this many checkpoints per run (the fit's thinning).
     n_runs : int
     min_tokens : float
-        The fit's warm-up cut (``nan`` when it keeps every checkpoint): a run
-        trained on fewer tokens leaves nothing for the fit.
+        The fit's absolute warm-up cut (``nan``: none).
+    warmup_fraction : float
+        The fit's relative warm-up cut (``nan``: none); see
+        :func:`~bayescale.data.warmup_cut`.
     """
 
     sizes: np.ndarray
@@ -112,17 +115,29 @@ class FamilyDesign:
     max_points: int | None
     n_runs: int
     min_tokens: float = math.nan
+    warmup_fraction: float = math.nan
 
     def usable(self, tokens: float) -> bool:
         """Whether a run trained on ``tokens`` keeps a checkpoint past the warm-up cut."""
-        return not float(tokens) < self.min_tokens
+        # a relative cut always leaves the run's later checkpoints
+        if not math.isfinite(self.min_tokens):
+            return True
+        return math.isfinite(self.warmup_fraction) or not float(tokens) < self.min_tokens
+
+    def first_checkpoint(self, tokens: float) -> float:
+        """Earliest checkpoint the fit keeps of a new run trained to ``tokens``."""
+        if not math.isfinite(self.min_tokens):
+            return self.first_tokens
+        frac = self.warmup_fraction if math.isfinite(self.warmup_fraction) else None
+        return float(warmup_cut(tokens, self.min_tokens, frac))
 
     def checkpoints(self, tokens: float) -> np.ndarray:
         """Checkpoint token counts of a new run trained to ``tokens``, ascending."""
         tokens = float(tokens)
-        if not math.isfinite(self.spacing) or tokens <= self.first_tokens:
+        first = self.first_checkpoint(tokens)
+        if not math.isfinite(self.spacing) or tokens <= first:
             return np.array([tokens])
-        span = math.log(tokens / self.first_tokens)
+        span = math.log(tokens / first)
         step = self.spacing
         if self.max_points is not None and self.max_points > 1:
             step = max(step, span / (self.max_points - 1))
@@ -157,6 +172,7 @@ def family_design(post, family: str) -> FamilyDesign:
         max_points=post.config.max_points_per_run,
         n_runs=int(runs.size),
         min_tokens=float(min_tokens) if np.isfinite(min_tokens) else math.nan,
+        warmup_fraction=float(data.warmup_fraction),
     )
 
 

@@ -419,12 +419,17 @@ def model_description(post) -> list[str]:
             f"Fitted as a MAP point estimate (best of {c.map_starts} L-BFGS starts, seed "
             f"{c.seed}); there are no posterior draws."
         )
-    cut = (
-        "no warm-up cut"
-        if c.min_tokens is None
-        else f"intermediate checkpoints below {format_count(c.min_tokens)} tokens were dropped "
-        "(warm-up), each run's final checkpoint kept"
-    )
+    frac = getattr(c, "warmup_fraction", None)
+    if c.min_tokens is None:
+        cut = "no warm-up cut"
+    else:
+        bound = f"{format_count(c.min_tokens)} tokens"
+        if frac is not None:
+            bound += f" or {frac:.0%} of the run's final tokens (whichever is smaller)"
+        cut = (
+            f"intermediate checkpoints below {bound} were dropped (warm-up), each run's "
+            "final checkpoint kept"
+        )
     thin = (
         "all checkpoints kept"
         if c.max_points_per_run is None
