@@ -248,11 +248,48 @@ def build_pythia_evals(source: Path) -> pd.DataFrame:
     return out.sort_values(order, kind="stable").reset_index(drop=True)
 
 
+MULTIPOWER_TOKENS_PER_STEP = 2**19  # assumed (the source does not state it); see the loader
+MULTIPOWER_SIZES = {"25": 25e6, "100": 100e6}
+
+
+def build_multipower(source: Path) -> pd.DataFrame:
+    """One row per logged step of the nine-schedule curves (25M and 100M)."""
+    frames = []
+    for folder, params in MULTIPOWER_SIZES.items():
+        for path in sorted((source / "multipower" / f"csv_{folder}").glob("*.csv")):
+            raw = pd.read_csv(path)
+            if list(raw.columns) != ["step", "lr", "loss"]:
+                raise SystemExit(f"unexpected columns {list(raw.columns)} in {path}")
+            raw = raw.sort_values("step", kind="stable")
+            step = raw["step"].astype("float64")
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "family": "multipower",
+                        "run": f"{folder}m-{path.stem}",
+                        "params": params,
+                        "tokens": step * MULTIPOWER_TOKENS_PER_STEP,
+                        "loss": raw["loss"].astype("float64"),
+                        "is_final": step == step.max(),
+                        "step": step,
+                        "lr": raw["lr"].astype("float64"),
+                        "schedule": path.stem,
+                        "size_label": f"{folder}m",
+                    }
+                )
+            )
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["family", "params", "run", "step"], kind="stable").reset_index(
+        drop=True
+    )
+
+
 BUILDERS = {
     "hitchhiker": build_hitchhiker,
     "gadre": build_gadre,
     "gadre_downstream": build_gadre_downstream,
     "pythia_evals": build_pythia_evals,
+    "multipower": build_multipower,
 }
 
 

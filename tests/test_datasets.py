@@ -18,7 +18,13 @@ SHARED = ROOT.parent / "shared" / "data"
 DATA_DIR = ROOT / "bayescale" / "datasets" / "data"
 
 CONTRACT_NAMES = ("hitchhiker", "gadre", "gadre_downstream")
-ROWS = {"hitchhiker": 71578, "gadre": 104, "gadre_downstream": 4784, "pythia_evals": 195986}
+ROWS = {
+    "hitchhiker": 71578,
+    "gadre": 104,
+    "gadre_downstream": 4784,
+    "pythia_evals": 195986,
+    "multipower": 4162,
+}
 REQUIRED = ("family", "run", "params", "tokens", "loss")
 GADRE_RUNS = {"overtrain-C4": 34, "overtrain-RedPajama": 35, "overtrain-RefinedWeb": 35}
 HITCHHIKER_FAMILIES = sorted(load_hitchhiker()["family"].unique())
@@ -131,6 +137,23 @@ def test_pythia_evals_share_the_hitchhiker_loss():
     np.testing.assert_array_equal(both["loss_x"], both["loss_y"])
 
 
+def test_multipower_schedules():
+    df = load_dataset("multipower")
+    runs = df.groupby("run")
+    assert runs.ngroups == 18 and set(df["params"]) == {25e6, 100e6}
+    assert (runs["is_final"].sum() == 1).all()
+    assert (df.loc[df["is_final"], "step"] == runs["step"].transform("max")[df["is_final"]]).all()
+    # the constant schedules hold the peak; the cosine ones end near 3e-5
+    assert np.allclose(df.loc[df["schedule"].str.startswith("constant"), "lr"], 3e-4)
+    cos_end = df[df["is_final"] & df["schedule"].str.startswith("cosine")]["lr"]
+    assert np.allclose(cos_end, 3e-5, rtol=0.01)
+    # annealing lowers the loss against the constant schedule at the same step
+    end = df[df["is_final"]].set_index("run")["loss"]
+    assert end["100m-cosine_24000"] < end["100m-constant_24000"] * 0.99
+    data = ScalingData.from_frame(df)
+    assert data.n_runs == 18
+
+
 def test_families_filter_and_copies():
     one = load_dataset("gadre", families="overtrain-C4")
     assert set(one["family"]) == {"overtrain-C4"} and len(one) == 34
@@ -160,7 +183,7 @@ def test_bundle_is_small_and_licensed():
     assert {f.stem for f in files} >= set(CONTRACT_NAMES)
     assert sum(f.stat().st_size for f in files) < 8e6
     licences = (DATA_DIR / "LICENSES.md").read_text()
-    for repo in ("IBM/ColPret", "mlfoundations/scaling", "EleutherAI/pythia"):
+    for repo in ("IBM/ColPret", "mlfoundations/scaling", "EleutherAI/pythia", "MultiPowerLaw"):
         assert repo in licences
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bayescale.datasets._files import DatasetNameError
 from bayescale.datasets.gadre import load_gadre, load_gadre_downstream
 from bayescale.datasets.hitchhiker import load_hitchhiker
+from bayescale.datasets.multipower import load_multipower
 from bayescale.datasets.pythia import load_pythia_evals
 from bayescale.datasets.registry import list_datasets, load_dataset
 
@@ -23,5 +24,6 @@ __all__ = [
     "load_gadre",
     "load_gadre_downstream",
     "load_hitchhiker",
+    "load_multipower",
     "load_pythia_evals",
 ]

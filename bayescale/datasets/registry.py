@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bayescale.datasets import gadre, hitchhiker, pythia
+from bayescale.datasets import gadre, hitchhiker, multipower, pythia
 from bayescale.datasets._files import DatasetNameError
 
 
@@ -28,6 +28,9 @@ _DATASETS: dict[str, _Entry] = {
         gadre.load_gadre_downstream, gadre.DOWNSTREAM_DESCRIPTION, gadre.CITATION
     ),
     pythia.NAME: _Entry(pythia.load_pythia_evals, pythia.DESCRIPTION, pythia.CITATION),
+    multipower.NAME: _Entry(
+        multipower.load_multipower, multipower.DESCRIPTION, multipower.CITATION
+    ),
 }
 
 
@@ -64,7 +67,7 @@ def load_dataset(name: str, *, families: str | Iterable[str] | None = None) -> p
     ----------
     name : str
         One of the names in :func:`list_datasets` (``"hitchhiker"``,
-        ``"gadre"``, ``"gadre_downstream"``, ``"pythia_evals"``).
+        ``"gadre"``, ``"gadre_downstream"``, ``"pythia_evals"``, ``"multipower"``).
     families : str or list of str, optional
         Keep only these families.
 
