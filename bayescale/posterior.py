@@ -309,11 +309,33 @@ class Posterior(PosteriorBase):
 
     # -- queries (implemented in queries.py) ------------------------------------------------
     def predict(
-        self, family, params, tokens, *, kind="mean", ci_prob=DEFAULT_CI_PROB, draws=False, seed=0
+        self,
+        family=None,
+        params=None,
+        tokens=None,
+        *,
+        kind="mean",
+        run=None,
+        ci_prob=DEFAULT_CI_PROB,
+        draws=False,
+        seed=0,
     ):
-        """Posterior predictive loss; see :func:`bayescale.queries.predict`."""
-        from bayescale.queries import predict
+        """Posterior predictive loss; see :func:`bayescale.queries.predict`.
 
+        With ``run="NAME"``, forecast that fitted run (a run in progress) at
+        later ``tokens``: :func:`bayescale.queries.predict_run`.
+        """
+        from bayescale.queries import predict, predict_run
+
+        if run is not None:
+            if family is not None or params is not None or tokens is None:
+                raise TypeError(
+                    "with run=..., give only tokens (the run fixes family and size): "
+                    "post.predict(run='NAME', tokens=[...])"
+                )
+            return predict_run(self, run, tokens, ci_prob=ci_prob, draws=draws, seed=seed)
+        if family is None or params is None or tokens is None:
+            raise TypeError("predict() needs family, params and tokens (or run= and tokens)")
         return predict(
             self, family, params, tokens, kind=kind, ci_prob=ci_prob, draws=draws, seed=seed
         )

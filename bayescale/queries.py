@@ -257,3 +257,104 @@ def run_curve_draws(post, run: int, tokens) -> np.ndarray:
     log_n = np.full(tokens.shape, np.log(float(post.data.run_params[run])))
     log_mu = np.asarray(laws.log_loss(law, log_n, np.log(tokens)))
     return np.exp(log_mu + post.draws("u")[:, run][:, None])
+
+
+def run_index(post, run: str) -> int:
+    """Index of a fitted run by its label; the error lists near matches."""
+    from bayescale.options import did_you_mean
+
+    if run in post.data.runs:
+        return post.data.runs.index(run)
+    raise ValueError(
+        f"run {run!r} is not in the fit{did_you_mean(run, post.data.runs)}; a run in progress "
+        "must be part of the fitted table (its checkpoints so far, not marked final)"
+    )
+
+
+def continue_run_draws(post, run: str, tokens, *, seed: int = 0) -> np.ndarray:
+    """Draws of a fitted run's loss at later ``tokens``: shape ``(S, P)``.
+
+    Conditions on the run itself: its law, its run effect ``u`` and the state
+    of its trajectory noise at its last fitted checkpoint, from which the OU
+    process continues (the deviation decays as ``exp(-Δlog D / ell)`` and new
+    innovations add up). Every posterior draw carries its own law, ``u``,
+    noise scale and correlation length, so the spread holds everything still
+    uncertain about this run.
+    """
+    import jax
+
+    from bayescale.trajectory import OUTrajectory, ou_rho
+
+    r = run_index(post, run)
+    tokens = counts(tokens, "tokens")
+    data = post.data
+    obs = np.flatnonzero(data.obs_run == r)
+    d_last = float(data.tokens[obs[-1]])
+    if np.any(tokens <= d_last):
+        raise ValueError(
+            f"run {run!r} was fitted up to {d_last:.4g} tokens; forecast later tokens "
+            f"(got {tokens.min():.4g}); earlier checkpoints are data, not forecasts"
+        )
+    if post.is_point_estimate:
+        raise ValueError("continuing a run needs posterior draws; refit with method='nuts'")
+    f = int(data.run_family[r])
+    law = post.law(data.families[f], seed=seed).map(lambda v: np.asarray(v)[:, None])
+    log_n = np.log(float(data.run_params[r]))
+    u = post.draws("u")[:, r][:, None]
+    sigma = post.draws("sigma_obs")[:, f]
+    if np.bincount(data.obs_run, minlength=data.n_runs)[r] == 1:
+        # the lone checkpoint of a single-checkpoint run carries the seed scatter too
+        sigma = np.sqrt(sigma**2 + post.draws("sigma_seed") ** 2)
+    ell, nu = post.draws("ell"), post.draws("nu")
+    log_last = np.asarray(laws.log_loss(law, log_n, np.log([d_last])))[:, 0]
+    z_last = (np.log(data.loss[obs[-1]]) - log_last - u[:, 0]) / sigma
+    order = np.argsort(tokens, kind="stable")
+    logt = np.log(np.concatenate([[d_last], tokens[order]]))
+    first = np.zeros(logt.size, dtype=bool)
+    first[0] = True
+    rho = np.asarray(ou_rho(logt[None, :], first[None, :], ell[:, None]))[:, 1:]
+    s = sigma.shape[0]
+    fresh = OUTrajectory(np.zeros((s, tokens.size)), np.ones((s, tokens.size)), rho, nu)
+    key = jax.random.PRNGKey(int(np.random.default_rng([seed, 2]).integers(2**31)))
+    # the path from a zero start plus the decayed last deviation: the OU recursion is linear
+    z = np.cumprod(rho, axis=1) * z_last[:, None] + np.asarray(fresh.sample(key))
+    log_mu = np.asarray(laws.log_loss(law, log_n, np.log(tokens[order])))
+    out = np.empty((s, tokens.size))
+    out[:, order] = np.exp(log_mu + u + sigma[:, None] * z)
+    return out
+
+
+def predict_run(
+    post, run: str, tokens, *, ci_prob: float = DEFAULT_CI_PROB, draws: bool = False, seed: int = 0
+) -> pd.DataFrame:
+    """Forecast of a run in progress at later ``tokens`` (see :func:`continue_run_draws`).
+
+    Returns the columns of :func:`predict` with ``kind="run"`` and a ``run``
+    column; ``extrapolation`` is the ratio of each query's tokens to the
+    run's last fitted checkpoint.
+    """
+    ci_prob = check_ci_prob(ci_prob)
+    r = run_index(post, run)
+    t = counts(tokens, "tokens")
+    d = continue_run_draws(post, run, t, seed=seed)
+    med, lo, hi = interval(d, ci_prob)
+    data = post.data
+    out = pd.DataFrame(
+        {
+            "family": data.families[int(data.run_family[r])],
+            "run": run,
+            "params": float(data.run_params[r]),
+            "tokens": t,
+            "kind": "run",
+            "ci_prob": ci_prob,
+            "median": med,
+            "mean": d.mean(axis=0),
+            "lower": lo,
+            "upper": hi,
+            "extrapolation": t / data.tokens[data.obs_run == r].max(),
+            "point_estimate": False,
+        }
+    )
+    if draws:
+        out["draws"] = list(d.T)
+    return out

@@ -201,7 +201,13 @@ def cmd_fit(args) -> int:
 def cmd_predict(args) -> int:
     import pandas as pd
 
+    if (args.run is None) == (args.target is None):
+        raise BadInput("give either --target FAMILY:N:D or --run NAME --tokens D[,D...]")
+    if args.run is not None and not args.tokens:
+        raise BadInput("--run needs --tokens: the token counts to forecast the run at")
     post = load_fit(args.fit)
+    if args.run is not None:
+        return _predict_run(post, args)
     tables = []
     for t in args.target:
         if t.family not in post.families:
@@ -228,6 +234,21 @@ def cmd_predict(args) -> int:
     if down is not None:
         print(f"\ndownstream top-1 error ({args.kind}, {args.ci_prob:.0%} interval):")
         print(down.drop(columns=["family", "params", "tokens", "ci_prob"]).to_string(index=False))
+    return EXIT_OK
+
+
+def _predict_run(post, args) -> int:
+    try:
+        table = post.predict(run=args.run, tokens=args.tokens, ci_prob=args.ci_prob, seed=args.seed)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    _fit_warning(post)
+    if args.json:
+        emit_json(records(table))
+        return EXIT_OK
+    fitted = table["tokens"].iloc[0] / table["extrapolation"].iloc[0]
+    print(f"run {args.run}, fitted up to {format_count(fitted)} tokens; forecast:")
+    print(format_predictions(table))
     return EXIT_OK
 
 

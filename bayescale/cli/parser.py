@@ -136,11 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fit", metavar="FIT.nc")
     p.add_argument(
         "--target",
-        required=True,
         type=_target,
         action="append",
         metavar="FAMILY:N:D",
         help="model to predict, e.g. OPT:175B:300B (repeatable)",
+    )
+    p.add_argument(
+        "--run",
+        metavar="NAME",
+        help="a fitted run still in progress: forecast it at the --tokens given",
+    )
+    p.add_argument(
+        "--tokens",
+        type=_names,
+        metavar="D[,D...]",
+        help="with --run: later token counts to forecast at, e.g. 200B,300B",
     )
     p.add_argument(
         "--kind",
