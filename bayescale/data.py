@@ -146,6 +146,8 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
         )
     if "is_final" in out.columns:
         out["is_final"] = _flags(out["is_final"])
+    if "lr" in out.columns:
+        out["lr"] = _learning_rates(out)
     if "seed" not in out.columns:
         out["seed"] = "0"
     out["seed"] = out["seed"].astype(str)
@@ -154,6 +156,29 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+def _learning_rates(out: pd.DataFrame) -> pd.Series:
+    """The optional ``lr`` column: numbers >= 0, given for all rows of a run or for none."""
+    lr = pd.to_numeric(out["lr"], errors="coerce")
+    bad = out.index[(lr.isna() & out["lr"].notna()) | (lr < 0) | np.isinf(lr)]
+    if len(bad):
+        raise DataError(
+            f"column 'lr' must hold learning rates >= 0 (or be empty for runs without a "
+            f"schedule) but has {out.loc[bad[0], 'lr']!r} at {_rows(bad)}"
+        )
+    some = lr.isna().groupby([out["family"], out["run"]]).transform("any")
+    every = lr.isna().groupby([out["family"], out["run"]]).transform("all")
+    bad = out.index[some & ~every]
+    if len(bad):
+        raise DataError(
+            f"column 'lr' is missing for some checkpoints of run '{out.loc[bad[0], 'run']}' "
+            f"(family '{out.loc[bad[0], 'family']}') at {_rows(bad)}; give it at every "
+            "checkpoint of a run or at none"
+        )
+    if lr.notna().any() and not (lr > 0).any():
+        raise DataError("column 'lr' is zero everywhere; drop it for runs without a schedule")
+    return lr.astype(float)
 
 
 def _flags(col: pd.Series) -> pd.Series:
@@ -202,6 +227,13 @@ class ScalingData:
     warmup_fraction : float
         The relative bound of the warm-up cut (``nan``: none); see
         :func:`warmup_cut`.
+    lr_ref : float
+        The largest learning rate of the table (``nan``: no ``lr`` column);
+        schedules are normalised by it.
+    grid_run, grid_tokens, grid_eta, grid_area : ndarray, shape (G,), optional
+        Every logged row of every run's schedule (before the warm-up cut and
+        thinning), runs in order: see :func:`bayescale.schedules.grid`. A
+        run without a schedule has one row ``(1, 1, 1)``: a constant rate.
     """
 
     families: tuple
@@ -217,6 +249,24 @@ class ScalingData:
     report: pd.DataFrame = field(compare=False, repr=False)
     min_tokens: float = DEFAULT_MIN_TOKENS
     warmup_fraction: float = DEFAULT_WARMUP_FRACTION
+    lr_ref: float = float("nan")
+    grid_run: np.ndarray | None = field(default=None, repr=False)
+    grid_tokens: np.ndarray | None = field(default=None, repr=False)
+    grid_eta: np.ndarray | None = field(default=None, repr=False)
+    grid_area: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def has_schedules(self) -> bool:
+        return bool(np.isfinite(self.lr_ref))
+
+    def schedule(self, run: int):
+        """The :class:`~bayescale.schedules.Grid` of run ``run`` (``None`` without schedules)."""
+        from bayescale.schedules import Grid
+
+        if not self.has_schedules:
+            return None
+        rows = self.grid_run == run
+        return Grid(self.grid_tokens[rows], self.grid_eta[rows], self.grid_area[rows])
 
     @property
     def n_families(self) -> int:
@@ -243,6 +293,10 @@ class ScalingData:
             h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
         h.update("\x1f".join(self.families).encode())
         h.update("\x1f".join(self.runs).encode())
+        if self.has_schedules:
+            h.update(np.float64(self.lr_ref).tobytes())
+            for arr in (self.grid_run, self.grid_tokens, self.grid_eta, self.grid_area):
+                h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
     def family_index(self, family: str) -> int:
@@ -260,6 +314,18 @@ class ScalingData:
         from bayescale.model import ModelInputs
 
         y = np.log(self.loss / self.family_scale[self.obs_family])
+        sched = {}
+        if self.has_schedules:
+            from bayescale.schedules import features
+
+            width = int(np.bincount(self.grid_run, minlength=self.n_runs).max())
+            log_area = np.empty(self.n_obs)
+            mats = np.zeros((3, self.n_obs, width))
+            for r in range(self.n_runs):
+                rows = np.flatnonzero(self.obs_run == r)
+                log_area[rows], *m = features(self.schedule(r), self.tokens[rows], width)
+                mats[:, rows] = m
+            sched = {"log_area": log_area, "anneal": tuple(mats)}
         return ModelInputs(
             run_family=np.asarray(self.run_family, dtype=np.int32),
             log_n=np.log(self.run_params),
@@ -270,6 +336,7 @@ class ScalingData:
             n_families=self.n_families,
             log_e_max=np.array([y[self.obs_family == f].min() for f in range(self.n_families)]),
             run_single=np.bincount(self.obs_run, minlength=self.n_runs) == 1,
+            **sched,
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -346,6 +413,7 @@ class ScalingData:
                 == clean["tokens"].to_numpy()
             )
         clean = clean.assign(_final=final)
+        grids, lr_ref = _schedule_grids(clean)
 
         absolute = np.full(len(clean), np.nan if min_tokens is None else float(min_tokens))
         for fam, thr in (min_tokens_by_family or {}).items():
@@ -420,6 +488,21 @@ class ScalingData:
         if len(order) == 0 or len(loss) == 0:
             raise DataError("no checkpoints left after filtering; check `families`/`min_tokens`")
         _warn_weak_families(report, run_family, run_params)
+        sched = {}
+        if grids is not None:
+            sched = {
+                "lr_ref": lr_ref,
+                "grid_run": np.concatenate(
+                    [
+                        np.full(grids[k].tokens.size, i, dtype=np.int32)
+                        for i, k in enumerate(run_keys)
+                    ]
+                ),
+                **{
+                    f"grid_{name}": np.concatenate([getattr(grids[k], name) for k in run_keys])
+                    for name in ("tokens", "eta", "area")
+                },
+            }
         return cls(
             families=tuple(order),
             family_scale=scale,
@@ -434,7 +517,23 @@ class ScalingData:
             report=report,
             min_tokens=float("nan") if min_tokens is None else float(min_tokens),
             warmup_fraction=float("nan") if warmup_fraction is None else float(warmup_fraction),
+            **sched,
         )
+
+
+def _schedule_grids(clean: pd.DataFrame):
+    """Each run's LR schedule from all its rows (before any cut), or ``(None, nan)``."""
+    from bayescale.schedules import Grid, grid
+
+    if "lr" not in clean.columns or clean["lr"].isna().all():
+        return None, float("nan")
+    lr_ref = float(clean["lr"].max())
+    constant = Grid(np.ones(1), np.ones(1), np.ones(1))
+    grids = {}
+    for key, g in clean.groupby(["family", "run"], sort=False):
+        lr = g["lr"].to_numpy()
+        grids[key] = constant if np.isnan(lr).all() else grid(g["tokens"].to_numpy(), lr, lr_ref)
+    return grids, lr_ref
 
 
 def _warn_cut_runs(clean: pd.DataFrame, keep: np.ndarray) -> None:

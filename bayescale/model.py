@@ -82,6 +82,13 @@ class Priors:
     nu_loc, nu_scale : float
         Student-t degrees of freedom ``LogNormal(log 4, 0.75)``: digitised
         curves have outliers (the feasibility sketch found nu ~ 1.2).
+    anneal_b_sd, anneal_c_loc, anneal_c_scale, anneal_shape_loc, anneal_shape_scale : float
+        Only with learning-rate schedules (:mod:`bayescale.schedules`): the
+        bonus of a full decay ``B_f ~ HalfNormal(0.1)`` (annealing lowers the
+        loss by a few percent); its rate ``C ~ LogNormal(log 1e3, 2.5)``
+        (area in units of 1e11 tokens; wide, since tokens per step are often
+        unknown); ``beta_LD, gamma ~ LogNormal(log 0.5, 0.7)`` (Luo et al.
+        fit values near 0.5).
     """
 
     exponent_median: float = 0.3
@@ -100,6 +107,11 @@ class Priors:
     ell_scale: float = 0.5
     nu_loc: float = math.log(4.0)
     nu_scale: float = 0.75
+    anneal_b_sd: float = 0.1
+    anneal_c_loc: float = math.log(1e3)
+    anneal_c_scale: float = 2.5
+    anneal_shape_loc: float = math.log(0.5)
+    anneal_shape_scale: float = 0.7
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -124,12 +136,26 @@ class ModelInputs(NamedTuple):
     n_families: int
     log_e_max: np.ndarray  # (F,) log of each family's smallest relative loss: E's bound
     run_single: np.ndarray  # (R,) bool: the run has a single kept checkpoint
+    # learning-rate schedules (bayescale.schedules), None without an lr column:
+    log_area: np.ndarray | None = None  # (n,) log LR area, the law's time axis
+    anneal: tuple | None = None  # three (n, K): LR drops, LR at the drop, area since it
 
 
 # -- the parameters of one draw -------------------------------------------------------------
 def family_law(sites: dict) -> LawParams:
     """Per-family laws (relative scale) from a dict of the model's sites."""
     return LawParams(sites["log_E"], sites["a"], sites["b"], sites["alpha_f"], sites["beta_f"])
+
+
+def anneal_params(sites: dict):
+    """The annealing-bonus parameters of one draw, or ``None`` for a fit without schedules."""
+    from bayescale.schedules import AnnealParams
+
+    if "anneal_B" not in sites:
+        return None
+    return AnnealParams(
+        sites["anneal_B"], sites["anneal_C"], sites["anneal_beta"], sites["anneal_gamma"]
+    )
 
 
 def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
@@ -145,18 +171,27 @@ def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
     return jnp.where(single, jnp.sqrt(sig**2 + sigma_seed**2), sig)
 
 
-def trajectory(inputs: ModelInputs, law: LawParams, run_offset, sigma_obs, sigma_seed, ell, nu):
+def trajectory(
+    inputs: ModelInputs, law: LawParams, run_offset, sigma_obs, sigma_seed, ell, nu, anneal=None
+):
     """The distribution of ``inputs.y``: the law plus run offsets, with OU noise.
 
     This is the likelihood the model conditions on; simulations and
-    predictions of new runs draw from it.
+    predictions of new runs draw from it. With learning-rate schedules the
+    law runs on the LR area and ``anneal`` (:class:`~bayescale.schedules.AnnealParams`)
+    adds the annealing bonus; the OU noise stays in log-token time.
     """
     from bayescale.laws import log_loss
+    from bayescale.schedules import bonus, with_bonus
     from bayescale.trajectory import ou_rho
 
     fam_obs = inputs.run_family[inputs.obs_run]
     per_obs = law.map(lambda v: jnp.asarray(v)[fam_obs])
-    loc = log_loss(per_obs, inputs.log_n[inputs.obs_run], inputs.log_d)
+    log_time = inputs.log_d if inputs.log_area is None else inputs.log_area
+    loc = log_loss(per_obs, inputs.log_n[inputs.obs_run], log_time)
+    if anneal is not None and inputs.anneal is not None:
+        per_obs_anneal = anneal._replace(B=jnp.asarray(anneal.B)[fam_obs])
+        loc = with_bonus(loc, bonus(per_obs_anneal, *inputs.anneal))
     loc = loc + run_offset[inputs.obs_run]
     rho = ou_rho(inputs.log_d, inputs.first, ell)
     return OUTrajectory(loc, obs_scale(inputs, sigma_obs, sigma_seed), rho, nu)
@@ -243,9 +278,24 @@ def scaling_model(
     with numpyro.plate("run", n_runs):
         z_u = numpyro.sample("z_u", dist.Normal(0.0, 1.0))
     u = numpyro.deterministic("u", sigma_seed * centered_run_effects(z_u, inputs))
+    anneal = _anneal_block(inputs, p) if inputs.anneal is not None else None
     if not observe:
         return
-    numpyro.sample("y", trajectory(inputs, fam_law, u, sigma_f, sigma_seed, ell, nu), obs=inputs.y)
+    traj = trajectory(inputs, fam_law, u, sigma_f, sigma_seed, ell, nu, anneal)
+    numpyro.sample("y", traj, obs=inputs.y)
+
+
+def _anneal_block(inputs: ModelInputs, p: Priors):
+    """Sites of the annealing bonus: a per-family size, shared rate and shapes."""
+    from bayescale.schedules import AnnealParams
+
+    with numpyro.plate("family", inputs.n_families):
+        b = numpyro.sample("anneal_B", dist.HalfNormal(p.anneal_b_sd))
+    c = numpyro.sample("anneal_C", dist.LogNormal(p.anneal_c_loc, p.anneal_c_scale))
+    shape = dist.LogNormal(p.anneal_shape_loc, p.anneal_shape_scale)
+    return AnnealParams(
+        b, c, numpyro.sample("anneal_beta", shape), numpyro.sample("anneal_gamma", shape)
+    )
 
 
 def centered_run_effects(z, inputs: ModelInputs):
@@ -295,6 +345,7 @@ def log_likelihood(inputs: ModelInputs, sites: dict):
         sites["sigma_seed"],
         sites["ell"],
         sites["nu"],
+        anneal_params(sites),
     )
     return traj.pointwise_log_prob(jnp.asarray(inputs.y))
 

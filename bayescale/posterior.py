@@ -35,6 +35,7 @@ _DIMS = {
     "alpha_f": ["family"],
     "beta_f": ["family"],
     "sigma_obs": ["family"],
+    "anneal_B": ["family"],
     "z_u": ["run"],
     "u": ["run"],
     "mu_theta": ["coef"],
@@ -78,6 +79,14 @@ def build_tree(samples: dict, data: ScalingData, *, mcmc=None, log_likelihood=No
             "obs": np.arange(data.n_obs),
         },
     )
+    if data.has_schedules:
+        const = const.assign(
+            grid_run=("grid", np.asarray(data.grid_run, dtype=np.int32)),
+            grid_tokens=("grid", np.asarray(data.grid_tokens, dtype=float)),
+            grid_eta=("grid", np.asarray(data.grid_eta, dtype=float)),
+            grid_area=("grid", np.asarray(data.grid_area, dtype=float)),
+        )
+        const.attrs["lr_ref"] = float(data.lr_ref)
     obs = xr.Dataset(
         {"loss": ("obs", np.asarray(data.loss, dtype=float))}, coords={"obs": const.obs}
     )
@@ -99,6 +108,16 @@ def _data_from_tree(
     report = pd.DataFrame({"family": rep["family"].values.astype(str)})
     for name in rep.data_vars:
         report[name] = rep[name].values
+    sched = {}
+    if "grid_run" in const:
+        sched = {
+            "lr_ref": float(const.attrs["lr_ref"]),
+            "grid_run": const["grid_run"].values.astype(np.int32),
+            **{
+                f"grid_{k}": const[f"grid_{k}"].values.astype(float)
+                for k in ("tokens", "eta", "area")
+            },
+        }
     return ScalingData(
         families=tuple(str(f) for f in const["family"].values),
         family_scale=const["family_scale"].values.astype(float),
@@ -113,6 +132,7 @@ def _data_from_tree(
         report=report,
         min_tokens=min_tokens,
         warmup_fraction=warmup_fraction,
+        **sched,
     )
 
 
@@ -172,6 +192,22 @@ class Posterior(PosteriorBase):
                 np.full(s, np.log(self.data.family_scale[f])),
             )
         return self._population_law(family, np.random.default_rng([seed, 11]))
+
+    def anneal(self, family: str):
+        """Draws of the family's annealing bonus (:class:`~bayescale.schedules.AnnealParams`).
+
+        ``None`` for a fit without learning-rate schedules; an unseen family
+        gets the population's median bonus size.
+        """
+        from bayescale.schedules import AnnealParams
+
+        if "anneal_B" not in self.tree["posterior"]:
+            return None
+        b = self.draws("anneal_B")
+        b = b[:, self.families.index(family)] if family in self.families else np.median(b, 1)
+        return AnnealParams(
+            b, self.draws("anneal_C"), self.draws("anneal_beta"), self.draws("anneal_gamma")
+        )
 
     def _population_law(self, family: str, rng) -> LawParams:
         from bayescale.options import did_you_mean
@@ -319,6 +355,7 @@ class Posterior(PosteriorBase):
         ci_prob=DEFAULT_CI_PROB,
         draws=False,
         seed=0,
+        schedule=None,
     ):
         """Posterior predictive loss; see :func:`bayescale.queries.predict`.
 
@@ -333,11 +370,21 @@ class Posterior(PosteriorBase):
                     "with run=..., give only tokens (the run fixes family and size): "
                     "post.predict(run='NAME', tokens=[...])"
                 )
-            return predict_run(self, run, tokens, ci_prob=ci_prob, draws=draws, seed=seed)
+            return predict_run(
+                self, run, tokens, ci_prob=ci_prob, draws=draws, seed=seed, schedule=schedule
+            )
         if family is None or params is None or tokens is None:
             raise TypeError("predict() needs family, params and tokens (or run= and tokens)")
         return predict(
-            self, family, params, tokens, kind=kind, ci_prob=ci_prob, draws=draws, seed=seed
+            self,
+            family,
+            params,
+            tokens,
+            kind=kind,
+            ci_prob=ci_prob,
+            draws=draws,
+            seed=seed,
+            schedule=schedule,
         )
 
     def compute_optimal(self, flops, *, family, ci_prob=DEFAULT_CI_PROB, seed=0):

@@ -51,19 +51,72 @@ def query_points(params, tokens):
     return np.broadcast_arrays(p, t)
 
 
-def loss_draws(post, family: str, params, tokens, *, kind: str = "mean", seed: int = 0):
-    """Draws of the loss (nats) at each ``(params, tokens)`` pair: shape ``(S, P)``."""
+def schedule_grid(post, schedule):
+    """A planned run's LR schedule (table with ``tokens`` and ``lr``) as a Grid, or None."""
+    from bayescale.schedules import Grid, grid
+
+    if schedule is None or isinstance(schedule, Grid):
+        return schedule
+    if not post.data.has_schedules:
+        raise ValueError("this fit has no learning-rate schedules (no 'lr' column); drop schedule=")
+    try:
+        t = np.asarray(schedule["tokens"], dtype=float)
+        lr = np.asarray(schedule["lr"], dtype=float)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            "schedule must be a table with columns 'tokens' and 'lr' (the planned run's "
+            "learning rate at logged points)"
+        ) from None
+    order = np.argsort(t, kind="stable")
+    if t.size == 0 or not np.all(np.isfinite(lr)) or np.any(lr < 0) or np.any(t <= 0):
+        raise ValueError("schedule needs tokens > 0 and learning rates >= 0, finite")
+    return grid(t[order], lr[order], post.data.lr_ref)
+
+
+def log_law_draws(post, law, anneal, params, tokens, schedule=None) -> np.ndarray:
+    """Log loss (nats) of a law's draws at query points, ``(S, P)``: the one evaluation.
+
+    ``law`` (and ``anneal``, the annealing bonus, or None) hold one value per
+    draw; ``schedule`` is the run's :class:`~bayescale.schedules.Grid` (None:
+    a constant learning rate, the law in tokens).
+    """
+    from bayescale.schedules import bonus, features, with_bonus
+
+    law = law.map(lambda v: np.asarray(v)[:, None])
+    if schedule is None:
+        return np.asarray(laws.log_loss(law, np.log(params), np.log(tokens)))
+    log_area, drop, eta, after = features(schedule, tokens)
+    log_mu = np.asarray(laws.log_loss(law, np.log(params), log_area))
+    if anneal is None:
+        return log_mu
+    ap = anneal.map(lambda v: np.asarray(v)[:, None, None])._replace(
+        B=np.asarray(anneal.B)[:, None]
+    )
+    ld = np.asarray(bonus(ap, drop[None], eta[None], after[None]))
+    rel = np.asarray(law.log_scale)
+    return rel + np.asarray(with_bonus(log_mu - rel, ld))
+
+
+def loss_draws(
+    post, family: str, params, tokens, *, kind: str = "mean", seed: int = 0, schedule=None
+):
+    """Draws of the loss (nats) at each ``(params, tokens)`` pair: shape ``(S, P)``.
+
+    ``schedule``: the learning-rate schedule of the run asked about (a table
+    with ``tokens`` and ``lr``), for fits with schedules; default a constant rate.
+    """
     check_choice("kind", kind, KINDS)
     params, tokens = query_points(params, tokens)
     rng = np.random.default_rng([seed, 1])
     law = post.law(family, seed=seed)
+    anneal = post.anneal(family)
     if post.n_draws == 1:
         # a point estimate: repeat it so that new-run noise still has a spread
         law = law.map(lambda v: np.repeat(np.asarray(v), POINT_ESTIMATE_DRAWS))
+        if anneal is not None:
+            anneal = anneal.map(lambda v: np.repeat(np.asarray(v), POINT_ESTIMATE_DRAWS))
     s = law.alpha.shape[0]
-    log_mu = np.asarray(
-        laws.log_loss(law.map(lambda v: np.asarray(v)[:, None]), np.log(params), np.log(tokens))
-    )
+    log_mu = log_law_draws(post, law, anneal, params, tokens, schedule_grid(post, schedule))
     idx = np.arange(s) % post.n_draws
     log_mu = log_mu + post.level_offsets(family, params.size, rng, idx)
     if kind == "new_run":
@@ -103,6 +156,7 @@ def predict(
     ci_prob: float = DEFAULT_CI_PROB,
     draws: bool = False,
     seed: int = 0,
+    schedule=None,
 ) -> pd.DataFrame:
     """Predicted loss with an equal-tailed interval.
 
@@ -122,6 +176,10 @@ def predict(
     draws : bool
         Add a ``draws`` column holding each row's posterior draws.
     seed : int
+    schedule : pandas.DataFrame, optional
+        For a fit with learning-rate schedules: the planned run's ``tokens``
+        and ``lr`` (every logged point); the law then runs on its LR area and
+        adds its annealing bonus. Default: a constant learning rate.
 
     Returns
     -------
@@ -134,7 +192,7 @@ def predict(
     """
     ci_prob = check_ci_prob(ci_prob)
     p, t = query_points(params, tokens)
-    d = loss_draws(post, family, p, t, kind=kind, seed=seed)
+    d = loss_draws(post, family, p, t, kind=kind, seed=seed, schedule=schedule)
     med, lo, hi = interval(d, ci_prob)
     out = pd.DataFrame(
         {
@@ -253,9 +311,9 @@ def run_curve_draws(post, run: int, tokens) -> np.ndarray:
     """
     tokens = np.atleast_1d(np.asarray(tokens, dtype=float))
     family = post.families[int(post.data.run_family[run])]
-    law = post.law(family).map(lambda v: np.asarray(v)[:, None])
-    log_n = np.full(tokens.shape, np.log(float(post.data.run_params[run])))
-    log_mu = np.asarray(laws.log_loss(law, log_n, np.log(tokens)))
+    n = float(post.data.run_params[run])
+    sched = post.data.schedule(int(run))
+    log_mu = log_law_draws(post, post.law(family), post.anneal(family), n, tokens, sched)
     return np.exp(log_mu + post.draws("u")[:, run][:, None])
 
 
@@ -271,7 +329,7 @@ def run_index(post, run: str) -> int:
     )
 
 
-def continue_run_draws(post, run: str, tokens, *, seed: int = 0) -> np.ndarray:
+def continue_run_draws(post, run: str, tokens, *, seed: int = 0, schedule=None) -> np.ndarray:
     """Draws of a fitted run's loss at later ``tokens``: shape ``(S, P)``.
 
     Conditions on the run itself: its law, its run effect ``u`` and the state
@@ -279,7 +337,9 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0) -> np.ndarray:
     process continues (the deviation decays as ``exp(-Δlog D / ell)`` and new
     innovations add up). Every posterior draw carries its own law, ``u``,
     noise scale and correlation length, so the spread holds everything still
-    uncertain about this run.
+    uncertain about this run. ``schedule`` (fits with learning-rate schedules):
+    the run's planned ``tokens`` and ``lr``, past and future; without it the
+    rate stays at its last logged value.
     """
     import jax
 
@@ -298,15 +358,17 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0) -> np.ndarray:
     if post.is_point_estimate:
         raise ValueError("continuing a run needs posterior draws; refit with method='nuts'")
     f = int(data.run_family[r])
-    law = post.law(data.families[f], seed=seed).map(lambda v: np.asarray(v)[:, None])
-    log_n = np.log(float(data.run_params[r]))
+    family = data.families[f]
+    law, anneal = post.law(family, seed=seed), post.anneal(family)
+    sched = data.schedule(r) if schedule is None else schedule_grid(post, schedule)
+    n = float(data.run_params[r])
     u = post.draws("u")[:, r][:, None]
     sigma = post.draws("sigma_obs")[:, f]
     if np.bincount(data.obs_run, minlength=data.n_runs)[r] == 1:
         # the lone checkpoint of a single-checkpoint run carries the seed scatter too
         sigma = np.sqrt(sigma**2 + post.draws("sigma_seed") ** 2)
     ell, nu = post.draws("ell"), post.draws("nu")
-    log_last = np.asarray(laws.log_loss(law, log_n, np.log([d_last])))[:, 0]
+    log_last = log_law_draws(post, law, anneal, n, np.array([d_last]), sched)[:, 0]
     z_last = (np.log(data.loss[obs[-1]]) - log_last - u[:, 0]) / sigma
     order = np.argsort(tokens, kind="stable")
     logt = np.log(np.concatenate([[d_last], tokens[order]]))
@@ -318,14 +380,22 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0) -> np.ndarray:
     key = jax.random.PRNGKey(int(np.random.default_rng([seed, 2]).integers(2**31)))
     # the path from a zero start plus the decayed last deviation: the OU recursion is linear
     z = np.cumprod(rho, axis=1) * z_last[:, None] + np.asarray(fresh.sample(key))
-    log_mu = np.asarray(laws.log_loss(law, log_n, np.log(tokens[order])))
+    # past its last logged row a run's learning rate is taken to stay where it was
+    log_mu = log_law_draws(post, law, anneal, n, tokens[order], sched)
     out = np.empty((s, tokens.size))
     out[:, order] = np.exp(log_mu + u + sigma[:, None] * z)
     return out
 
 
 def predict_run(
-    post, run: str, tokens, *, ci_prob: float = DEFAULT_CI_PROB, draws: bool = False, seed: int = 0
+    post,
+    run: str,
+    tokens,
+    *,
+    ci_prob: float = DEFAULT_CI_PROB,
+    draws: bool = False,
+    seed: int = 0,
+    schedule=None,
 ) -> pd.DataFrame:
     """Forecast of a run in progress at later ``tokens`` (see :func:`continue_run_draws`).
 
@@ -336,7 +406,7 @@ def predict_run(
     ci_prob = check_ci_prob(ci_prob)
     r = run_index(post, run)
     t = counts(tokens, "tokens")
-    d = continue_run_draws(post, run, t, seed=seed)
+    d = continue_run_draws(post, run, t, seed=seed, schedule=schedule)
     med, lo, hi = interval(d, ci_prob)
     data = post.data
     out = pd.DataFrame(

@@ -1,0 +1,115 @@
+"""Learning-rate schedules in the law: LR area and the annealing bonus.
+
+A run trained with a decaying learning rate sits below the law of a constant
+schedule: it has moved less far (its summed learning rate is smaller) but it
+gains from every drop of the rate. bayescale follows the multi-power law of
+Luo et al. (2025), with the LR ``eta`` normalised by the largest LR of the
+fitted table and time measured in tokens::
+
+    L(N, t) = E + A / N^alpha + B / S(t)^beta - LD(t)
+    S(t)    = the area under eta up to t (tokens; equals t for a constant LR)
+    LD(t)   = B_f sum_k (eta_{k-1} - eta_k) G(eta_k^-gamma S_k(t) C / D_REF)
+    G(x)    = 1 - (1 + x)^-beta_LD
+
+``S_k(t)`` is the area from the ``k``-th logged LR to ``t``: each drop of the
+rate lowers the loss by up to ``B_f`` times its size, the more so the more
+training follows it. With a constant rate ``S(t) = t`` (up to the warm-up)
+and ``LD = 0``, so the law is the Chinchilla law of a run without a schedule.
+
+Before a run's first logged row the LR is taken to ramp linearly from 0
+(warm-up); between rows it is interpolated linearly; past the last row it
+stays at the last value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from bayescale.laws import LOG_D_REF
+
+# the normalised LR below which eta^-gamma is not evaluated (a rate of zero)
+MIN_ETA = 1e-4
+# the annealing bonus may not take more than this share of the law's loss
+MAX_BONUS_SHARE = 0.5
+
+
+class AnnealParams(NamedTuple):
+    """Annealing-bonus parameters (relative loss scale); fields broadcast like LawParams."""
+
+    B: object
+    C: object
+    beta: object
+    gamma: object
+
+    def map(self, fn) -> AnnealParams:
+        return AnnealParams(*(fn(v) if jnp.ndim(v) else v for v in self))
+
+
+class Grid(NamedTuple):
+    """One run's logged schedule: tokens, normalised LR and LR area at each row."""
+
+    tokens: np.ndarray
+    eta: np.ndarray
+    area: np.ndarray
+
+
+def grid(tokens, lr, lr_ref: float) -> Grid:
+    """The LR area at each logged row of one run (rows sorted by tokens)."""
+    tokens = np.asarray(tokens, dtype=float)
+    eta = np.asarray(lr, dtype=float) / float(lr_ref)
+    # a linear warm-up from 0 before the first row, trapezoids between rows
+    steps = 0.5 * (eta[1:] + eta[:-1]) * np.diff(tokens)
+    area = 0.5 * tokens[0] * eta[0] + np.concatenate([[0.0], np.cumsum(steps)])
+    return Grid(tokens, eta, area)
+
+
+def area_at(g: Grid, tokens) -> np.ndarray:
+    """LR area at any tokens (the LR held at its last value past the last row)."""
+    t = np.asarray(tokens, dtype=float)
+    inside = np.interp(t, g.tokens, g.area)
+    past = g.area[-1] + g.eta[-1] * (t - g.tokens[-1])
+    before = 0.5 * g.eta[0] * t**2 / g.tokens[0]
+    return np.where(t > g.tokens[-1], past, np.where(t < g.tokens[0], before, inside))
+
+
+def features(g: Grid, tokens, width: int | None = None):
+    """Per query point: log LR area and the (drop, eta, area-after) rows of ``LD``.
+
+    Returns ``log_area`` (P,) and three (P, K) arrays, ``K = width`` (padded
+    with zero drops) or the number of logged rows.
+    """
+    t = np.asarray(tokens, dtype=float)
+    area = area_at(g, t)
+    k = g.tokens.size
+    width = k if width is None else int(width)
+    drop = np.zeros(width)
+    drop[1:k] = g.eta[:-1] - g.eta[1:]
+    eta = np.ones(width)
+    eta[:k] = np.maximum(g.eta, MIN_ETA)
+    grid_area = np.full(width, np.inf)
+    grid_area[:k] = g.area
+    after = area[:, None] - grid_area[None, :]
+    seen = after >= 0
+    return (
+        np.log(area),
+        np.where(seen, drop[None, :], 0.0),
+        np.broadcast_to(eta, after.shape).copy(),
+        np.where(seen, after, 0.0),
+    )
+
+
+def bonus(p: AnnealParams, drop, eta, after):
+    """The annealing bonus ``LD`` (relative loss scale), summed over the last axis."""
+    x = p.C * eta ** (-p.gamma) * after * math.exp(-LOG_D_REF)
+    g = 1.0 - (1.0 + x) ** (-p.beta)
+    return p.B * jnp.sum(drop * g, axis=-1)
+
+
+def with_bonus(log_mu, ld):
+    """``log(mu - LD)`` from ``log mu`` (relative scale), the bonus capped at half of mu."""
+    share = jnp.clip(ld * jnp.exp(-log_mu), -MAX_BONUS_SHARE, MAX_BONUS_SHARE)
+    return log_mu + jnp.log1p(-share)

@@ -1,0 +1,190 @@
+"""Learning-rate schedules: LR area and annealing bonus against brute-force references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayescale.data import DataError, ScalingData
+from bayescale.laws import D_REF
+from bayescale.model import ModelInputs
+from bayescale.schedules import AnnealParams, area_at, bonus, features, grid, with_bonus
+
+STEP = 5e5
+
+
+def _cosine(steps, peak=3e-4, final=3e-5, total=24000):
+    return final + 0.5 * (peak - final) * (1 + np.cos(np.pi * np.minimum(steps, total) / total))
+
+
+def test_area_is_the_integral_of_the_learning_rate():
+    steps = np.arange(2000, 24001, 128.0)
+    g = grid(steps * STEP, _cosine(steps), 3e-4)
+    # brute force: the LR at every single step, a linear warm-up before the first row
+    fine = np.arange(0, 24001, 1.0)
+    lr = np.where(fine < steps[0], _cosine(steps[0]) * fine / steps[0], _cosine(fine))
+    want = np.concatenate([[0.0], np.cumsum(0.5 * (lr[1:] + lr[:-1]))]) * STEP / 3e-4
+    t = np.array([1000.0, 5000.0, 13000.0, 24000.0])
+    np.testing.assert_allclose(area_at(g, t * STEP), want[t.astype(int)], rtol=2e-4)
+    # past the last row the rate stays at its last value
+    later = g.tokens[-1] + 1000 * STEP
+    assert area_at(g, later) == pytest.approx(g.area[-1] + g.eta[-1] * 1000 * STEP)
+
+
+def test_a_constant_rate_gives_the_tokens_and_no_bonus():
+    t = np.geomspace(1e9, 1e11, 20)
+    g = grid(t, np.full(t.size, 3e-4), 3e-4)
+    log_area, drop, eta, after = features(g, t)
+    np.testing.assert_allclose(np.exp(log_area), t - t[0] / 2, rtol=1e-12)
+    assert not drop.any()
+    p = AnnealParams(0.05, 1e3, 0.5, 0.5)
+    np.testing.assert_array_equal(np.asarray(bonus(p, drop, eta, after)), 0.0)
+
+
+def test_bonus_matches_a_loop_and_saturates_at_b_times_the_drop():
+    steps = np.array([1000.0, 2000, 3000, 4000, 6000, 50000])
+    lr = np.array([1.0, 1.0, 0.5, 0.5, 0.2, 0.2])
+    g = grid(steps * STEP, lr, 1.0)
+    t = np.array([2500.0, 3000, 5000, 50000]) * STEP
+    _, drop, eta, after = features(g, t)
+    p = AnnealParams(0.04, 1e5, 0.6, 0.4)
+    got = np.asarray(bonus(p, drop, eta, after))
+    for i, ti in enumerate(t):
+        want = 0.0
+        for k in range(1, steps.size):
+            if steps[k] * STEP <= ti:
+                s_k = area_at(g, ti) - g.area[k]
+                x = p.C * g.eta[k] ** (-p.gamma) * s_k / D_REF
+                want += p.B * (g.eta[k - 1] - g.eta[k]) * (1 - (1 + x) ** (-p.beta))
+        assert got[i] == pytest.approx(want, rel=1e-6, abs=1e-12)
+    assert got[0] == 0.0  # no drop yet
+    assert got[-1] == pytest.approx(0.04 * 0.8, rel=0.05)  # long after both drops
+
+
+def test_with_bonus_is_log_of_the_difference_and_capped():
+    assert float(with_bonus(math.log(2.0), 0.5)) == pytest.approx(math.log(1.5))
+    assert float(with_bonus(math.log(2.0), 5.0)) == pytest.approx(math.log(1.0))
+
+
+def _frame(lr=True):
+    rows = []
+    for n in (1e8, 3e8):
+        for kind in ("constant", "cosine"):
+            steps = np.arange(1000, 10001, 500.0)
+            rate = np.full(steps.size, 3e-4) if kind == "constant" else _cosine(steps, total=10000)
+            loss = 3.0 + 2.0 * (steps / 1000) ** -0.3 - 0.1 * (3e-4 - rate) / 3e-4
+            for s, r, v in zip(steps, rate, loss, strict=True):
+                rows.append(("fam", f"{n:.0e}-{kind}", n, s * STEP, v, r))
+    df = pd.DataFrame(rows, columns=["family", "run", "params", "tokens", "loss", "lr"])
+    return df if lr else df.drop(columns="lr")
+
+
+def test_data_with_and_without_schedules():
+    plain = ScalingData.from_frame(_frame(lr=False), min_tokens=None)
+    assert not plain.has_schedules and plain.inputs().anneal is None
+    data = ScalingData.from_frame(_frame(), min_tokens=None)
+    assert data.has_schedules and data.lr_ref == 3e-4
+    inputs = data.inputs()
+    assert isinstance(inputs, ModelInputs)
+    assert inputs.anneal[0].shape == (data.n_obs, 19)
+    assert data.hash() != plain.hash()
+    # a run without lr in a table with schedules runs on its tokens, with no bonus
+    mixed = _frame()
+    mixed.loc[mixed["run"] == "1e+08-constant", "lr"] = np.nan
+    m = ScalingData.from_frame(mixed, min_tokens=None)
+    r = m.runs.index("1e+08-constant")
+    rows = m.obs_run == r
+    np.testing.assert_allclose(np.exp(m.inputs().log_area[rows]), m.tokens[rows])
+    assert not m.inputs().anneal[0][rows].any()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.assign(lr=d["lr"].where(d.index != 3, -1.0)), r"learning rates >= 0"),
+        (lambda d: d.assign(lr=d["lr"].astype(object).where(d.index != 3, "fast")), r"'fast'"),
+        (lambda d: d.assign(lr=d["lr"].where(d.index != 3)), r"missing for some checkpoints"),
+        (lambda d: d.assign(lr=0.0), r"zero everywhere"),
+    ],
+)
+def test_bad_learning_rates_are_refused(change, message):
+    with pytest.raises(DataError, match=message):
+        ScalingData.from_frame(change(_frame()), min_tokens=None)
+
+
+def _posterior(data, s=50):
+    import xarray as xr
+
+    from bayescale.fitting import FitConfig
+    from bayescale.posterior import Posterior
+
+    r = data.n_runs
+    rng = np.random.default_rng(0)
+    draws = {
+        "log_E": np.full((s, 1), math.log(0.8)),
+        "a": np.full((s, 1), math.log(0.1)),
+        "b": np.full((s, 1), math.log(0.1)),
+        "alpha_f": np.full((s, 1), 0.3),
+        "beta_f": np.full((s, 1), 0.3),
+        "sigma_obs": np.full((s, 1), 0.002),
+        "u": 0.001 * rng.standard_normal((s, r)),
+        "sigma_seed": np.full(s, 0.01),
+        "ell": np.full(s, 1.0),
+        "nu": np.full(s, 10.0),
+        "alpha": np.full(s, 0.3),
+        "beta": np.full(s, 0.3),
+        "anneal_B": np.full((s, 1), 0.3),
+        "anneal_C": np.full(s, 1e4),
+        "anneal_beta": np.full(s, 0.5),
+        "anneal_gamma": np.full(s, 0.5),
+    }
+    post = Posterior.from_draws({k: v[None] for k, v in draws.items()}, data, FitConfig())
+    post.tree["sample_stats"] = xr.DataTree(
+        xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, s), dtype=bool))})
+    )
+    return post
+
+
+def test_fit_files_keep_the_schedules_and_predictions_use_them(tmp_path):
+    from bayescale import load
+
+    data = ScalingData.from_frame(_frame(), min_tokens=None)
+    post = _posterior(data)
+    steps = np.arange(1000, 10001, 500.0)
+    cosine = pd.DataFrame({"tokens": steps * STEP, "lr": _cosine(steps, total=10000)})
+    constant = cosine.assign(lr=3e-4)
+    end = [steps[-1] * STEP]
+    cos = post.predict("fam", 3e8, end, schedule=cosine)["median"].iloc[0]
+    const = post.predict("fam", 3e8, end, schedule=constant)["median"].iloc[0]
+    plain = post.predict("fam", 3e8, end)["median"].iloc[0]
+    # annealing: below the constant schedule at the end; a constant schedule is the plain
+    # law, but for the warm-up assumed before its first row (half of 1000 of 10000 steps)
+    assert cos < 0.99 * const and const == pytest.approx(plain, rel=5e-3) and const > plain
+    path = tmp_path / "sched.nc"
+    post.save(path)
+    back = load(path)
+    assert back.data.has_schedules and back.data.hash() == data.hash()
+    again = back.predict("fam", 3e8, end, schedule=cosine)["median"].iloc[0]
+    assert again == pytest.approx(cos, rel=1e-12)
+    with pytest.raises(ValueError, match="columns 'tokens' and 'lr'"):
+        post.predict("fam", 3e8, end, schedule={"step": [1]})
+    plain_post = _posterior(ScalingData.from_frame(_frame(lr=False), min_tokens=None))
+    with pytest.raises(ValueError, match="no learning-rate schedules"):
+        plain_post.predict("fam", 3e8, end, schedule=cosine)
+
+
+def test_a_fit_with_schedules_learns_the_annealing_bonus():
+    from bayescale import fit
+
+    post = fit(_frame(), method="map", map_starts=2, min_tokens=None, seed=0, progress_bar=False)
+    assert "anneal_B" in post.tree["posterior"]
+    # the simulated cosine runs sit up to 0.1 nats (about 2% of the loss) below constant ones
+    assert float(post.draws("anneal_B")[0, 0]) > 0.005
+    steps = np.arange(1000, 10001, 500.0)
+    cosine = pd.DataFrame({"tokens": steps * STEP, "lr": _cosine(steps, total=10000)})
+    pred = post.predict("fam", 3e8, steps * STEP, schedule=cosine)
+    truth = _frame().query("run == '3e+08-cosine'")["loss"].to_numpy()
+    np.testing.assert_allclose(pred["median"].to_numpy(), truth, rtol=0.01)
