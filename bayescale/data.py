@@ -228,8 +228,8 @@ class ScalingData:
         The relative bound of the warm-up cut (``nan``: none); see
         :func:`warmup_cut`.
     lr_ref : float
-        The largest learning rate of the table (``nan``: no ``lr`` column);
-        schedules are normalised by it.
+        The largest learning rate of the table (``nan``: no ``lr`` column).
+        Each run's schedule is normalised by its own peak rate.
     grid_run, grid_tokens, grid_eta, grid_area : ndarray, shape (G,), optional
         Every logged row of every run's schedule (before the warm-up cut and
         thinning), runs in order: see :func:`bayescale.schedules.grid`. A
@@ -532,7 +532,9 @@ def _schedule_grids(clean: pd.DataFrame):
     grids = {}
     for key, g in clean.groupby(["family", "run"], sort=False):
         lr = g["lr"].to_numpy()
-        grids[key] = constant if np.isnan(lr).all() else grid(g["tokens"].to_numpy(), lr, lr_ref)
+        # each run's rate relative to its own peak: sizes are trained at their own tuned
+        # peak rates, and the law is about the schedule's shape, not the rate's scale
+        grids[key] = constant if np.isnan(lr).all() else grid(g["tokens"].to_numpy(), lr, lr.max())
     return grids, lr_ref
 
 

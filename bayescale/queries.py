@@ -70,7 +70,9 @@ def schedule_grid(post, schedule):
     order = np.argsort(t, kind="stable")
     if t.size == 0 or not np.all(np.isfinite(lr)) or np.any(lr < 0) or np.any(t <= 0):
         raise ValueError("schedule needs tokens > 0 and learning rates >= 0, finite")
-    return grid(t[order], lr[order], post.data.lr_ref)
+    if not np.any(lr > 0):
+        raise ValueError("schedule has no positive learning rate")
+    return grid(t[order], lr[order], lr.max())
 
 
 def log_law_draws(post, law, anneal, params, tokens, schedule=None) -> np.ndarray:

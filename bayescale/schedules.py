@@ -3,8 +3,9 @@
 A run trained with a decaying learning rate sits below the law of a constant
 schedule: it has moved less far (its summed learning rate is smaller) but it
 gains from every drop of the rate. bayescale follows the multi-power law of
-Luo et al. (2025), with the LR ``eta`` normalised by the largest LR of the
-fitted table and time measured in tokens::
+Luo et al. (2025), with the LR ``eta`` normalised by the run's own peak rate
+(sizes are trained at their own tuned peaks; the law is about the schedule's
+shape) and time measured in tokens::
 
     L(N, t) = E + A / N^alpha + B / S(t)^beta - LD(t)
     S(t)    = the area under eta up to t (tokens; equals t for a constant LR)
