@@ -316,9 +316,9 @@ class ScalingData:
         y = np.log(self.loss / self.family_scale[self.obs_family])
         sched = {}
         if self.has_schedules:
-            from bayescale.schedules import features
+            from bayescale.schedules import drops, features
 
-            width = int(np.bincount(self.grid_run, minlength=self.n_runs).max())
+            width = max(1, max(drops(self.schedule(r))[0].size for r in range(self.n_runs)))
             log_area = np.empty(self.n_obs)
             mats = np.zeros((3, self.n_obs, width))
             for r in range(self.n_runs):

@@ -36,6 +36,9 @@ from bayescale.laws import LOG_D_REF
 MIN_ETA = 1e-4
 # the annealing bonus may not take more than this share of the law's loss
 MAX_BONUS_SHARE = 0.5
+# drops of the rate are merged into at most this many bins per run (equal shares of
+# the total drop): the bonus costs O(bins) per checkpoint in every gradient
+MAX_DROP_BINS = 64
 
 
 class AnnealParams(NamedTuple):
@@ -77,22 +80,50 @@ def area_at(g: Grid, tokens) -> np.ndarray:
     return np.where(t > g.tokens[-1], past, np.where(t < g.tokens[0], before, inside))
 
 
+def drops(g: Grid, max_bins: int = MAX_DROP_BINS):
+    """The rate's changes as (drop, eta, area) columns, at most ``max_bins`` of them.
+
+    Rows where the rate does not change are left out. Beyond ``max_bins``
+    changes, consecutive ones are merged into bins holding equal shares of
+    the total change plus the LR area: a bin's drop is their sum, its eta and
+    area their drop-weighted means.
+    """
+    d = g.eta[:-1] - g.eta[1:]
+    keep = np.flatnonzero(d != 0)
+    d, eta, area = d[keep], g.eta[1:][keep], g.area[1:][keep]
+    if d.size <= max_bins:
+        return d, eta, area
+    # bins hold equal shares of (drop + area): fine where the rate falls fast, and no bin
+    # longer than 2 / max_bins of the run, so that a bin is seldom split by a checkpoint
+    w = np.abs(d)
+    span = np.diff(np.concatenate([[g.area[0]], area]))
+    share = np.cumsum(w / w.sum() + span / span.sum()) / 2
+    bins = np.minimum((share * max_bins - 1e-12).astype(int), max_bins - 1)
+    total = np.bincount(bins, weights=d, minlength=max_bins)
+    weight = np.bincount(bins, weights=w, minlength=max_bins)
+    used = weight > 0
+    eta_b = np.bincount(bins, weights=w * eta, minlength=max_bins)[used] / weight[used]
+    area_b = np.bincount(bins, weights=w * area, minlength=max_bins)[used] / weight[used]
+    return total[used], eta_b, area_b
+
+
 def features(g: Grid, tokens, width: int | None = None):
-    """Per query point: log LR area and the (drop, eta, area-after) rows of ``LD``.
+    """Per query point: log LR area and the (drop, eta, area-after) columns of ``LD``.
 
     Returns ``log_area`` (P,) and three (P, K) arrays, ``K = width`` (padded
-    with zero drops) or the number of logged rows.
+    with zero drops) or the number of columns of :func:`drops`.
     """
     t = np.asarray(tokens, dtype=float)
     area = area_at(g, t)
-    k = g.tokens.size
+    d, e, a = drops(g)
+    k = d.size
     width = k if width is None else int(width)
     drop = np.zeros(width)
-    drop[1:k] = g.eta[:-1] - g.eta[1:]
+    drop[:k] = d
     eta = np.ones(width)
-    eta[:k] = np.maximum(g.eta, MIN_ETA)
+    eta[:k] = np.maximum(e, MIN_ETA)
     grid_area = np.full(width, np.inf)
-    grid_area[:k] = g.area
+    grid_area[:k] = a
     after = area[:, None] - grid_area[None, :]
     seen = after >= 0
     return (

@@ -11,7 +11,7 @@ import pytest
 from bayescale.data import DataError, ScalingData
 from bayescale.laws import D_REF
 from bayescale.model import ModelInputs
-from bayescale.schedules import AnnealParams, area_at, bonus, features, grid, with_bonus
+from bayescale.schedules import AnnealParams, area_at, bonus, drops, features, grid, with_bonus
 
 STEP = 5e5
 
@@ -64,6 +64,22 @@ def test_bonus_matches_a_loop_and_saturates_at_b_times_the_drop():
     assert got[-1] == pytest.approx(0.04 * 0.8, rel=0.05)  # long after both drops
 
 
+def test_merged_drops_keep_the_bonus_of_a_long_schedule():
+    steps = np.arange(2160, 72001, 128.0)
+    g = grid(steps * STEP, _cosine(steps, total=72000), 3e-4)
+    t = np.array([5000.0, 30000, 60000, 72000]) * STEP
+    p = AnnealParams(0.05, 2e4, 0.4, 0.8)
+    merged = np.asarray(bonus(p, *features(g, t)[1:]))
+    d, e, a = drops(g, max_bins=10_000)
+    assert d.size == steps.size - 1
+    after = area_at(g, t)[:, None] - a[None, :]
+    seen = after >= 0
+    exact = np.asarray(
+        bonus(p, np.where(seen, d, 0.0), np.broadcast_to(e, after.shape), np.where(seen, after, 0))
+    )
+    np.testing.assert_allclose(merged, exact, rtol=0.02, atol=5e-5)
+
+
 def test_with_bonus_is_log_of_the_difference_and_capped():
     assert float(with_bonus(math.log(2.0), 0.5)) == pytest.approx(math.log(1.5))
     assert float(with_bonus(math.log(2.0), 5.0)) == pytest.approx(math.log(1.0))
@@ -89,7 +105,8 @@ def test_data_with_and_without_schedules():
     assert data.has_schedules and data.lr_ref == 3e-4
     inputs = data.inputs()
     assert isinstance(inputs, ModelInputs)
-    assert inputs.anneal[0].shape == (data.n_obs, 19)
+    # the cosine runs' 18 changes of rate (19 rows); the constant runs have none
+    assert inputs.anneal[0].shape == (data.n_obs, 18)
     assert data.hash() != plain.hash()
     # a run without lr in a table with schedules runs on its tokens, with no bonus
     mixed = _frame()
