@@ -9,6 +9,11 @@ with ``s_f`` a fixed per-family loss constant (median observed loss), ``N~``
 and ``D~`` the sizes relative to 1e9 parameters and 1e11 tokens, ``u_r`` a
 run (seed) effect and ``eps`` an Ornstein-Uhlenbeck process in log-token time
 with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
+
+With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
+run's normalised rate and ``mu`` loses the annealing bonus of
+:mod:`bayescale.schedules` (sites ``anneal_B`` per family, ``anneal_C``,
+``anneal_beta``, ``anneal_gamma``).
 """
 
 from __future__ import annotations

@@ -436,6 +436,22 @@ def model_description(post) -> list[str]:
         else f"dense curves thinned to at most {c.max_points_per_run} log-spaced "
         "checkpoints per run"
     )
+    if post.data.has_schedules:
+        sched = (
+            "Learning-rate schedules were given (`lr` column): D in the law is the area under "
+            "each run's rate relative to its peak (the tokens, for a constant rate), and every "
+            "drop of the rate lowers the loss by an annealing bonus that grows as training "
+            "follows it (the multi-power law of Luo et al., 2025), so intermediate checkpoints "
+            "of an annealed run are read as such. Runs without an `lr` are taken at a constant "
+            "rate."
+        )
+    else:
+        sched = (
+            "No learning-rate schedule was given: every kept checkpoint is read as the final "
+            "loss of a run trained to that many tokens at a constant rate. For runs whose rate "
+            "decays (cosine, WSD) the early checkpoints sit above such runs' ends, which "
+            "steepens the token exponent; pass an `lr` column to separate the two."
+        )
     return [
         f"Each family's mean loss follows {law}. Losses are divided by a fixed per-family "
         "constant (the median kept loss) so that families measured on different scales can "
@@ -447,6 +463,7 @@ def model_description(post) -> list[str]:
         "from its curve by an Ornstein–Uhlenbeck process in log-token time with Student-t "
         "innovations, so that hundreds of correlated checkpoints do not count as "
         "independent evidence.",
+        sched,
         "Predictions come in two kinds: `mean` is the law itself; `new_run` adds a fresh "
         "run's seed effect and evaluation noise, i.e. what one new training run would reach.",
         f"Data preparation: {cut}; {thin}. " + method,
