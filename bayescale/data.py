@@ -23,6 +23,7 @@ DEFAULT_WARMUP_FRACTION = 0.1
 DEFAULT_MAX_POINTS = 50
 _BILLIONS_THRESHOLD = 1e4
 _PERPLEXITY_THRESHOLD = 15.0
+_PERPLEXITY_MEDIAN = 7.0
 
 
 class DataError(ValueError):
@@ -37,11 +38,16 @@ class LossScaleWarning(UserWarning):
     """The loss column looks like perplexity rather than nats."""
 
 
-def _rows(index, limit: int = 8) -> str:
+def _rows(index, first_line: int | None = None, limit: int = 8) -> str:
+    """``rows [3, 18]`` (data rows, from 0), with the file lines when read from a file."""
     idx = list(index)
     shown = ", ".join(str(i) for i in idx[:limit])
     more = f" … (+{len(idx) - limit} more)" if len(idx) > limit else ""
-    return f"rows [{shown}{more}]"
+    text = f"rows [{shown}{more}]"
+    if first_line is not None and all(isinstance(i, (int, np.integer)) for i in idx[:limit]):
+        lines = ", ".join(str(int(i) + first_line) for i in idx[:limit])
+        text += f" (file line{'s' if len(idx) > 1 else ''} {lines}{' …' if more else ''})"
+    return text
 
 
 def warmup_cut(final_tokens, min_tokens: float | None, fraction: float | None):
@@ -87,35 +93,46 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
+        hint = ""
+        header = ",".join(str(c) for c in df.columns)
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if df.shape[1] == 1 and sep in header:
+                hint = (
+                    f"; its one column {header[:60]!r} is separated by {name}: read the file "
+                    "with pandas.read_csv(path, sep=..., decimal=',')"
+                )
         raise DataError(
             f"missing required column(s) {missing}; the table needs {list(REQUIRED)} "
             "(one row per checkpoint: family, run, params = raw parameter count, "
-            "tokens = raw tokens seen, loss in nats)"
+            f"tokens = raw tokens seen, loss in nats){hint}"
         )
     if len(df) == 0:
         raise DataError("the table has no rows")
+    line = df.attrs.get("first_line")
     out = df.copy()
     out = out.reset_index(drop=True)
     for col in ("family", "run"):
         bad = out.index[out[col].isna()]
         if len(bad):
-            raise DataError(f"column '{col}' has missing labels at {_rows(bad)}; fill them in")
+            raise DataError(f"column '{col}' has missing labels at {_rows(bad, line)}; label them")
         out[col] = out[col].astype(str)
     for col in ("params", "tokens", "loss"):
         try:
             values = pd.to_numeric(out[col], errors="raise").astype(float)
         except (ValueError, TypeError) as exc:
-            raise DataError(f"column '{col}' must be numeric ({exc})") from None
+            comma = out[col].astype(str).str.fullmatch(r"-?\d+,\d+").any()
+            hint = "; it has decimal commas: use decimal points (or decimal=',')" if comma else ""
+            raise DataError(f"column '{col}' must be numeric ({exc}){hint}") from None
         bad = out.index[~np.isfinite(values.to_numpy())]
         if len(bad):
             raise DataError(
-                f"column '{col}' has NaN or infinite values at {_rows(bad)}; "
+                f"column '{col}' has NaN or infinite values at {_rows(bad, line)}; "
                 "drop those checkpoints or fill in the value"
             )
         bad = out.index[values.to_numpy() <= 0]
         if len(bad):
             raise DataError(
-                f"column '{col}' must be > 0 but is non-positive at {_rows(bad)}; "
+                f"column '{col}' must be > 0 but is non-positive at {_rows(bad, line)}; "
                 + ("loss is in nats (cross-entropy)" if col == "loss" else "use raw counts")
             )
         out[col] = values
@@ -123,7 +140,7 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
         bad = out.index[out[col].to_numpy() < _BILLIONS_THRESHOLD]
         if len(bad):
             raise DataError(
-                f"column '{col}' has values below 1e4 at {_rows(bad)} "
+                f"column '{col}' has values below 1e4 at {_rows(bad, line)} "
                 f"(e.g. {out.loc[bad[0], col]:g}); it looks like {unit} given in billions or "
                 f"millions; pass raw counts (multiply by 1e9 for billions)"
             )
@@ -131,8 +148,9 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     if dup.any():
         bad = out.index[dup]
         raise DataError(
-            f"duplicated (run, tokens) pairs at {_rows(bad)} "
-            f"(first: run '{out.loc[bad[0], 'run']}', tokens {out.loc[bad[0], 'tokens']:g}); "
+            f"duplicated (run, tokens) pairs at {_rows(bad, line)} "
+            f"(first: family '{out.loc[bad[0], 'family']}', run '{out.loc[bad[0], 'run']}', "
+            f"tokens {out.loc[bad[0], 'tokens']:g}); "
             "keep one evaluation per checkpoint (e.g. average them)"
         )
     nunique = out.groupby(["family", "run"], sort=False)["params"].nunique()
@@ -141,13 +159,13 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
         fam, run = changing.index[0]
         bad = out.index[(out["family"] == fam) & (out["run"] == run)]
         raise DataError(
-            f"column 'params' changes within run '{run}' (family '{fam}') at {_rows(bad)}; "
+            f"column 'params' changes within run '{run}' (family '{fam}') at {_rows(bad, line)}; "
             "a run has one model size: split it into separate runs or fix the value"
         )
     if "is_final" in out.columns:
-        out["is_final"] = _flags(out["is_final"])
+        out["is_final"] = _flags(out["is_final"], line)
     if "lr" in out.columns:
-        out["lr"] = _learning_rates(out)
+        out["lr"] = _learning_rates(out, line)
     if "seed" not in out.columns:
         out["seed"] = "0"
     out["seed"] = out["seed"].astype(str)
@@ -158,14 +176,14 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
 
-def _learning_rates(out: pd.DataFrame) -> pd.Series:
+def _learning_rates(out: pd.DataFrame, line: int | None = None) -> pd.Series:
     """The optional ``lr`` column: numbers >= 0, given for all rows of a run or for none."""
     lr = pd.to_numeric(out["lr"], errors="coerce")
     bad = out.index[(lr.isna() & out["lr"].notna()) | (lr < 0) | np.isinf(lr)]
     if len(bad):
         raise DataError(
             f"column 'lr' must hold learning rates >= 0 (or be empty for runs without a "
-            f"schedule) but has {out.loc[bad[0], 'lr']!r} at {_rows(bad)}"
+            f"schedule) but has {out.loc[bad[0], 'lr']!r} at {_rows(bad, line)}"
         )
     some = lr.isna().groupby([out["family"], out["run"]]).transform("any")
     every = lr.isna().groupby([out["family"], out["run"]]).transform("all")
@@ -173,7 +191,7 @@ def _learning_rates(out: pd.DataFrame) -> pd.Series:
     if len(bad):
         raise DataError(
             f"column 'lr' is missing for some checkpoints of run '{out.loc[bad[0], 'run']}' "
-            f"(family '{out.loc[bad[0], 'family']}') at {_rows(bad)}; give it at every "
+            f"(family '{out.loc[bad[0], 'family']}') at {_rows(bad, line)}; give it at every "
             "checkpoint of a run or at none"
         )
     if lr.notna().any() and not (lr > 0).any():
@@ -181,7 +199,7 @@ def _learning_rates(out: pd.DataFrame) -> pd.Series:
     return lr.astype(float)
 
 
-def _flags(col: pd.Series) -> pd.Series:
+def _flags(col: pd.Series, line: int | None = None) -> pd.Series:
     """``is_final`` as booleans, read strictly: ``astype(bool)`` would make "no" true."""
     if col.dtype == bool:
         return col
@@ -191,7 +209,7 @@ def _flags(col: pd.Series) -> pd.Series:
     if len(bad):
         raise DataError(
             f"column 'is_final' must be true/false (or 1/0, yes/no) but has "
-            f"{col.loc[bad[0]]!r} at {_rows(bad)}"
+            f"{col.loc[bad[0]]!r} at {_rows(bad, line)}"
         )
     return text.isin(_TRUE)
 
@@ -448,12 +466,17 @@ class ScalingData:
             ["_fam", "run", "tokens"], kind="stable"
         )
         big = clean["loss"].to_numpy() > _PERPLEXITY_THRESHOLD
-        if big.any():
-            fams = sorted(clean.loc[big, "family"].unique())
+        # trained language models reach a few nats; a family whose typical loss stays
+        # above ~7 nats (perplexity ~1100) is far more likely perplexity than cross-entropy
+        medians = clean.groupby("family", sort=False)["loss"].median()
+        high = medians[medians > _PERPLEXITY_MEDIAN]
+        if big.any() or len(high):
+            fams = sorted(set(clean.loc[big, "family"]) | set(high.index))
             warnings.warn(
                 f"column 'loss' has {int(big.sum())} kept value(s) above {_PERPLEXITY_THRESHOLD:g} "
-                f"(families {fams}); this looks like perplexity. Pass log-perplexity "
-                "(cross-entropy in nats) instead",
+                f"and {len(high)} famil{'y' if len(high) == 1 else 'ies'} with a median loss "
+                f"above {_PERPLEXITY_MEDIAN:g} nats (families {fams}); this looks like "
+                "perplexity. Pass log-perplexity (cross-entropy in nats) instead",
                 LossScaleWarning,
                 stacklevel=2,
             )
@@ -560,11 +583,18 @@ def _warn_cut_runs(clean: pd.DataFrame, keep: np.ndarray) -> None:
 
 
 def _warn_weak_families(report: pd.DataFrame, run_family, run_params) -> None:
-    """Say when a family's runs share one size."""
+    """Say when a family has a single checkpoint, or its runs share one size."""
     for i, row in report.iterrows():
         fam = row["family"]
         sizes = np.unique(run_params[run_family == i])
-        if len(sizes) < 2:
+        if row["rows_in"] == 1:
+            warnings.warn(
+                f"family '{fam}' has a single checkpoint in the table; if that label is a "
+                "typo it became a family of its own (fix it in the 'family' column)",
+                IdentifiabilityWarning,
+                stacklevel=3,
+            )
+        elif len(sizes) < 2:
             warnings.warn(
                 f"family '{fam}' has runs at one size only ({sizes[0]:.3g} parameters): its "
                 "size exponent and the split between the size and token terms come from the "

@@ -223,3 +223,75 @@ def test_a_warmup_cut_that_takes_most_of_a_family_says_how_much():
     with warnings.catch_warnings():
         warnings.simplefilter("error", IdentifiabilityWarning)
         ScalingData.from_frame(df, min_tokens=1e10)
+
+
+def test_messages_name_file_lines_and_the_family_of_a_duplicate(tmp_path):
+    from bayescale.data import read_table
+
+    df = frame()
+    df.loc[4, "tokens"] = df.loc[3, "tokens"]
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"rows \[3, 4\] \(file lines 5, 6\).*family 'fam'"):
+        validate_frame(read_table(path))
+
+
+@pytest.mark.parametrize(
+    ("writer", "message"),
+    [
+        (lambda df, p: df.to_csv(p, index=False, sep=";"), r"separated by semicolons"),
+        (lambda df, p: df.to_csv(p, index=False, sep="\t"), r"separated by tabs"),
+        (lambda df, p: df.to_csv(p, index=False, compression="gzip"), None),
+        (lambda df, p: df.to_parquet(p, index=False), None),
+        (lambda df, p: p.write_bytes(b"\xff\xfe\x00garbage" * 10), r"neither UTF-8 text"),
+    ],
+)
+def test_read_table_reads_by_content_and_explains_delimiters(tmp_path, writer, message):
+    from bayescale.data import read_table
+
+    path = tmp_path / "table.csv"  # the name says CSV whatever the content
+    writer(frame(), path)
+    if message is None:
+        pd.testing.assert_frame_equal(read_table(path), frame())
+    else:
+        with pytest.raises(DataError, match=message):
+            read_table(path)
+
+
+def test_a_frame_with_semicolons_or_decimal_commas_gets_a_hint():
+    one = pd.DataFrame({"family;run;params;tokens;loss": ["f;r;1e8;1e10;2.5"]})
+    with pytest.raises(DataError, match=r"separated by semicolons"):
+        validate_frame(one)
+    df = frame().astype({"loss": str})
+    df["loss"] = df["loss"].str.slice(0, 5).str.replace(".", ",")
+    with pytest.raises(DataError, match=r"decimal commas"):
+        validate_frame(df)
+
+
+def test_moderate_perplexities_and_stray_family_labels_warn():
+    df = frame()
+    df["loss"] = np.exp(df["loss"] - 0.1)  # perplexities of 2.4-2.6 nat losses: all below 15
+    assert df["loss"].max() < 15
+    with pytest.warns(LossScaleWarning, match=r"median loss above 7 nats"):
+        ScalingData.from_frame(df, min_tokens=None)
+    stray = pd.concat([frame(), frame().iloc[[0]].assign(family="fma", run="x")])
+    with pytest.warns(IdentifiabilityWarning, match=r"family 'fma' has a single checkpoint"):
+        ScalingData.from_frame(stray, min_tokens=None)
+
+
+def test_the_cli_refuses_a_bad_table_before_loading_jax(tmp_path):
+    import subprocess
+    import sys
+
+    bad = frame()
+    bad.loc[2, "loss"] = -1.0
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    code = (
+        "import sys; from bayescale.cli import main; "
+        f"rc = main(['fit', {str(path)!r}, '--out', {str(tmp_path / 'f.nc')!r}]); "
+        "print(rc, 'jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], out.stderr
+    assert "file line 4" in out.stderr

@@ -166,24 +166,24 @@ def cmd_datasets(args) -> int:
 
 def cmd_fit(args) -> int:
     from bayescale.data import DataError, ScalingData
+
+    out = check_out(args.out, args.overwrite)
+    data_options = {
+        "families": args.families,
+        "min_tokens": args.min_tokens,
+        "warmup_fraction": args.warmup_fraction or None,
+        "max_points_per_run": args.max_points or None,
+    }
+    # the table is checked before JAX loads: a bad table is refused at once
+    df = read_source(args.data, families=args.families)
+    try:
+        data = ScalingData.from_frame(df, **data_options)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
     from bayescale.fitting import FitConfig, fit
     from bayescale.inference import ConvergenceWarning  # noqa: F401 - shown via the hook
 
-    out = check_out(args.out, args.overwrite)
-    config = FitConfig(
-        law=args.law,
-        exponents=args.exponents,
-        families=args.families,
-        min_tokens=args.min_tokens,
-        warmup_fraction=args.warmup_fraction or None,
-        max_points_per_run=args.max_points or None,
-        **_sampler(args),
-    )
-    df = read_source(args.data, families=args.families)
-    try:
-        data = ScalingData.from_frame(df, **config.data_options())
-    except DataError as exc:
-        raise BadInput(str(exc)) from None
+    config = FitConfig(law=args.law, exponents=args.exponents, **data_options, **_sampler(args))
     rep = data.report
     note(
         f"data: {data.n_families} families, {data.n_runs} runs, {data.n_obs} checkpoints kept "
