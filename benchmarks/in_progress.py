@@ -163,6 +163,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prefix", type=float, default=0.3, help="share of each run's tokens seen")
     p.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS))
+    p.add_argument("--chains", type=int, default=4, help="NUTS chains per fit")
     p.add_argument("--quick", action="store_true", help="2 chains x 300+300")
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = p.parse_args(argv)
@@ -170,7 +171,7 @@ def main(argv=None):
     if args.quick:
         settings = {"num_chains": 2, "num_warmup": 300, "num_samples": 300}
     else:
-        settings = {"num_chains": 4, "num_warmup": 500, "num_samples": 500}
+        settings = {"num_chains": args.chains, "num_warmup": 500, "num_samples": 500}
     load = os.getloadavg()[0]
     points, fits = [], []
     for name in args.groups:
