@@ -295,3 +295,48 @@ def test_the_cli_refuses_a_bad_table_before_loading_jax(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["2", "False"], out.stderr
     assert "file line 4" in out.stderr
+
+
+def test_random_frames_are_accepted_or_refused_with_a_data_error():
+    """Valid random tables with 0-2 corrupted cells: accepted, or refused with a DataError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    cols = ["family", "run", "params", "tokens", "loss", "is_final", "lr", "seed"]
+    row = st.tuples(
+        st.sampled_from(["f", "g", "<b>\n", "ü"]),
+        st.sampled_from(["r1", "r2", "r3"]),
+        st.floats(1e6, 1e11),
+        st.floats(1e8, 1e12),
+        st.floats(0.5, 20.0),
+        st.booleans(),
+        st.floats(0.0, 1e-2),
+        st.sampled_from(["0", "1"]),
+    )
+    bad = st.sampled_from([None, float("nan"), float("inf"), -1.0, 0.0, 3.0, "x", "2,5", "yes"])
+    cell = st.tuples(st.integers(0, 11), st.sampled_from(cols), bad)
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        rows=st.lists(row, min_size=1, max_size=12),
+        cells=st.lists(cell, max_size=2),
+        drop=st.sets(st.sampled_from(cols), max_size=1),
+    )
+    def check(rows, cells, drop):
+        df = pd.DataFrame(rows, columns=cols).astype(object)
+        for i, col, value in cells:
+            if i < len(df):
+                df.loc[i, col] = value
+        df = df.drop(columns=sorted(drop))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                data = ScalingData.from_frame(df, min_tokens=None)
+            except DataError:
+                return
+        accepted.append(1)
+        assert data.n_obs >= 1 and np.isfinite(data.inputs().y).all()
+
+    accepted = []
+    check()
+    assert len(accepted) > 20  # the test must also exercise tables that pass
