@@ -33,27 +33,13 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _published_schedules import gpt3_lr, pythia_lr  # noqa: E402
 from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
 
 from bayescale import fit, load_dataset, set_host_device_count  # noqa: E402
 
 SECTION = "finals_vs_curves"
 FLOPS = (1e22, 1e24)
-
-
-def gpt3_lr(tokens):
-    """GPT-3's schedule relative to its peak: warm-up, cosine to 10% over 260B tokens."""
-    warm, decay = 375e6, 260e9
-    cos = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.clip(tokens / decay, 0, 1)))
-    return np.where(tokens < warm, tokens / warm, cos)
-
-
-def pythia_lr(tokens):
-    """Pythia's schedule relative to its peak (2,097,152 tokens per step, 143,000 steps)."""
-    total = 143_000 * 2_097_152
-    warm = 0.01 * total
-    cos = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.clip(tokens / total, 0, 1)))
-    return np.where(tokens < warm, tokens / warm, cos)
 
 
 FAMILIES = {"gpt3": gpt3_lr, "pythia-deduped": pythia_lr}

@@ -9,8 +9,10 @@ the loss, several starts). Metrics per family: median absolute relative
 error (ARE) of both, and the 90% coverage of the forecast, one target per run.
 
 Groups: the long-curve families of the Hitchhiker collection that the demo
-uses (Pythia, OPT, GPT-3) and the multi-power schedule curves. Gadre's runs
-are final losses only (no curve), so they have nothing to continue.
+uses (Pythia, OPT, GPT-3); the same without OPT and with the published
+learning-rate schedules as ``lr`` (``_published_schedules.py``); and the
+multi-power schedule curves. Gadre's runs are final losses only (no curve),
+so they have nothing to continue.
 
 Run: ``uv run python benchmarks/in_progress.py [--prefix 0.3] [--quick]
 [--no-write]``. Writes the section ``in_progress`` of RESULTS.md and
@@ -31,6 +33,7 @@ import pandas as pd
 from scipy import optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _published_schedules import with_lr  # noqa: E402
 from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
 
 from bayescale import fit, load_dataset, set_host_device_count  # noqa: E402
@@ -38,6 +41,7 @@ from bayescale import fit, load_dataset, set_host_device_count  # noqa: E402
 SECTION = "in_progress"
 GROUPS = {
     "hitchhiker": ("hitchhiker", ["pythia", "pythia-deduped", "OPT", "gpt3"]),
+    "hitchhiker+lr": ("hitchhiker", ["pythia", "pythia-deduped", "gpt3"]),
     "multipower": ("multipower", None),
 }
 CI = 0.9
@@ -88,6 +92,8 @@ def power_law_forecast(tokens, loss, target_tokens) -> float:
 def run_group(name: str, prefix: float, settings: dict) -> tuple[list[dict], dict]:
     dataset, families = GROUPS[name]
     df = load_dataset(dataset, families=families)
+    if name.endswith("+lr"):
+        df = with_lr(df)
     seen, last = cut_runs(df, prefix)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -196,8 +202,9 @@ def main(argv=None):
             f"{settings['num_samples']}, defaults otherwise); each run's final loss is "
             "forecast with `predict(run=...)` (90% interval). Baseline: `E + B / D^beta` "
             "fitted to the run's own prefix. Multi-power tokens assume 2^19 tokens per step "
-            "(see `load_multipower`); there the `lr` column is an input (the law runs on the LR "
-            "area with the annealing bonus, `bayescale.schedules`) and the forecast is given "
+            "(see `load_multipower`). In `multipower` and `hitchhiker+lr` (GPT-3 and Pythia "
+            "with their published schedules) the `lr` column is an input (the law runs on the "
+            "LR area with the annealing bonus, `bayescale.schedules`) and the forecast is given "
             "each run's planned schedule.",
             text,
             "Fits:",
