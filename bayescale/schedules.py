@@ -83,12 +83,15 @@ def area_at(g: Grid, tokens) -> np.ndarray:
 def drops(g: Grid, max_bins: int = MAX_DROP_BINS):
     """The rate's changes as (drop, eta, area) columns, at most ``max_bins`` of them.
 
-    Rows where the rate does not change are left out. Beyond ``max_bins``
+    Rows where the rate does not change, and the warm-up before the peak,
+    are left out. Beyond ``max_bins``
     changes, consecutive ones are merged into bins holding equal shares of
     the total change plus the LR area: a bin's drop is their sum, its eta and
     area their drop-weighted means.
     """
     d = g.eta[:-1] - g.eta[1:]
+    # the warm-up's rise is not an annealing step: count changes from the peak on
+    d[: int(np.argmax(g.eta))] = 0.0
     keep = np.flatnonzero(d != 0)
     d, eta, area = d[keep], g.eta[1:][keep], g.area[1:][keep]
     if d.size <= max_bins:

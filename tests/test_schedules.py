@@ -205,3 +205,11 @@ def test_a_fit_with_schedules_learns_the_annealing_bonus():
     pred = post.predict("fam", 3e8, steps * STEP, schedule=cosine)
     truth = _frame().query("run == '3e+08-cosine'")["loss"].to_numpy()
     np.testing.assert_allclose(pred["median"].to_numpy(), truth, rtol=0.01)
+
+
+def test_the_warm_up_is_not_an_annealing_step():
+    steps = np.array([10.0, 100, 1000, 2000, 3000, 4000])
+    lr = np.array([0.01, 0.1, 1.0, 1.0, 0.5, 0.5])
+    d, eta, _ = drops(grid(steps * STEP, lr, 1.0))
+    np.testing.assert_allclose(d, [0.5])
+    np.testing.assert_allclose(eta, [0.5])
