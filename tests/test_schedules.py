@@ -202,9 +202,13 @@ def test_a_fit_with_schedules_learns_the_annealing_bonus():
     assert float(post.draws("anneal_B")[0, 0]) > 0.005
     steps = np.arange(1000, 10001, 500.0)
     cosine = pd.DataFrame({"tokens": steps * STEP, "lr": _cosine(steps, total=10000)})
-    pred = post.predict("fam", 3e8, steps * STEP, schedule=cosine)
+    pred = post.predict("fam", 3e8, steps * STEP, schedule=cosine)["median"].to_numpy()
     truth = _frame().query("run == '3e+08-cosine'")["loss"].to_numpy()
-    np.testing.assert_allclose(pred["median"].to_numpy(), truth, rtol=0.01)
+    # the simulated curves are not of the model's exact form: within 2%, and at the end
+    # much closer than the same law without the schedule
+    np.testing.assert_allclose(pred, truth, rtol=0.02)
+    plain = post.predict("fam", 3e8, steps[-1] * STEP)["median"].iloc[0]
+    assert abs(pred[-1] - truth[-1]) < 0.5 * abs(plain - truth[-1])
 
 
 def test_the_warm_up_is_not_an_annealing_step():
