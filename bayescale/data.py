@@ -24,6 +24,8 @@ DEFAULT_MAX_POINTS = 50
 _BILLIONS_THRESHOLD = 1e4
 _PERPLEXITY_THRESHOLD = 15.0
 _PERPLEXITY_MEDIAN = 7.0
+# a family whose checkpoints span less than a factor 2 in tokens cannot pin beta
+_MIN_LOG_TOKEN_SPAN = float(np.log(2.0))
 
 
 class DataError(ValueError):
@@ -510,7 +512,10 @@ class ScalingData:
         )
         if len(order) == 0 or len(loss) == 0:
             raise DataError("no checkpoints left after filtering; check `families`/`min_tokens`")
-        _warn_weak_families(report, run_family, run_params)
+        fam_of_obs = run_family[obs_run]
+        tokens_kept = clean["tokens"].to_numpy(dtype=float)
+        spans = [float(np.ptp(np.log(tokens_kept[fam_of_obs == i]))) for i in range(len(order))]
+        _warn_weak_families(report, run_family, run_params, spans)
         sched = {}
         if grids is not None:
             sched = {
@@ -582,8 +587,9 @@ def _warn_cut_runs(clean: pd.DataFrame, keep: np.ndarray) -> None:
     )
 
 
-def _warn_weak_families(report: pd.DataFrame, run_family, run_params) -> None:
-    """Say when a family has a single checkpoint, or its runs share one size."""
+def _warn_weak_families(report: pd.DataFrame, run_family, run_params, spans) -> None:
+    """Say when a family has a single checkpoint, its runs share one size, or its
+    checkpoints span too few tokens (``spans``: log-token range per family)."""
     for i, row in report.iterrows():
         fam = row["family"]
         sizes = np.unique(run_params[run_family == i])
@@ -599,6 +605,15 @@ def _warn_weak_families(report: pd.DataFrame, run_family, run_params) -> None:
                 f"family '{fam}' has runs at one size only ({sizes[0]:.3g} parameters): its "
                 "size exponent and the split between the size and token terms come from the "
                 "other families (pooled), not from its own data",
+                IdentifiabilityWarning,
+                stacklevel=3,
+            )
+        if row["rows_in"] > 1 and spans[i] < _MIN_LOG_TOKEN_SPAN:
+            warnings.warn(
+                f"family '{fam}': its kept checkpoints span only a factor "
+                f"{np.exp(spans[i]):.2g} in tokens, so its token exponent comes from the other "
+                "families (pooled) and the prior, not from its own data (e.g. final losses all "
+                "trained on the same number of tokens)",
                 IdentifiabilityWarning,
                 stacklevel=3,
             )

@@ -340,3 +340,12 @@ def test_random_frames_are_accepted_or_refused_with_a_data_error():
     accepted = []
     check()
     assert len(accepted) > 20  # the test must also exercise tables that pass
+
+
+def test_a_family_whose_checkpoints_share_their_tokens_warns():
+    finals = frame().groupby("run").tail(1)  # every run ends at 2e11 tokens
+    with pytest.warns(IdentifiabilityWarning, match=r"span only a factor 1 in tokens"):
+        ScalingData.from_frame(finals, min_tokens=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IdentifiabilityWarning)
+        ScalingData.from_frame(frame(), min_tokens=None)  # curves over 100x in tokens
