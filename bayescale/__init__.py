@@ -20,7 +20,7 @@ from bayescale._version import __version__ as __version__
 # public name -> module that defines it
 _EXPORTS = {
     "ConvergenceWarning": "bayescale.inference",
-    "DataError": "bayescale.data",
+    "DataError": "bayescale.tables",
     "DownstreamConfig": "bayescale.downstream",
     "DownstreamFamilyWarning": "bayescale.downstream",
     "DownstreamPosterior": "bayescale.downstream",
@@ -49,7 +49,7 @@ _EXPORTS = {
     "predict": "bayescale.queries",
     "predict_downstream": "bayescale.downstream",
     "set_host_device_count": "bayescale.devices",
-    "validate_frame": "bayescale.data",
+    "validate_frame": "bayescale.tables",
     "write_report": "bayescale.reporting",
 }
 

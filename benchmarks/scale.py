@@ -62,8 +62,9 @@ def _one_size(rows: int, worlds: int, settings: dict) -> dict:
 
     set_host_device_count(min(os.cpu_count() or 1, settings["num_chains"]))
     from bayescale import fit
-    from bayescale.data import ScalingData, validate_frame
+    from bayescale.data import ScalingData
     from bayescale.evaluation.metrics import interval_score
+    from bayescale.tables import validate_frame
 
     out = []
     for w in range(worlds):

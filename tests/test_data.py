@@ -6,14 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayescale.data import (
-    DataError,
-    IdentifiabilityWarning,
-    LossScaleWarning,
-    ScalingData,
-    validate_frame,
-    warmup_cut,
-)
+from bayescale.data import IdentifiabilityWarning, LossScaleWarning, ScalingData, warmup_cut
+from bayescale.tables import DataError, validate_frame
 
 
 def frame(n_runs=3, n_ckpt=6):
@@ -226,7 +220,7 @@ def test_a_warmup_cut_that_takes_most_of_a_family_says_how_much():
 
 
 def test_messages_name_file_lines_and_the_family_of_a_duplicate(tmp_path):
-    from bayescale.data import read_table
+    from bayescale.tables import read_table
 
     df = frame()
     df.loc[4, "tokens"] = df.loc[3, "tokens"]
@@ -247,7 +241,7 @@ def test_messages_name_file_lines_and_the_family_of_a_duplicate(tmp_path):
     ],
 )
 def test_read_table_reads_by_content_and_explains_delimiters(tmp_path, writer, message):
-    from bayescale.data import read_table
+    from bayescale.tables import read_table
 
     path = tmp_path / "table.csv"  # the name says CSV whatever the content
     writer(frame(), path)

@@ -9,7 +9,7 @@ import xarray as xr
 
 from bayescale import ConvergenceWarning, FitFileError, laws, testing
 from bayescale import downstream as ds
-from bayescale.data import DataError
+from bayescale.tables import DataError
 
 TRUE = {  # (eps, k, gamma, floor) of four tasks, two 4-way multiple choice, two generative
     "mc-easy": (0.74, 6.0, 1.0, 0.05),

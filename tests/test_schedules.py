@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayescale.data import DataError, ScalingData
+from bayescale.data import ScalingData
 from bayescale.laws import D_REF
 from bayescale.model import ModelInputs
 from bayescale.schedules import AnnealParams, area_at, bonus, drops, features, grid, with_bonus
+from bayescale.tables import DataError
 
 STEP = 5e5
 

@@ -61,8 +61,8 @@ def _exit_code(outcome: dict, commands) -> int:
     exc = outcome.get("error")
     if exc is None:
         return outcome.get("code", commands.EXIT_OK)
-    from bayescale.data import DataError
     from bayescale.fitfile import FitFileError
+    from bayescale.tables import DataError
 
     if isinstance(exc, KeyboardInterrupt):
         commands.note("interrupted: nothing was written")

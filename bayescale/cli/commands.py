@@ -68,8 +68,8 @@ def check_out(path, overwrite: bool) -> Path:
 
 def read_source(source: str, families=None):
     """DATA: a CSV/Parquet path, or the name of a bundled dataset."""
-    from bayescale.data import DataError, read_table
     from bayescale.datasets import DatasetNameError, list_datasets, load_dataset
+    from bayescale.tables import DataError, read_table
 
     if Path(source).exists():
         try:
@@ -165,7 +165,8 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from bayescale.data import DataError, ScalingData
+    from bayescale.data import ScalingData
+    from bayescale.tables import DataError
 
     out = check_out(args.out, args.overwrite)
     data_options = {
@@ -350,7 +351,6 @@ def fit_downstream_frame(df, tasks=None):
 
 
 def cmd_fit_downstream(args) -> int:
-    from bayescale.data import DataError
     from bayescale.downstream import (
         GADRE_TASKS_17,
         TASK_SETS,
@@ -358,6 +358,7 @@ def cmd_fit_downstream(args) -> int:
         DownstreamData,
         fit_downstream,
     )
+    from bayescale.tables import DataError
 
     out = check_out(args.out, args.overwrite)
     tasks = [n for t in args.tasks for n in TASK_SETS.get(t, (t,))] if args.tasks else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayescale.data import DataError
+from bayescale.tables import DataError
 
 GADRE_TASKS_17 = (
     "arc_easy",
