@@ -171,15 +171,19 @@ class ScalingData:
         y = np.log(self.loss / self.family_scale[self.obs_family])
         sched = {}
         if self.has_schedules:
-            from bayescale.schedules import drops, features
+            from bayescale.schedules import features
 
-            width = max(1, max(drops(self.schedule(r))[0].size for r in range(self.n_runs)))
+            rows = [np.flatnonzero(self.obs_run == r) for r in range(self.n_runs)]
+            feats = [features(self.schedule(r), self.tokens[rows[r]]) for r in range(self.n_runs)]
+            width = max(1, max(f[1].shape[1] for f in feats))
             log_area = np.empty(self.n_obs)
+            # columns past a run's own rate changes are zero drops at eta = 1: they add nothing
             mats = np.zeros((3, self.n_obs, width))
-            for r in range(self.n_runs):
-                rows = np.flatnonzero(self.obs_run == r)
-                log_area[rows], *m = features(self.schedule(r), self.tokens[rows], width)
-                mats[:, rows] = m
+            mats[1] = 1.0
+            for r, (la, *m) in enumerate(feats):
+                log_area[rows[r]] = la
+                for j, arr in enumerate(m):
+                    mats[j, rows[r], : arr.shape[1]] = arr
             sched = {"log_area": log_area, "anneal": tuple(mats)}
         return ModelInputs(
             run_family=np.asarray(self.run_family, dtype=np.int32),

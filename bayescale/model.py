@@ -187,16 +187,18 @@ def trajectory(
     adds the annealing bonus; the OU noise stays in log-token time.
     """
     from bayescale.laws import log_loss
-    from bayescale.schedules import bonus, with_bonus
+    from bayescale.schedules import scheduled_log_loss
     from bayescale.trajectory import ou_rho
 
     fam_obs = inputs.run_family[inputs.obs_run]
     per_obs = law.map(lambda v: jnp.asarray(v)[fam_obs])
-    log_time = inputs.log_d if inputs.log_area is None else inputs.log_area
-    loc = log_loss(per_obs, inputs.log_n[inputs.obs_run], log_time)
-    if anneal is not None and inputs.anneal is not None:
-        per_obs_anneal = anneal._replace(B=jnp.asarray(anneal.B)[fam_obs])
-        loc = with_bonus(loc, bonus(per_obs_anneal, *inputs.anneal))
+    log_n = inputs.log_n[inputs.obs_run]
+    if inputs.anneal is None:
+        loc = log_loss(per_obs, log_n, inputs.log_d)
+    else:
+        if anneal is not None:
+            anneal = anneal._replace(B=jnp.asarray(anneal.B)[fam_obs])
+        loc = scheduled_log_loss(per_obs, anneal, log_n, inputs.log_area, *inputs.anneal)
     loc = loc + run_offset[inputs.obs_run]
     rho = ou_rho(inputs.log_d, inputs.first, ell)
     return OUTrajectory(loc, obs_scale(inputs, sigma_obs, sigma_seed), rho, nu)

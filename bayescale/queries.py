@@ -75,28 +75,28 @@ def schedule_grid(post, schedule):
     return grid(t[order], lr[order], lr.max())
 
 
-def log_law_draws(post, law, anneal, params, tokens, schedule=None) -> np.ndarray:
+def log_law_draws(law, anneal, params, tokens, schedule=None) -> np.ndarray:
     """Log loss (nats) of a law's draws at query points, ``(S, P)``: the one evaluation.
 
     ``law`` (and ``anneal``, the annealing bonus, or None) hold one value per
     draw; ``schedule`` is the run's :class:`~bayescale.schedules.Grid` (None:
     a constant learning rate, the law in tokens).
     """
-    from bayescale.schedules import bonus, features, with_bonus
+    from bayescale.schedules import features, scheduled_log_loss
 
     law = law.map(lambda v: np.asarray(v)[:, None])
     if schedule is None:
         return np.asarray(laws.log_loss(law, np.log(params), np.log(tokens)))
     log_area, drop, eta, after = features(schedule, tokens)
-    log_mu = np.asarray(laws.log_loss(law, np.log(params), log_area))
-    if anneal is None:
-        return log_mu
-    ap = anneal.map(lambda v: np.asarray(v)[:, None, None])._replace(
-        B=np.asarray(anneal.B)[:, None]
+    if anneal is not None:
+        # (S, 1, 1) against the (1, P, K) columns; the bonus size multiplies the (S, P) sum
+        anneal = anneal.map(lambda v: np.asarray(v)[:, None, None])
+        anneal = anneal._replace(B=anneal.B[:, :, 0])
+    return np.asarray(
+        scheduled_log_loss(
+            law, anneal, np.log(params), log_area, drop[None], eta[None], after[None]
+        )
     )
-    ld = np.asarray(bonus(ap, drop[None], eta[None], after[None]))
-    rel = np.asarray(law.log_scale)
-    return rel + np.asarray(with_bonus(log_mu - rel, ld))
 
 
 def loss_draws(
@@ -118,7 +118,7 @@ def loss_draws(
         if anneal is not None:
             anneal = anneal.map(lambda v: np.repeat(np.asarray(v), POINT_ESTIMATE_DRAWS))
     s = law.alpha.shape[0]
-    log_mu = log_law_draws(post, law, anneal, params, tokens, schedule_grid(post, schedule))
+    log_mu = log_law_draws(law, anneal, params, tokens, schedule_grid(post, schedule))
     idx = np.arange(s) % post.n_draws
     log_mu = log_mu + post.level_offsets(family, params.size, rng, idx)
     if kind == "new_run":
@@ -315,7 +315,7 @@ def run_curve_draws(post, run: int, tokens) -> np.ndarray:
     family = post.families[int(post.data.run_family[run])]
     n = float(post.data.run_params[run])
     sched = post.data.schedule(int(run))
-    log_mu = log_law_draws(post, post.law(family), post.anneal(family), n, tokens, sched)
+    log_mu = log_law_draws(post.law(family), post.anneal(family), n, tokens, sched)
     return np.exp(log_mu + post.draws("u")[:, run][:, None])
 
 
@@ -370,7 +370,7 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0, schedule=None) 
         # the lone checkpoint of a single-checkpoint run carries the seed scatter too
         sigma = np.sqrt(sigma**2 + post.draws("sigma_seed") ** 2)
     ell, nu = post.draws("ell"), post.draws("nu")
-    log_last = log_law_draws(post, law, anneal, n, np.array([d_last]), sched)[:, 0]
+    log_last = log_law_draws(law, anneal, n, np.array([d_last]), sched)[:, 0]
     z_last = (np.log(data.loss[obs[-1]]) - log_last - u[:, 0]) / sigma
     order = np.argsort(tokens, kind="stable")
     logt = np.log(np.concatenate([[d_last], tokens[order]]))
@@ -383,7 +383,7 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0, schedule=None) 
     # the path from a zero start plus the decayed last deviation: the OU recursion is linear
     z = np.cumprod(rho, axis=1) * z_last[:, None] + np.asarray(fresh.sample(key))
     # past its last logged row a run's learning rate is taken to stay where it was
-    log_mu = log_law_draws(post, law, anneal, n, tokens[order], sched)
+    log_mu = log_law_draws(law, anneal, n, tokens[order], sched)
     out = np.empty((s, tokens.size))
     out[:, order] = np.exp(log_mu + u + sigma[:, None] * z)
     return out

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from bayescale.laws import LOG_D_REF
+from bayescale.laws import LOG_D_REF, log_loss
 
 # the normalised LR below which eta^-gamma is not evaluated (a rate of zero)
 MIN_ETA = 1e-4
@@ -148,3 +148,17 @@ def with_bonus(log_mu, ld):
     """``log(mu - LD)`` from ``log mu`` (relative scale), the bonus capped at half of mu."""
     share = jnp.clip(ld * jnp.exp(-log_mu), -MAX_BONUS_SHARE, MAX_BONUS_SHARE)
     return log_mu + jnp.log1p(-share)
+
+
+def scheduled_log_loss(law, anneal, log_params, log_area, drop, eta, after):
+    """The law on the LR area minus the annealing bonus, in log nats: the one evaluation.
+
+    The model (per checkpoint) and the queries (per draw and query point) both
+    call it; ``anneal`` None leaves the bonus out. Arguments broadcast as in
+    :func:`bayescale.laws.log_loss` and :func:`bonus`.
+    """
+    log_mu = log_loss(law, log_params, log_area)
+    if anneal is None:
+        return log_mu
+    rel = law.log_scale
+    return rel + with_bonus(log_mu - rel, bonus(anneal, drop, eta, after))
