@@ -166,9 +166,10 @@ class ScalingData:
 
     def inputs(self):
         """The arrays the model consumes (:class:`bayescale.model.ModelInputs`)."""
-        from bayescale.model import ModelInputs
+        from bayescale.model import ModelInputs, single_seed_var
 
         y = np.log(self.loss / self.family_scale[self.obs_family])
+        single = np.bincount(self.obs_run, minlength=self.n_runs) == 1
         sched = {}
         if self.has_schedules:
             from bayescale.schedules import features
@@ -194,7 +195,8 @@ class ScalingData:
             y=y,
             n_families=self.n_families,
             log_e_max=np.array([y[self.obs_family == f].min() for f in range(self.n_families)]),
-            run_single=np.bincount(self.obs_run, minlength=self.n_runs) == 1,
+            run_single=single,
+            single_seed_var=single_seed_var(self.run_family, single, self.n_families),
             **sched,
         )
 

@@ -172,15 +172,7 @@ def fit(
             f"data must be a pandas DataFrame or a ScalingData, got {type(data).__name__}"
         )
     inputs = data.inputs()
-    samples, mcmc = run(
-        scaling_model,
-        model_kwargs(inputs, config),
-        config,
-        start=chain_start,
-        dense_block=DENSE_BLOCK if config.dense_mass else (),
-        progress_bar=progress_bar,
-        what="fit",
-    )
+    samples, mcmc = sample_inputs(inputs, config, progress_bar=progress_bar)
     log_lik = None
     if mcmc is not None:
         log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
@@ -189,6 +181,23 @@ def fit(
     if mcmc is not None and check:
         post.check(warn=True)
     return post
+
+
+def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
+    """The default inference (MAP, chain starts, NUTS) on model arrays.
+
+    Returns ``(samples, mcmc)`` as :func:`bayescale.inference.run`; ``fit``
+    and simulation-based calibration (:mod:`bayescale.evaluation.sbc`) share it.
+    """
+    return run(
+        scaling_model,
+        model_kwargs(inputs, config),
+        config,
+        start=chain_start,
+        dense_block=DENSE_BLOCK if config.dense_mass else (),
+        progress_bar=progress_bar,
+        what="fit",
+    )
 
 
 def pointwise_log_likelihood(inputs, samples: dict) -> np.ndarray:

@@ -9,6 +9,8 @@ with ``s_f`` a fixed per-family loss constant (median observed loss), ``N~``
 and ``D~`` the sizes relative to 1e9 parameters and 1e11 tokens, ``u_r`` a
 run (seed) effect and ``eps`` an Ornstein-Uhlenbeck process in log-token time
 with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
+The run effects of a family are its runs' seeds around their average
+(:func:`centered_run_effects`): ``sigma_seed`` is the population seed spread.
 
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
 run's normalised rate and ``mu`` loses the annealing bonus of
@@ -22,7 +24,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -141,6 +142,9 @@ class ModelInputs(NamedTuple):
     n_families: int
     log_e_max: np.ndarray  # (F,) log of each family's smallest relative loss: E's bound
     run_single: np.ndarray  # (R,) bool: the run has a single kept checkpoint
+    # (R,) seed variance of a single-checkpoint run's point around the fitted law,
+    # in units of sigma_seed^2 (see obs_scale); None: 1
+    single_seed_var: np.ndarray | None = None
     # learning-rate schedules (bayescale.schedules), None without an lr column:
     log_area: np.ndarray | None = None  # (n,) log LR area, the law's time axis
     anneal: tuple | None = None  # three (n, K): LR drops, LR at the drop, area since it
@@ -168,12 +172,25 @@ def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
 
     The lone checkpoint of a single-checkpoint run carries the seed scatter
     too (its run effect is 0, see :func:`centered_run_effects`):
-    ``sqrt(sigma_obs^2 + sigma_seed^2)``.
+    ``sqrt(sigma_obs^2 + c sigma_seed^2)``. The fitted law is the average of
+    the family's ``K`` multi-checkpoint runs, so such a point sits
+    ``sigma_seed^2 (1 + 1/K)`` around it (``c = 1`` when ``K = 0``, where the
+    law is the family's population mean; :func:`single_seed_var`).
     """
     fam_obs = inputs.run_family[inputs.obs_run]
     single = jnp.asarray(inputs.run_single, dtype=bool)[inputs.obs_run]
+    c = 1.0 if inputs.single_seed_var is None else jnp.asarray(inputs.single_seed_var)
+    c = jnp.broadcast_to(c, jnp.shape(inputs.run_single))[inputs.obs_run]
     sig = jnp.asarray(sigma_obs)[fam_obs]
-    return jnp.where(single, jnp.sqrt(sig**2 + sigma_seed**2), sig)
+    return jnp.where(single, jnp.sqrt(sig**2 + c * sigma_seed**2), sig)
+
+
+def single_seed_var(run_family, run_single, n_families: int) -> np.ndarray:
+    """Per run, ``1 + 1/K_f`` (``K_f`` multi-checkpoint runs in its family; 1 if none)."""
+    run_family = np.asarray(run_family)
+    multi = ~np.asarray(run_single, dtype=bool)
+    k = np.bincount(run_family[multi], minlength=n_families)[run_family]
+    return 1.0 + np.where(k > 0, 1.0 / np.maximum(k, 1), 0.0)
 
 
 def trajectory(
@@ -306,7 +323,7 @@ def _anneal_block(inputs: ModelInputs, p: Priors):
 
 
 def centered_run_effects(z, inputs: ModelInputs):
-    """Run effects that sum to zero within each family, each with unit variance.
+    """Unit run effects that sum to zero within each family: ``Q z``.
 
     A shift shared by all runs of a family is the same as a shift of the
     family's law (log E, a, b all move together), so the likelihood cannot
@@ -315,6 +332,17 @@ def centered_run_effects(z, inputs: ModelInputs):
     describes the family's average run; predictions add back the uncertainty
     of that average (``sigma_seed / sqrt(K_f)``, see :func:`law_offset_runs`).
 
+    ``Q`` (:func:`run_effect_basis`) holds, per family with ``K`` runs of
+    several checkpoints, ``K - 1`` orthonormal contrasts (Helmert columns), so
+    with ``z`` standard normal ``u = sigma_seed Q z`` has covariance
+    ``sigma_seed^2 (I - J/K)``: exactly ``K`` independent seeds of spread
+    ``sigma_seed`` seen around their own average (NumPyro's ``ZeroSumNormal``
+    convention). The fitted ``sigma_seed`` is therefore the population seed
+    spread that ``predict`` and ``plan`` give a new run. (Rescaling each
+    effect to unit variance, as v0.1 did, fitted the smaller spread around the
+    average: 30% too narrow at K = 2.) Sampling only the ``K - 1`` contrasts
+    leaves no direction the data cannot see.
+
     Runs with a single kept checkpoint get ``u = 0``: their seed effect and
     their evaluation noise are the same kind of scatter and cannot be told
     apart, so the likelihood gives that point both variances instead (see
@@ -322,17 +350,28 @@ def centered_run_effects(z, inputs: ModelInputs):
     exactly and collapse the noise scale. A family with one multi-checkpoint
     run also has ``u = 0`` for it.
     """
+    return jnp.asarray(run_effect_basis(inputs)) @ z
+
+
+def run_effect_basis(inputs: ModelInputs) -> np.ndarray:
+    """The run effects' basis ``Q`` (R, R) of :func:`centered_run_effects`.
+
+    Column ``r`` is the Helmert contrast of the family's ``k``-th run (in data
+    order, ``k >= 2``) against the runs before it; the first run of each family
+    and single-checkpoint runs have no column (zero), so their ``z`` is a pure
+    prior dimension that moves nothing.
+    """
     run_family = np.asarray(inputs.run_family)
+    n_runs = run_family.shape[0]
     multi = ~np.asarray(inputs.run_single, dtype=bool)
-    counts = np.bincount(run_family[multi], minlength=inputs.n_families).astype(float)
-    z_masked = jnp.where(multi, z, 0.0)
-    z_mean = jax.ops.segment_sum(z_masked, run_family, num_segments=inputs.n_families) / np.maximum(
-        counts, 1.0
-    )
-    k = counts[run_family]
-    # sqrt(K / (K - 1)) restores unit marginal variance after removing the mean
-    factor = np.where(multi & (k > 1), np.sqrt(k / np.maximum(k - 1.0, 1.0)), 0.0)
-    return (z - z_mean[run_family]) * factor
+    q = np.zeros((n_runs, n_runs))
+    for f in np.unique(run_family):
+        runs = np.flatnonzero((run_family == f) & multi)
+        for k in range(1, runs.size):
+            norm = math.sqrt(k * (k + 1))
+            q[runs[:k], runs[k]] = 1.0 / norm
+            q[runs[k], runs[k]] = -k / norm
+    return q
 
 
 def law_offset_runs(inputs: ModelInputs) -> np.ndarray:

@@ -366,9 +366,11 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0, schedule=None) 
     n = float(data.run_params[r])
     u = post.draws("u")[:, r][:, None]
     sigma = post.draws("sigma_obs")[:, f]
-    if np.bincount(data.obs_run, minlength=data.n_runs)[r] == 1:
+    inputs = data.inputs()
+    if inputs.run_single[r]:
         # the lone checkpoint of a single-checkpoint run carries the seed scatter too
-        sigma = np.sqrt(sigma**2 + post.draws("sigma_seed") ** 2)
+        # (model.obs_scale)
+        sigma = np.sqrt(sigma**2 + inputs.single_seed_var[r] * post.draws("sigma_seed") ** 2)
     ell, nu = post.draws("ell"), post.draws("nu")
     log_last = log_law_draws(law, anneal, n, np.array([d_last]), sched)[:, 0]
     z_last = (np.log(data.loss[obs[-1]]) - log_last - u[:, 0]) / sigma

@@ -80,6 +80,26 @@ def test_run_effects_sum_to_zero_within_families(data):
     assert np.all(u[single] == 0)
 
 
+def test_run_effects_have_the_covariance_of_seeds_around_their_average(data):
+    """u = A z; A A^T must be I - J/K per family, so sigma_seed is the population spread."""
+    inputs = data.inputs()
+    a = np.asarray(jax.jacobian(lambda z: centered_run_effects(z, inputs))(np.zeros(data.n_runs)))
+    cov = a @ a.T
+    for f in range(2):
+        runs = np.flatnonzero(data.run_family == f)
+        k = runs.size
+        assert k >= 2
+        np.testing.assert_allclose(cov[np.ix_(runs, runs)], np.eye(k) - 1.0 / k, atol=1e-6)
+
+
+def test_single_checkpoint_runs_carry_the_seed_variance_around_the_fitted_law():
+    from bayescale.model import single_seed_var
+
+    # family 0: two multi-checkpoint runs and one lone point; family 1: lone points only
+    c = single_seed_var([0, 0, 0, 1, 1], [False, False, True, True, True], 2)
+    np.testing.assert_allclose(c[[2, 3, 4]], [1.5, 1.0, 1.0])
+
+
 def test_simulation_follows_the_law_when_noise_is_off(data):
     from bayescale.model import trajectory
 

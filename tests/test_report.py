@@ -63,8 +63,13 @@ def test_one_target_grammar():
 # -- checks -------------------------------------------------------------------------------
 def test_status_pass_on_clean_draws(post):
     stat = status(post)
-    assert stat.status == "pass", stat.checks
     assert [c[0] for c in stat.checks] == ["R-hat", "ESS", "divergences", "LOO Pareto k"]
+    assert all(s == "pass" for _, s, _ in stat.checks[:3]), stat.checks
+    # the fixture's table has one influential checkpoint (k about 0.72): LOO must say so
+    name, verdict, text = stat.checks[-1]
+    n_bad = int(text.split(" of ")[0])
+    assert verdict == ("warn" if n_bad else "pass")
+    assert stat.status == verdict
 
 
 def test_status_shows_every_convergence_warning():
@@ -101,9 +106,10 @@ def test_status_flags_high_pareto_k(post):
     tree["log_likelihood"] = xr.DataTree(xr.Dataset({"y": (("chain", "draw", "obs"), ll)}))
     from dataclasses import replace
 
+    base = int(status(post).checks[-1][2].split(" of ")[0])
     name, verdict, text = status(replace(post, tree=tree)).checks[-1]
     assert (name, verdict) == ("LOO Pareto k", "warn")
-    assert text.startswith("2 of ")
+    assert text.startswith(f"{base + 2} of ")
 
 
 # -- tables -------------------------------------------------------------------------------
@@ -121,13 +127,19 @@ def test_prediction_table_matches_predict(post):
 
 def test_headline_says_the_answer_in_words(post):
     pred = sm.prediction_table(post, [Target("fam-a", 3e9, 6e10, 2.3)], 0.9, 0)
-    lines = sm.headline(post, pred, status(post), 0.9)
+    stat = status(post)
+    passed = sm.Status("pass", [(n, "pass", t) for n, _, t in stat.checks])
+    lines = sm.headline(post, pred, passed, 0.9)
     row = pred[pred["kind"] == "new_run"].iloc[0]
     assert f"{row['median']:.4g} nats" in lines[0]
     assert f"between {row['lower']:.4g} and {row['upper']:.4g}" in lines[0]
     assert "3× beyond the largest size" in lines[0]
     assert "measured loss, 2.3" in lines[0]
     assert lines[-1].startswith("Sampling diagnostics passed")
+    # a check that warns is named in the headline instead
+    warned = sm.Status("warn", [*passed.checks[:-1], ("LOO Pareto k", "warn", "1 of 48")])
+    last = sm.headline(post, pred, warned, 0.9)[-1]
+    assert last.startswith("Check before trusting the interval") and "LOO Pareto k" in last
 
 
 def test_law_table_in_published_units(post):

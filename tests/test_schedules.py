@@ -205,11 +205,13 @@ def test_a_fit_with_schedules_learns_the_annealing_bonus():
     cosine = pd.DataFrame({"tokens": steps * STEP, "lr": _cosine(steps, total=10000)})
     pred = post.predict("fam", 3e8, steps * STEP, schedule=cosine)["median"].to_numpy()
     truth = _frame().query("run == '3e+08-cosine'")["loss"].to_numpy()
-    # the simulated curves are not of the model's exact form: within 2%, and at the end
-    # much closer than the same law without the schedule
+    # the simulated curves are not of the model's exact form: within 2%
     np.testing.assert_allclose(pred, truth, rtol=0.02)
-    plain = post.predict("fam", 3e8, steps[-1] * STEP)["median"].iloc[0]
-    assert abs(pred[-1] - truth[-1]) < 0.5 * abs(plain - truth[-1])
+    # the bonus itself: the cosine run ends below a constant-rate run of the same size by
+    # about what the simulation says (0.09 nats); the family's level is a separate matter
+    constant = post.predict("fam", 3e8, steps[-1] * STEP)["median"].iloc[0]
+    want = _frame().query("run == '3e+08-constant'")["loss"].iloc[-1] - truth[-1]
+    assert 0.5 * want < constant - pred[-1] < 1.5 * want
 
 
 def test_the_warm_up_is_not_an_annealing_step():
