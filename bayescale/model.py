@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -323,7 +324,7 @@ def _anneal_block(inputs: ModelInputs, p: Priors):
 
 
 def centered_run_effects(z, inputs: ModelInputs):
-    """Unit run effects that sum to zero within each family: ``Q z``.
+    """Unit run effects that sum to zero within each family: ``z - mean_f(z)``.
 
     A shift shared by all runs of a family is the same as a shift of the
     family's law (log E, a, b all move together), so the likelihood cannot
@@ -332,16 +333,16 @@ def centered_run_effects(z, inputs: ModelInputs):
     describes the family's average run; predictions add back the uncertainty
     of that average (``sigma_seed / sqrt(K_f)``, see :func:`law_offset_runs`).
 
-    ``Q`` (:func:`run_effect_basis`) holds, per family with ``K`` runs of
-    several checkpoints, ``K - 1`` orthonormal contrasts (Helmert columns), so
-    with ``z`` standard normal ``u = sigma_seed Q z`` has covariance
-    ``sigma_seed^2 (I - J/K)``: exactly ``K`` independent seeds of spread
-    ``sigma_seed`` seen around their own average (NumPyro's ``ZeroSumNormal``
-    convention). The fitted ``sigma_seed`` is therefore the population seed
-    spread that ``predict`` and ``plan`` give a new run. (Rescaling each
-    effect to unit variance, as v0.1 did, fitted the smaller spread around the
-    average: 30% too narrow at K = 2.) Sampling only the ``K - 1`` contrasts
-    leaves no direction the data cannot see.
+    The effects are not rescaled: with ``z`` standard normal,
+    ``u = sigma_seed (z - mean(z))`` has covariance ``sigma_seed^2 (I - J/K)``,
+    exactly what ``K`` independent seeds of spread ``sigma_seed`` look like
+    around their own average (NumPyro's ``ZeroSumNormal`` convention). So the
+    fitted ``sigma_seed`` is the population seed spread that ``predict`` and
+    ``plan`` give a new run. (Rescaling each effect to unit variance, as v0.1
+    did, fitted the smaller spread around the average: 30% too narrow at
+    K = 2.) Each ``u_r`` stays tied to its own ``z_r``, which suits the
+    diagonal mass matrix over ``z`` (an orthonormal contrast basis, tried,
+    mixed each run's effect over many coordinates and mixed worse).
 
     Runs with a single kept checkpoint get ``u = 0``: their seed effect and
     their evaluation noise are the same kind of scatter and cannot be told
@@ -350,28 +351,13 @@ def centered_run_effects(z, inputs: ModelInputs):
     exactly and collapse the noise scale. A family with one multi-checkpoint
     run also has ``u = 0`` for it.
     """
-    return jnp.asarray(run_effect_basis(inputs)) @ z
-
-
-def run_effect_basis(inputs: ModelInputs) -> np.ndarray:
-    """The run effects' basis ``Q`` (R, R) of :func:`centered_run_effects`.
-
-    Column ``r`` is the Helmert contrast of the family's ``k``-th run (in data
-    order, ``k >= 2``) against the runs before it; the first run of each family
-    and single-checkpoint runs have no column (zero), so their ``z`` is a pure
-    prior dimension that moves nothing.
-    """
     run_family = np.asarray(inputs.run_family)
-    n_runs = run_family.shape[0]
     multi = ~np.asarray(inputs.run_single, dtype=bool)
-    q = np.zeros((n_runs, n_runs))
-    for f in np.unique(run_family):
-        runs = np.flatnonzero((run_family == f) & multi)
-        for k in range(1, runs.size):
-            norm = math.sqrt(k * (k + 1))
-            q[runs[:k], runs[k]] = 1.0 / norm
-            q[runs[k], runs[k]] = -k / norm
-    return q
+    counts = np.bincount(run_family[multi], minlength=inputs.n_families).astype(float)
+    z_masked = jnp.where(multi, z, 0.0)
+    z_sum = jax.ops.segment_sum(z_masked, run_family, num_segments=inputs.n_families)
+    z_mean = z_sum / np.maximum(counts, 1.0)
+    return jnp.where(multi, z - z_mean[run_family], 0.0)
 
 
 def law_offset_runs(inputs: ModelInputs) -> np.ndarray:
