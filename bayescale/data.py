@@ -85,6 +85,10 @@ class ScalingData:
     lr_ref : float
         The largest learning rate of the table (``nan``: no ``lr`` column).
         Each run's schedule is normalised by its own peak rate.
+    run_planned : ndarray, shape (R,), optional
+        Each run's planned total tokens (``planned_tokens`` column; ``nan``
+        where not given); ``None`` without the column. A run whose plan lies
+        past its last checkpoint is still training.
     grid_run, grid_tokens, grid_eta, grid_area : ndarray, shape (G,), optional
         Every logged row of every run's schedule (before the warm-up cut and
         thinning), runs in order: see :func:`bayescale.schedules.grid`. A
@@ -105,6 +109,7 @@ class ScalingData:
     min_tokens: float = DEFAULT_MIN_TOKENS
     warmup_fraction: float = DEFAULT_WARMUP_FRACTION
     lr_ref: float = float("nan")
+    run_planned: np.ndarray | None = field(default=None, repr=False)
     grid_run: np.ndarray | None = field(default=None, repr=False)
     grid_tokens: np.ndarray | None = field(default=None, repr=False)
     grid_eta: np.ndarray | None = field(default=None, repr=False)
@@ -148,6 +153,8 @@ class ScalingData:
             h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
         h.update("\x1f".join(self.families).encode())
         h.update("\x1f".join(self.runs).encode())
+        if self.run_planned is not None:
+            h.update(np.ascontiguousarray(self.run_planned, dtype=np.float64).tobytes())
         if self.has_schedules:
             h.update(np.float64(self.lr_ref).tobytes())
             for arr in (self.grid_run, self.grid_tokens, self.grid_eta, self.grid_area):
@@ -280,7 +287,10 @@ class ScalingData:
         for fam, thr in (min_tokens_by_family or {}).items():
             absolute[(clean["family"] == fam).to_numpy()] = np.nan if thr is None else thr
         run_end = clean.groupby(["family", "run"], sort=False)["tokens"].transform("max")
-        thresholds = warmup_cut(run_end.to_numpy(), absolute, warmup_fraction)
+        if "planned_tokens" in clean.columns:
+            # a run still training is cut relative to where it will end
+            run_end = np.fmax(run_end.to_numpy(), clean["planned_tokens"].to_numpy())
+        thresholds = warmup_cut(np.asarray(run_end), absolute, warmup_fraction)
         keep_warm = (clean["tokens"].to_numpy() >= thresholds) | clean["_final"].to_numpy()
         n_in = clean.groupby("family", sort=False).size()
         cut = clean[~keep_warm].groupby("family", sort=False).size()
@@ -358,8 +368,10 @@ class ScalingData:
         spans = [float(np.ptp(np.log(tokens_kept[fam_of_obs == i]))) for i in range(len(order))]
         _warn_weak_families(report, run_family, run_params, spans)
         sched = {}
+        if "planned_tokens" in clean.columns:
+            sched["run_planned"] = first_rows["planned_tokens"].to_numpy(dtype=float)
         if grids is not None:
-            sched = {
+            sched |= {
                 "lr_ref": lr_ref,
                 "grid_run": np.concatenate(
                     [

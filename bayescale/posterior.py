@@ -79,6 +79,8 @@ def build_tree(samples: dict, data: ScalingData, *, mcmc=None, log_likelihood=No
             "obs": np.arange(data.n_obs),
         },
     )
+    if data.run_planned is not None:
+        const = const.assign(run_planned=("run", np.asarray(data.run_planned, dtype=float)))
     if data.has_schedules:
         const = const.assign(
             grid_run=("grid", np.asarray(data.grid_run, dtype=np.int32)),
@@ -109,8 +111,10 @@ def _data_from_tree(
     for name in rep.data_vars:
         report[name] = rep[name].values
     sched = {}
+    if "run_planned" in const:
+        sched["run_planned"] = const["run_planned"].values.astype(float)
     if "grid_run" in const:
-        sched = {
+        sched |= {
             "lr_ref": float(const.attrs["lr_ref"]),
             "grid_run": const["grid_run"].values.astype(np.int32),
             **{
@@ -360,12 +364,13 @@ class Posterior(PosteriorBase):
         """Posterior predictive loss; see :func:`bayescale.queries.predict`.
 
         With ``run="NAME"``, forecast that fitted run (a run in progress) at
-        later ``tokens``: :func:`bayescale.queries.predict_run`.
+        later ``tokens`` (default: its ``planned_tokens``):
+        :func:`bayescale.queries.predict_run`.
         """
         from bayescale.queries import predict, predict_run
 
         if run is not None:
-            if family is not None or params is not None or tokens is None:
+            if family is not None or params is not None:
                 raise TypeError(
                     "with run=..., give only tokens (the run fixes family and size): "
                     "post.predict(run='NAME', tokens=[...])"

@@ -391,10 +391,27 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0, schedule=None) 
     return out
 
 
+def planned_end(data, r: int, run: str) -> float:
+    """Run ``r``'s planned total tokens; a ValueError naming the fix if it has none."""
+    planned = np.nan if data.run_planned is None else float(data.run_planned[r])
+    last = float(data.tokens[data.obs_run == r].max())
+    if not np.isfinite(planned):
+        raise ValueError(
+            f"run {run!r} has no planned total: give tokens=[...] to forecast at, or a "
+            "'planned_tokens' column in the table"
+        )
+    if planned <= last * (1 + 1e-9):
+        raise ValueError(
+            f"run {run!r} has reached its planned {planned:.4g} tokens: it is finished, "
+            "and its last checkpoint is data, not a forecast"
+        )
+    return planned
+
+
 def predict_run(
     post,
     run: str,
-    tokens,
+    tokens=None,
     *,
     ci_prob: float = DEFAULT_CI_PROB,
     draws: bool = False,
@@ -403,12 +420,15 @@ def predict_run(
 ) -> pd.DataFrame:
     """Forecast of a run in progress at later ``tokens`` (see :func:`continue_run_draws`).
 
-    Returns the columns of :func:`predict` with ``kind="run"`` and a ``run``
-    column; ``extrapolation`` is the ratio of each query's tokens to the
-    run's last fitted checkpoint.
+    ``tokens`` defaults to the run's planned total (the ``planned_tokens``
+    column): where will this run end. Returns the columns of :func:`predict`
+    with ``kind="run"`` and a ``run`` column; ``extrapolation`` is the ratio
+    of each query's tokens to the run's last fitted checkpoint.
     """
     ci_prob = check_ci_prob(ci_prob)
     r = run_index(post, run)
+    if tokens is None:
+        tokens = planned_end(post.data, r, run)
     t = counts(tokens, "tokens")
     d = continue_run_draws(post, run, t, seed=seed, schedule=schedule)
     med, lo, hi = interval(d, ci_prob)

@@ -132,10 +132,41 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
         out["is_final"] = _flags(out["is_final"], line)
     if "lr" in out.columns:
         out["lr"] = _learning_rates(out, line)
+    if "planned_tokens" in out.columns:
+        out["planned_tokens"] = _planned_tokens(out, line)
     if "seed" not in out.columns:
         out["seed"] = "0"
     out["seed"] = out["seed"].astype(str)
     return out
+
+
+def _planned_tokens(out: pd.DataFrame, line: int | None = None) -> pd.Series:
+    """The optional ``planned_tokens`` column: one total per run (or none), >= its tokens."""
+    planned = pd.to_numeric(out["planned_tokens"], errors="coerce")
+    bad = out.index[(planned.isna() & out["planned_tokens"].notna()) | ~(planned > 0)]
+    bad = bad[planned.loc[bad].notna() | out.loc[bad, "planned_tokens"].notna()]
+    if len(bad):
+        raise DataError(
+            "column 'planned_tokens' must hold the run's planned total tokens (a raw count "
+            f"> 0, or empty) but has {out.loc[bad[0], 'planned_tokens']!r} at {_rows(bad, line)}"
+        )
+    keys = [out["family"], out["run"]]
+    varies = planned.groupby(keys).transform(lambda v: v.nunique(dropna=False) > 1)
+    bad = out.index[varies.astype(bool)]
+    if len(bad):
+        raise DataError(
+            f"column 'planned_tokens' changes within run '{out.loc[bad[0], 'run']}' (family "
+            f"'{out.loc[bad[0], 'family']}') at {_rows(bad, line)}; a run has one planned "
+            "total: repeat it on every checkpoint (or leave it empty on all)"
+        )
+    bad = out.index[planned < out["tokens"] * (1 - 1e-9)]
+    if len(bad):
+        raise DataError(
+            f"column 'planned_tokens' is below the run's logged tokens at {_rows(bad, line)} "
+            f"(run '{out.loc[bad[0], 'run']}': planned {planned.loc[bad[0]]:g}, logged "
+            f"{out.loc[bad[0], 'tokens']:g}); the plan must reach at least the last checkpoint"
+        )
+    return planned.astype(float)
 
 
 _TRUE = {"true", "1", "yes", "y", "t"}

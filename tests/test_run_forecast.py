@@ -9,6 +9,7 @@ terms of the OU process started at the run's last fitted deviation.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,15 @@ S = 20000
 SIGMA, ELL, U = 0.02, 0.8, 0.015
 
 
-def _posterior(nu: float = 1e6) -> tuple[Posterior, ScalingData]:
+def _posterior(nu: float = 1e6, planned=None) -> tuple[Posterior, ScalingData]:
     rows = []
     for n, run in ((1e8, "small"), (3e8, "live")):
         for i, t in enumerate(TOKENS):
             loss = 2.5 * float(laws.loss(LAW, n, t)) * math.exp(0.03 if run == "live" else 0.0)
             rows.append(("fam", run, n, t, loss * (1 + 0.001 * i)))
     df = pd.DataFrame(rows, columns=["family", "run", "params", "tokens", "loss"])
+    if planned is not None:
+        df["planned_tokens"] = df["run"].map(planned)
     data = ScalingData.from_frame(df, min_tokens=None, max_points_per_run=None)
     rel = math.log(data.family_scale[0])
     live = data.runs.index("live")
@@ -121,6 +124,74 @@ def test_cli_forecasts_a_run(tmp_path, capsys):
     assert main(["predict", str(path), "--run", "live", "--tokens", "100B"]) == 0
     assert "fitted up to 40B tokens" in capsys.readouterr().out
     assert main(["predict", str(path), "--run", "live"]) == 2
-    assert "--run needs --tokens" in capsys.readouterr().err
+    assert "has no planned total" in capsys.readouterr().err
     assert main(["predict", str(path), "--run", "nope", "--tokens", "1T"]) == 2
     assert "not in the fit" in capsys.readouterr().err
+
+
+def test_a_planned_total_is_where_the_forecast_goes_by_default(tmp_path, capsys):
+    from bayescale.cli import main
+    from bayescale.posterior import load
+
+    post, data = _posterior(nu=5.0, planned={"small": 4e10, "live": 2e11})
+    np.testing.assert_allclose(
+        data.run_planned[[data.runs.index(r) for r in ("small", "live")]], [4e10, 2e11]
+    )
+    by_default = post.predict(run="live", seed=3)
+    assert by_default["tokens"].tolist() == [2e11]
+    same = post.predict(run="live", tokens=2e11, seed=3)
+    assert by_default["median"].iloc[0] == pytest.approx(same["median"].iloc[0], rel=1e-12)
+    with pytest.raises(ValueError, match="reached its planned"):
+        post.predict(run="small")
+    path = tmp_path / "fit.nc"
+    post.save(path)
+    back = load(path)
+    np.testing.assert_array_equal(back.data.run_planned, data.run_planned)
+    assert back.data.hash() == data.hash()
+    assert main(["predict", str(path), "--run", "live"]) == 0
+    assert "200B" in capsys.readouterr().out
+
+
+def test_planned_tokens_are_checked():
+    from bayescale.tables import DataError, validate_frame
+
+    base = pd.DataFrame(
+        {
+            "family": "f",
+            "run": ["a", "a", "b"],
+            "params": 1e8,
+            "tokens": [1e10, 2e10, 1e10],
+            "loss": [3.0, 2.9, 3.1],
+        }
+    )
+    ok = validate_frame(base.assign(planned_tokens=[5e10, 5e10, np.nan]))
+    assert ok["planned_tokens"].iloc[0] == 5e10 and np.isnan(ok["planned_tokens"].iloc[2])
+    with pytest.raises(DataError, match="changes within run 'a'"):
+        validate_frame(base.assign(planned_tokens=[5e10, 6e10, np.nan]))
+    with pytest.raises(DataError, match="below the run's logged tokens"):
+        validate_frame(base.assign(planned_tokens=[1.5e10, 1.5e10, np.nan]))
+    with pytest.raises(DataError, match="planned total tokens"):
+        validate_frame(base.assign(planned_tokens=["lots", "lots", np.nan]))
+
+
+def test_the_warm_up_cut_of_a_run_in_progress_is_relative_to_its_plan():
+    tokens = np.geomspace(1e8, 2e9, 10)
+    df = pd.DataFrame(
+        {
+            "family": "f",
+            "run": "r",
+            "params": 1e8,
+            "tokens": tokens,
+            "loss": 3.0 - 0.1 * np.arange(10),
+        }
+    )
+    from bayescale.data import IdentifiabilityWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IdentifiabilityWarning)
+        kept = ScalingData.from_frame(df, max_points_per_run=None).n_obs
+    assert kept == 7  # cut at 10% of the last checkpoint, 2e8
+    # planned to run 1e11 tokens: 10% of it is 1e10, past every logged checkpoint but the last
+    with pytest.warns(IdentifiabilityWarning, match=r"'r' \(9 of 10\)"):
+        planned = ScalingData.from_frame(df.assign(planned_tokens=1e11), max_points_per_run=None)
+    assert planned.n_obs == 1

@@ -203,9 +203,7 @@ def cmd_predict(args) -> int:
     import pandas as pd
 
     if (args.run is None) == (args.target is None):
-        raise BadInput("give either --target FAMILY:N:D or --run NAME --tokens D[,D...]")
-    if args.run is not None and not args.tokens:
-        raise BadInput("--run needs --tokens: the token counts to forecast the run at")
+        raise BadInput("give either --target FAMILY:N:D or --run NAME [--tokens D[,D...]]")
     post = load_fit(args.fit)
     if args.run is not None:
         return _predict_run(post, args)
@@ -240,7 +238,9 @@ def cmd_predict(args) -> int:
 
 def _predict_run(post, args) -> int:
     try:
-        table = post.predict(run=args.run, tokens=args.tokens, ci_prob=args.ci_prob, seed=args.seed)
+        table = post.predict(
+            run=args.run, tokens=args.tokens or None, ci_prob=args.ci_prob, seed=args.seed
+        )
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     _fit_warning(post)

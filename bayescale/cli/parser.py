@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run",
         metavar="NAME",
-        help="a fitted run still in progress: forecast it at the --tokens given",
+        help="a fitted run still in progress: forecast it at the --tokens given "
+        "(default: its planned_tokens, where it will end)",
     )
     p.add_argument(
         "--tokens",
