@@ -220,3 +220,13 @@ def test_the_warm_up_is_not_an_annealing_step():
     d, eta, _ = drops(grid(steps * STEP, lr, 1.0))
     np.testing.assert_allclose(d, [0.5])
     np.testing.assert_allclose(eta, [0.5])
+
+
+def test_planning_says_candidates_are_constant_rate_runs():
+    from bayescale.design.planning import schedule_notes
+
+    post = _posterior(ScalingData.from_frame(_frame(), min_tokens=None))
+    (note,) = schedule_notes(post)
+    assert "constant-rate runs" in note and "annealing bonus" in note
+    plain = _posterior(ScalingData.from_frame(_frame(lr=False), min_tokens=None))
+    assert schedule_notes(plain) == []

@@ -250,7 +250,7 @@ def plan(
         )
         results = _evaluate(setup, affordable, method, min_ess, n_refit_outcomes, current)
     table = _rank(_table(affordable, results, budget, fam.sizes), rank_by)
-    notes += _honesty_notes(table)
+    notes += _honesty_notes(table) + schedule_notes(posterior)
     return Plan(
         table=table,
         target=tgt,
@@ -394,6 +394,17 @@ def _rank(table: pd.DataFrame, rank_by: str) -> pd.DataFrame:
         table.loc[best, "tied_with_best"] = True
     table.loc[best, "recommended"] = True
     return table
+
+
+def schedule_notes(posterior) -> list[str]:
+    """What planning leaves out for a fit that reads learning-rate schedules."""
+    if not posterior.data.has_schedules:
+        return []
+    return [
+        "this fit reads learning-rate schedules, but candidate runs and the target are "
+        "planned as constant-rate runs: their losses carry no annealing bonus, and the "
+        "uncertainty of the bonus is not part of the ranking"
+    ]
 
 
 def _honesty_notes(table: pd.DataFrame) -> list[str]:
