@@ -243,11 +243,12 @@ def _map_scales(post, fixed: dict) -> dict:
         if name in out:
             out[name] = jnp.log(jnp.asarray(spread[name]))
     if "sigma_seed" in out:
-        # the scatter of the fitted run effects in families with several runs
-        counts = np.bincount(post.data.run_family, minlength=n_fam)
-        u = post.draws("u")[0][counts[post.data.run_family] > 1]
-        u = u[u != 0]  # runs whose effect the law absorbs
-        scatter = float(np.sqrt(np.mean(u**2))) if u.size else post.config.priors.seed_sd
+        # the scatter of the fitted run effects around their family averages: K runs
+        # give K - 1 degrees of freedom (model.centered_run_effects)
+        k = law_offset_runs(post.data.inputs())
+        u = post.draws("u")[0]
+        dof = float(np.sum(np.maximum(k - 1, 0)))
+        scatter = float(np.sqrt(np.sum(u**2) / dof)) if dof else post.config.priors.seed_sd
         out["sigma_seed"] = jnp.log(jnp.asarray(max(scatter, 1e-3)))
     return out
 
