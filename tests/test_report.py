@@ -316,3 +316,14 @@ def test_cli_report_bad_input(fit_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", str(fit_file), "--out", str(tmp_path / "r.html"), "--ci-prob", "2"])
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_model_description_says_whether_seeds_were_replicated():
+    from bayescale.data import ScalingData
+
+    frame = synthetic_frame()
+    single = ScalingData.from_frame(frame, min_tokens=None)
+    assert sm.replicate_note(single).startswith("No family has two runs of one size")
+    twice = pd.concat([frame, frame.assign(run=frame["run"] + "-seed2", loss=frame["loss"] * 1.01)])
+    note = sm.replicate_note(ScalingData.from_frame(twice, min_tokens=None))
+    assert note.startswith("6 (family, size) pair(s) have replicate runs")
