@@ -48,6 +48,8 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = p.parse_args(argv)
     set_host_device_count(4)
+    import jax
+
     from bayescale.evaluation.sbc import Design, coverage_band, design_inputs, replicate, summarize
     from bayescale.fitting import FitConfig
 
@@ -61,6 +63,8 @@ def main(argv=None):
             warnings.simplefilter("ignore")
             rec = replicate(i, inputs, config)
         rec["seconds"] = time.time() - start
+        # every replicate compiles its own model: drop them, or memory grows without bound
+        jax.clear_caches()
         start = time.time()
         rows.append(rec)
         _save(pd.DataFrame(rows))
