@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -172,7 +173,15 @@ class ScalingData:
             ) from None
 
     def inputs(self):
-        """The arrays the model consumes (:class:`bayescale.model.ModelInputs`)."""
+        """The arrays the model consumes (:class:`bayescale.model.ModelInputs`).
+
+        Built once per data set (queries ask for them often, and with
+        schedules they hold per-checkpoint matrices); treat them as read-only.
+        """
+        return self._inputs
+
+    @cached_property
+    def _inputs(self):
         from bayescale.model import ModelInputs, single_seed_var
 
         y = np.log(self.loss / self.family_scale[self.obs_family])
