@@ -185,7 +185,6 @@ class ScalingData:
         from bayescale.model import ModelInputs, single_seed_var
 
         y = np.log(self.loss / self.family_scale[self.obs_family])
-        single = np.bincount(self.obs_run, minlength=self.n_runs) == 1
         sched = {}
         if self.has_schedules:
             from bayescale.schedules import features
@@ -202,7 +201,7 @@ class ScalingData:
                 for j, arr in enumerate(m):
                     mats[j, rows[r], : arr.shape[1]] = arr
             sched = {"log_area": log_area, "anneal": tuple(mats)}
-        return ModelInputs(
+        inputs = ModelInputs(
             run_family=np.asarray(self.run_family, dtype=np.int32),
             log_n=np.log(self.run_params),
             obs_run=np.asarray(self.obs_run, dtype=np.int32),
@@ -211,10 +210,10 @@ class ScalingData:
             y=y,
             n_families=self.n_families,
             log_e_max=np.array([y[self.obs_family == f].min() for f in range(self.n_families)]),
-            run_single=single,
-            single_seed_var=single_seed_var(self.run_family, single, self.n_families),
+            run_single=np.bincount(self.obs_run, minlength=self.n_runs) == 1,
             **sched,
         )
+        return inputs._replace(single_seed_var=single_seed_var(inputs))
 
     def to_frame(self) -> pd.DataFrame:
         """The kept checkpoints as a tidy table."""
@@ -295,11 +294,11 @@ class ScalingData:
         absolute = np.full(len(clean), np.nan if min_tokens is None else float(min_tokens))
         for fam, thr in (min_tokens_by_family or {}).items():
             absolute[(clean["family"] == fam).to_numpy()] = np.nan if thr is None else thr
-        run_end = clean.groupby(["family", "run"], sort=False)["tokens"].transform("max")
+        run_end = clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
         if "planned_tokens" in clean.columns:
             # a run still training is cut relative to where it will end
-            run_end = np.fmax(run_end.to_numpy(), clean["planned_tokens"].to_numpy())
-        thresholds = warmup_cut(np.asarray(run_end), absolute, warmup_fraction)
+            run_end = np.fmax(run_end, clean["planned_tokens"].to_numpy())
+        thresholds = warmup_cut(run_end, absolute, warmup_fraction)
         keep_warm = (clean["tokens"].to_numpy() >= thresholds) | clean["_final"].to_numpy()
         n_in = clean.groupby("family", sort=False).size()
         cut = clean[~keep_warm].groupby("family", sort=False).size()

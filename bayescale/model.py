@@ -186,11 +186,9 @@ def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
     return jnp.where(single, jnp.sqrt(sig**2 + c * sigma_seed**2), sig)
 
 
-def single_seed_var(run_family, run_single, n_families: int) -> np.ndarray:
-    """Per run, ``1 + 1/K_f`` (``K_f`` multi-checkpoint runs in its family; 1 if none)."""
-    run_family = np.asarray(run_family)
-    multi = ~np.asarray(run_single, dtype=bool)
-    k = np.bincount(run_family[multi], minlength=n_families)[run_family]
+def single_seed_var(inputs: ModelInputs) -> np.ndarray:
+    """Per run, ``1 + 1/K_f`` (``K_f``: :func:`law_offset_runs` of its family; 1 if none)."""
+    k = law_offset_runs(inputs)[np.asarray(inputs.run_family)]
     return 1.0 + np.where(k > 0, 1.0 / np.maximum(k, 1), 0.0)
 
 
@@ -353,7 +351,7 @@ def centered_run_effects(z, inputs: ModelInputs):
     """
     run_family = np.asarray(inputs.run_family)
     multi = ~np.asarray(inputs.run_single, dtype=bool)
-    counts = np.bincount(run_family[multi], minlength=inputs.n_families).astype(float)
+    counts = law_offset_runs(inputs).astype(float)
     z_masked = jnp.where(multi, z, 0.0)
     z_sum = jax.ops.segment_sum(z_masked, run_family, num_segments=inputs.n_families)
     z_mean = z_sum / np.maximum(counts, 1.0)

@@ -1,5 +1,7 @@
 """Contract tests over every law and exponent form of the NumPyro model."""
 
+from types import SimpleNamespace
+
 import jax
 import numpy as np
 import numpyro
@@ -96,7 +98,12 @@ def test_single_checkpoint_runs_carry_the_seed_variance_around_the_fitted_law():
     from bayescale.model import single_seed_var
 
     # family 0: two multi-checkpoint runs and one lone point; family 1: lone points only
-    c = single_seed_var([0, 0, 0, 1, 1], [False, False, True, True, True], 2)
+    runs = SimpleNamespace(
+        run_family=np.array([0, 0, 0, 1, 1]),
+        run_single=np.array([False, False, True, True, True]),
+        n_families=2,
+    )
+    c = single_seed_var(runs)
     np.testing.assert_allclose(c[[2, 3, 4]], [1.5, 1.0, 1.0])
 
 

@@ -474,7 +474,7 @@ def model_description(post) -> list[str]:
 def replicate_note(data) -> str:
     """Whether any family has replicate runs (two runs of one size), which pin seed scatter."""
     keys = np.stack([data.run_family, np.round(np.log(data.run_params), 6)], axis=1)
-    multi = np.bincount(data.obs_run, minlength=data.n_runs) > 1
+    multi = ~data.inputs().run_single
     _, counts = np.unique(keys[multi], axis=0, return_counts=True)
     n_rep = int(np.sum(counts > 1))
     if n_rep:
