@@ -143,16 +143,19 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
 def _planned_tokens(out: pd.DataFrame, line: int | None = None) -> pd.Series:
     """The optional ``planned_tokens`` column: one total per run (or none), >= its tokens."""
     planned = pd.to_numeric(out["planned_tokens"], errors="coerce")
-    bad = out.index[(planned.isna() & out["planned_tokens"].notna()) | ~(planned > 0)]
-    bad = bad[planned.loc[bad].notna() | out.loc[bad, "planned_tokens"].notna()]
+    # a given cell that is not a number coerces to NaN, which is not > 0 either
+    bad = out.index[out["planned_tokens"].notna() & ~(planned > 0)]
     if len(bad):
         raise DataError(
             "column 'planned_tokens' must hold the run's planned total tokens (a raw count "
             f"> 0, or empty) but has {out.loc[bad[0], 'planned_tokens']!r} at {_rows(bad, line)}"
         )
     keys = [out["family"], out["run"]]
-    varies = planned.groupby(keys).transform(lambda v: v.nunique(dropna=False) > 1)
-    bad = out.index[varies.astype(bool)]
+    # "first" skips empty cells: a run differs from its first total where a value or an
+    # empty cell does not match it
+    first = planned.groupby(keys).transform("first")
+    differs = (planned != first) & ~(planned.isna() & first.isna())
+    bad = out.index[differs.groupby(keys).transform("any")]
     if len(bad):
         raise DataError(
             f"column 'planned_tokens' changes within run '{out.loc[bad[0], 'run']}' (family "
