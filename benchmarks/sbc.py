@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -48,31 +47,29 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = p.parse_args(argv)
     set_host_device_count(4)
-    import jax
-
-    from bayescale.evaluation.sbc import Design, coverage_band, design_inputs, replicate, summarize
+    from bayescale.evaluation.sbc import (
+        Design,
+        coverage_band,
+        design_inputs,
+        replicates,
+        summarize,
+    )
     from bayescale.fitting import FitConfig
 
     config = FitConfig()
     inputs = design_inputs(Design())
     done = pd.read_csv(PARTIAL) if args.resume and PARTIAL.exists() else pd.DataFrame()
     rows = done.to_dict(orient="records")
-    start = time.time()
-    for i in range(len(rows), args.n):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rec = replicate(i, inputs, config)
-        rec["seconds"] = time.time() - start
-        # every replicate compiles its own model: drop them, or memory grows without bound
-        jax.clear_caches()
-        start = time.time()
-        rows.append(rec)
-        _save(pd.DataFrame(rows))
-        print(
-            f"replicate {i}: {rec['seconds']:.0f} s, {rec['divergences']} divergences, "
-            f"R-hat {rec['rhat_max']:.3f}",
-            flush=True,
-        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for rec in replicates(range(len(rows), args.n), inputs, config):
+            rows.append(rec)
+            _save(pd.DataFrame(rows))
+            print(
+                f"replicate {rec['replicate']}: {rec['seconds']:.0f} s, "
+                f"{rec['divergences']} divergences, R-hat {rec['rhat_max']:.3f}",
+                flush=True,
+            )
     records = pd.DataFrame(rows)
     table = summarize(records)
     n = len(records)

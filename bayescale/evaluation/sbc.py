@@ -45,6 +45,7 @@ class Design:
 
 def design_inputs(design: Design = Design()):  # noqa: B008 - frozen
     """Model arrays of the design, with the prior's data-dependent parts fixed."""
+    from bayescale.data import ScalingData
     from bayescale.simulate import simulate_frame
 
     frame, _ = simulate_frame(
@@ -55,8 +56,6 @@ def design_inputs(design: Design = Design()):  # noqa: B008 - frozen
         tokens_range=design.tokens,
         seed=0,
     )
-    from bayescale.data import ScalingData
-
     data = ScalingData.from_frame(frame, min_tokens=None, max_points_per_run=None)
     inputs = data.inputs()
     return inputs._replace(log_e_max=np.zeros(design.n_families), y=None)
@@ -113,17 +112,34 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
     return record
 
 
+def replicates(indices, inputs, config, *, n_ranks: int = 99):
+    """Yield :func:`replicate` records for ``indices``, each with its ``seconds``.
+
+    Every replicate compiles its own model; JAX's caches are cleared after
+    each, or one process running many replicates runs out of memory.
+    """
+    import time
+
+    import jax
+
+    for i in indices:
+        start = time.perf_counter()
+        rec = replicate(i, inputs, config, n_ranks=n_ranks)
+        rec["seconds"] = time.perf_counter() - start
+        jax.clear_caches()
+        yield rec
+
+
 def run_sbc(n: int, config=None, design: Design = Design(), *, n_ranks: int = 99, report=None):  # noqa: B008
     """``n`` replicates; a DataFrame with one row per replicate (see :func:`replicate`)."""
     from bayescale.fitting import FitConfig
 
     config = config or FitConfig()
-    inputs = design_inputs(design)
     rows = []
-    for i in range(int(n)):
-        rows.append(replicate(i, inputs, config, n_ranks=n_ranks))
+    for rec in replicates(range(int(n)), design_inputs(design), config, n_ranks=n_ranks):
+        rows.append(rec)
         if report is not None:
-            report(rows[-1])
+            report(rec)
     return pd.DataFrame(rows)
 
 
