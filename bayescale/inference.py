@@ -164,6 +164,9 @@ def run(
         progress_bar=show,
     )
     init = chain_starts(z_start, config.num_chains, k_start)
+    if config.num_chains == 1:
+        # NumPyro reads a leading chain axis only when there are several chains
+        init = {name: z[0] for name, z in init.items()}
     mcmc.run(k_mcmc, init_params=init, extra_fields=("num_steps",), **model_kwargs)
     return mcmc.get_samples(group_by_chain=True), mcmc
 

@@ -189,3 +189,12 @@ def test_recovery_on_simulated_families():
         assert lo <= getattr(truth, name) <= hi, (name, lo, hi)
     diag = post.diagnostics()
     assert diag["rhat_max"] < 1.01 and diag["divergences"] == 0
+
+
+def test_one_chain_fits():
+    frame, _ = simulate_frame(n_families=2, sizes=(1e8, 1e9), n_checkpoints=4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bs.ConvergenceWarning)
+        post = bs.fit(frame, num_chains=1, num_warmup=30, num_samples=20, progress_bar=False)
+    assert post.tree["posterior"].sizes["chain"] == 1
+    assert post.draws("alpha").shape == (20,)
