@@ -143,12 +143,15 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
 def _planned_tokens(out: pd.DataFrame, line: int | None = None) -> pd.Series:
     """The optional ``planned_tokens`` column: one total per run (or none), >= its tokens."""
     planned = pd.to_numeric(out["planned_tokens"], errors="coerce")
-    # a given cell that is not a number coerces to NaN, which is not > 0 either
-    bad = out.index[out["planned_tokens"].notna() & ~(planned > 0)]
+    # a given cell that is not a number coerces to NaN, which is not > 0 either; a plan
+    # without end (inf) has no final loss to forecast
+    bad = out.index[out["planned_tokens"].notna() & ~((planned > 0) & np.isfinite(planned))]
     if len(bad):
+        value = out.loc[bad[0], "planned_tokens"]
+        value = repr(value) if isinstance(value, str) else f"{float(value):g}"
         raise DataError(
-            "column 'planned_tokens' must hold the run's planned total tokens (a raw count "
-            f"> 0, or empty) but has {out.loc[bad[0], 'planned_tokens']!r} at {_rows(bad, line)}"
+            "column 'planned_tokens' must hold the run's planned total tokens (a finite raw "
+            f"count > 0, or empty) but has {value} at {_rows(bad, line)}"
         )
     keys = [out["family"], out["run"]]
     # "first" skips empty cells: a run differs from its first total where a value or an

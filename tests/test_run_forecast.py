@@ -172,6 +172,8 @@ def test_planned_tokens_are_checked():
         validate_frame(base.assign(planned_tokens=[1.5e10, 1.5e10, np.nan]))
     with pytest.raises(DataError, match="planned total tokens"):
         validate_frame(base.assign(planned_tokens=["lots", "lots", np.nan]))
+    with pytest.raises(DataError, match=r"finite raw count .* has inf at rows \[0, 1\]"):
+        validate_frame(base.assign(planned_tokens=[np.inf, np.inf, np.nan]))
 
 
 def test_the_warm_up_cut_of_a_run_in_progress_is_relative_to_its_plan():
