@@ -44,8 +44,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200, help="replicates in total")
     p.add_argument("--resume", action="store_true", help="continue from the saved replicates")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over, discarding the saved replicates"
+    )
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = p.parse_args(argv)
+    if PARTIAL.exists() and not (args.resume or args.overwrite):
+        p.error(
+            f"{PARTIAL} holds {len(pd.read_csv(PARTIAL))} saved replicates: pass --resume to "
+            "continue them or --overwrite to start over"
+        )
     set_host_device_count(4)
     from bayescale.evaluation.sbc import (
         Design,
