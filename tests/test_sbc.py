@@ -51,3 +51,30 @@ def test_summary_counts_coverage_per_parameter():
 def test_coverage_band_holds_the_nominal_rate():
     lo, hi = sbc.coverage_band(200, 0.9)
     assert lo < 0.9 < hi and hi - lo < 0.1
+
+
+@pytest.mark.sbc
+def test_twenty_prior_worlds_fitted_with_the_default_inference_are_covered():
+    """Bounded simulation-based calibration (``benchmarks/sbc.py`` runs 200).
+
+    Each parameter's coverage must lie in its 99.9% binomial band for 20
+    checks; the share pooled over parameters, in the 95% band for 20 checks
+    (a replicate's parameters share one fit, so the pooled share varies like
+    that of between 20 and 160 independent checks: 20 is the safe side).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # two devices here: the default four chains run two at a time
+        warnings.simplefilter("ignore")
+        records = sbc.run_sbc(20)
+    n = len(records)
+    assert n == 20
+    for level in (90, 50):
+        checks = records.filter(like=f"in{level}.")
+        assert checks.shape[1] == len(sbc.PARAMETERS)
+        lo, hi = sbc.coverage_band(n, level / 100, prob=0.999)
+        per_parameter = checks.mean()
+        assert per_parameter.between(lo, hi).all(), per_parameter
+        lo, hi = sbc.coverage_band(n, level / 100)
+        assert lo <= checks.to_numpy().mean() <= hi, per_parameter
