@@ -222,3 +222,22 @@ def test_plan_plot_rejects_what_is_not_a_plan_table():
     cols = ["params", "tokens", "n_runs", "flops", "current_sd", "expected_sd"]
     with pytest.raises(ValueError, match="no candidates"):
         plots.plot_plan(pd.DataFrame(columns=cols))
+
+
+def test_sbc_rank_histograms_one_panel_per_parameter():
+    rng = np.random.default_rng(0)
+    records = pd.DataFrame(
+        {"rank.alpha": rng.integers(0, 100, 60), "rank.beta": rng.integers(0, 100, 60)}
+    )
+    records["in90.alpha"] = True  # other columns are ignored
+    fig = plots.plot_sbc_ranks(records, bins=5)
+    assert isinstance(fig, Figure)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["alpha", "beta"]
+    bars = shown[0].patches[-5:]
+    assert sum(b.get_height() for b in bars) == 60
+    # the grey band holds the expected count per bar
+    band = shown[0].patches[0]
+    assert band.get_y() < 60 / 5 < band.get_y() + band.get_height()
+    with pytest.raises(ValueError, match="rank"):
+        plots.plot_sbc_ranks(pd.DataFrame({"x": [1]}))

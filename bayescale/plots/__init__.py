@@ -7,7 +7,12 @@ is drawn, so that ``import bayescale`` stays light.
 """
 
 from bayescale.plots._style import PALETTE
-from bayescale.plots.diagnostics import DIAGNOSTIC_VARS, diagnostic_vars, plot_diagnostics
+from bayescale.plots.diagnostics import (
+    DIAGNOSTIC_VARS,
+    diagnostic_vars,
+    plot_diagnostics,
+    plot_sbc_ranks,
+)
 from bayescale.plots.plan import plot_plan
 from bayescale.plots.posterior import plot_exponents, plot_offsets, plot_seed_effects
 from bayescale.plots.predictive import plot_frontier, plot_predictive
@@ -23,6 +28,7 @@ __all__ = [
     "plot_offsets",
     "plot_plan",
     "plot_predictive",
+    "plot_sbc_ranks",
     "plot_seed_effects",
     "plot_trajectories",
 ]

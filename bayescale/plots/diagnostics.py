@@ -51,3 +51,56 @@ def plot_diagnostics(post, kind="trace", var_names=None, **kwargs):
         var_names = diagnostic_vars(post)
     kwargs.setdefault("backend", "matplotlib")
     return funcs[kind](post.tree, var_names=list(var_names), **kwargs)
+
+
+def plot_sbc_ranks(records, *, bins: int = 10, n_ranks: int = 99, prob: float = 0.99):
+    """Rank histograms of simulation-based calibration, one panel per parameter.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        One row per replicate with columns ``rank.<parameter>`` (ranks
+        ``0..n_ranks``), as :func:`bayescale.evaluation.sbc.run_sbc` returns.
+    bins : int
+        Bars per panel.
+    n_ranks : int
+        Posterior draws each truth was ranked among.
+    prob : float
+        The grey band holds each bar's count with this probability when the
+        ranks are uniform (binomial).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import numpy as np
+    from scipy import stats
+
+    from bayescale.plots._style import PALETTE, new_figure
+
+    names = [c[len("rank.") :] for c in records.columns if c.startswith("rank.")]
+    if not names:
+        raise ValueError("records have no 'rank.<parameter>' columns (see evaluation.sbc)")
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be in (0, 1), got {prob!r}")
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = new_figure(nrows, ncols, width=3.0 * ncols, height=2.4 * nrows)
+    edges = np.linspace(0, n_ranks + 1, bins + 1)
+    for ax, name in zip(axes.flat, names, strict=False):
+        ranks = records[f"rank.{name}"].dropna().to_numpy()
+        counts, _ = np.histogram(ranks, bins=edges)
+        lo, hi = stats.binom.interval(prob, ranks.size, 1.0 / bins)
+        # the band over the bars, so that a bar below its lower edge shows
+        ax.axhspan(lo, hi, color="0.3", alpha=0.25, lw=0, zorder=3)
+        ax.axhline(ranks.size / bins, color="0.2", lw=0.8, zorder=3)
+        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=PALETTE[0])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlim(0, n_ranks + 1)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_visible(False)
+    fig.supxlabel(f"rank of the truth among {n_ranks} posterior draws")
+    fig.suptitle(
+        f"{len(records)} simulated data sets; grey: {prob:.0%} band of a uniform rank", fontsize=9
+    )
+    return fig
