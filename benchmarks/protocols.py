@@ -69,7 +69,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="reduced protocol; never writes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md / results/")
-    p.add_argument("--save", type=Path, help="also write every prediction row to this CSV")
+    p.add_argument(
+        "--save",
+        type=Path,
+        help="write every prediction row to this CSV (default results/last_PROTOCOL.csv)",
+    )
     args = p.parse_args(argv)
     set_host_device_count()  # as the CLI does: chains in parallel
     warnings.filterwarnings("ignore", message=".*sampling problems.*")
@@ -78,8 +82,11 @@ def main(argv=None):
     start = time.perf_counter()
     result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed)
     wall = time.perf_counter() - start
-    if args.save:
-        result.points.to_csv(args.save, index=False)
+    # every row on disk before anything is formatted: a protocol takes up to an hour
+    saved = args.save or Path(__file__).resolve().parent / "results" / f"last_{args.protocol}.csv"
+    tmp = saved.with_suffix(".tmp")
+    result.points.to_csv(tmp, index=False)
+    os.replace(tmp, saved)
     head = ev.headline_summary(result.points, fallback=True)
     cal = ev.calibration(result.points)
     line = fit_line(result.fits)

@@ -294,3 +294,17 @@ def test_bad_arguments_are_named():
         ev.evaluate_hitchhiker(curves(), methods=("bayescale",))
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["evaluate", "--protocol", "nope"])
+
+
+def test_text_tables_format_mixed_columns():
+    # one-model rows: n_models is a number on some rows, missing on others (object column)
+    frame = pd.DataFrame(
+        {
+            "family": ["OPT", "pythia"],
+            "n_models": pd.Series([2.0, None], dtype=object),
+            "are": [1.23456, 0.000123456],
+        }
+    )
+    text = ev.text_table(frame, 3)
+    assert "1.23" in text and "0.000123" in text and "1.2346" not in text
+    assert "OPT" in text and "None" in text

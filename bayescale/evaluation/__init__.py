@@ -22,6 +22,8 @@ training run); point estimates (baselines, MAP fits) have kind ``point``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bayescale.evaluation.chinchilla import chinchilla_outliers, evaluate_chinchilla
 from bayescale.evaluation.common import DEFAULT, MAP, QUICK, Evaluation
 from bayescale.evaluation.gadre import evaluate_gadre, gadre_headline
@@ -41,6 +43,9 @@ from bayescale.evaluation.metrics import (
     summarize,
 )
 from bayescale.evaluation.one_model import evaluate_one_model
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROTOCOLS = ("hitchhiker", "one-model", "gadre", "chinchilla")
 
@@ -69,6 +74,7 @@ __all__ = [
     "hitchhiker_split",
     "interval_score",
     "summarize",
+    "text_table",
 ]
 
 
@@ -100,6 +106,19 @@ def headline_summary(points, *, fallback: bool = False):
     return summarize(head, by=[c for c in by if c in head.columns and head[c].notna().any()])
 
 
+def text_table(frame: pd.DataFrame, digits: int) -> str:
+    """``frame`` as plain text, numbers to ``digits`` significant digits.
+
+    Columns of mixed type (numbers and missing cells, as ``n_models``) are
+    object columns, which pandas formats with a callable only.
+    """
+
+    def fmt(v):
+        return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+    return frame.to_string(index=False, float_format=fmt)
+
+
 def format_summary(result: Evaluation) -> str:
     """Human-readable headline table and calibration of a protocol's rows."""
     points = result.points
@@ -109,7 +128,7 @@ def format_summary(result: Evaluation) -> str:
         s = s.drop(columns=[c for c in ("bias",) if c in s])
         lines += [
             "Headline targets (ARE, width, interval score and CRPS in % of the actual value):",
-            s.to_string(index=False, float_format="%.3g"),
+            text_table(s, 3),
         ]
     coef = points[points["row_type"] == "coef"]
     if len(coef):
@@ -117,13 +136,13 @@ def format_summary(result: Evaluation) -> str:
         lines += [
             "",
             "Coefficients (actual = published re-fit; 90% interval):",
-            coef[cols].to_string(index=False, float_format="%.4g"),
+            text_table(coef[cols], 4),
         ]
     cal = calibration(points)
     if len(cal):
         lines += [
             "",
             "Interval coverage (per checkpoint; run_ = per target run):",
-            cal.to_string(index=False, float_format="%.3g"),
+            text_table(cal, 3),
         ]
     return "\n".join(lines)
