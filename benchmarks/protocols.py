@@ -28,6 +28,7 @@ from _results import frame_to_markdown, machine_info, write_json, write_section 
 from bayescale import evaluation as ev  # noqa: E402
 from bayescale import set_host_device_count  # noqa: E402
 from bayescale.evaluation import reference as ref  # noqa: E402
+from bayescale.fitfile import atomic_write  # noqa: E402
 
 PAPER = {
     "hitchhiker": "Choshen et al. (2025), ARE of their fit at the headline cell: "
@@ -84,9 +85,7 @@ def main(argv=None):
     wall = time.perf_counter() - start
     # every row on disk before anything is formatted: a protocol takes up to an hour
     saved = args.save or Path(__file__).resolve().parent / "results" / f"last_{args.protocol}.csv"
-    tmp = saved.with_suffix(".tmp")
-    result.points.to_csv(tmp, index=False)
-    os.replace(tmp, saved)
+    atomic_write(saved, lambda path: result.points.to_csv(path, index=False), overwrite=True)
     head = ev.headline_summary(result.points, fallback=True)
     cal = ev.calibration(result.points)
     line = fit_line(result.fits)

@@ -19,7 +19,6 @@ Run: ``uv run python benchmarks/sbc.py [--n 200] [--resume] [--no-write]``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,15 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
 
 from bayescale import enable_compile_cache, set_host_device_count  # noqa: E402
+from bayescale.fitfile import atomic_write  # noqa: E402
 
 SECTION = "sbc"
 PARTIAL = Path(__file__).resolve().parent / "results" / "sbc_replicates.csv"
 
 
 def _save(records: pd.DataFrame) -> None:
-    tmp = PARTIAL.with_suffix(".tmp")
-    records.to_csv(tmp, index=False)
-    os.replace(tmp, PARTIAL)
+    atomic_write(PARTIAL, lambda path: records.to_csv(path, index=False), overwrite=True)
 
 
 def main(argv=None):
@@ -115,9 +113,8 @@ def main(argv=None):
     from bayescale.plots import plot_sbc_ranks
 
     figure = PARTIAL.with_name("sbc_ranks.png")
-    tmp = figure.with_name("sbc_ranks.tmp.png")
-    plot_sbc_ranks(records).savefig(tmp, dpi=110)
-    os.replace(tmp, figure)
+    fig = plot_sbc_ranks(records)
+    atomic_write(figure, lambda path: fig.savefig(path, format="png", dpi=110), overwrite=True)
     body += f"\n\nRank histograms: `results/{figure.name}`."
     write_section(SECTION, body)
     write_json(
