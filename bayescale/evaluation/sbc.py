@@ -143,13 +143,18 @@ def run_sbc(n: int, config=None, design: Design = Design(), *, n_ranks: int = 99
     return pd.DataFrame(rows)
 
 
+def rank_counts(ranks, n_ranks: int = 99, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of ranks in ``0..n_ranks``: ``(counts, edges)``, equal bins of whole ranks."""
+    edges = np.linspace(0, n_ranks + 1, bins + 1)
+    counts, _ = np.histogram(np.asarray(ranks), bins=edges)
+    return counts, edges
+
+
 def uniformity(ranks, n_ranks: int = 99, bins: int = 10) -> float:
     """Chi-square test p-value that ranks in ``0..n_ranks`` are uniform (``bins`` bins)."""
     from scipy import stats
 
-    ranks = np.asarray(ranks)
-    edges = np.linspace(0, n_ranks + 1, bins + 1)
-    counts, _ = np.histogram(ranks, bins=edges)
+    counts, _ = rank_counts(ranks, n_ranks, bins)
     return float(stats.chisquare(counts).pvalue)
 
 

@@ -76,6 +76,7 @@ def plot_sbc_ranks(records, *, bins: int = 10, n_ranks: int = 99, prob: float = 
     import numpy as np
     from scipy import stats
 
+    from bayescale.evaluation.sbc import rank_counts
     from bayescale.plots._style import PALETTE, new_figure
 
     names = [c[len("rank.") :] for c in records.columns if c.startswith("rank.")]
@@ -86,10 +87,9 @@ def plot_sbc_ranks(records, *, bins: int = 10, n_ranks: int = 99, prob: float = 
     ncols = min(4, len(names))
     nrows = -(-len(names) // ncols)
     fig, axes = new_figure(nrows, ncols, width=3.0 * ncols, height=2.4 * nrows)
-    edges = np.linspace(0, n_ranks + 1, bins + 1)
     for ax, name in zip(axes.flat, names, strict=False):
         ranks = records[f"rank.{name}"].dropna().to_numpy()
-        counts, _ = np.histogram(ranks, bins=edges)
+        counts, edges = rank_counts(ranks, n_ranks, bins)
         lo, hi = stats.binom.interval(prob, ranks.size, 1.0 / bins)
         # the band over the bars, so that a bar below its lower edge shows
         ax.axhspan(lo, hi, color="0.3", alpha=0.25, lw=0, zorder=3)
