@@ -65,7 +65,8 @@ def test_twenty_prior_worlds_fitted_with_the_default_inference_are_covered():
     import warnings
 
     with warnings.catch_warnings():
-        # two devices here: the default four chains run two at a time
+        # the test process has two devices, so the default four chains run one after
+        # another (a warning each fit); sampling problems are counted in the records
         warnings.simplefilter("ignore")
         records = sbc.run_sbc(20)
     n = len(records)
