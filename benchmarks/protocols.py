@@ -73,7 +73,8 @@ def main(argv=None):
     p.add_argument(
         "--save",
         type=Path,
-        help="write every prediction row to this CSV (default results/last_PROTOCOL.csv)",
+        help="write every prediction row to this CSV (default results/last_PROTOCOL.csv, "
+        "unless --quick or --no-write)",
     )
     args = p.parse_args(argv)
     set_host_device_count()  # as the CLI does: chains in parallel
@@ -84,8 +85,11 @@ def main(argv=None):
     result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed)
     wall = time.perf_counter() - start
     # every row on disk before anything is formatted: a protocol takes up to an hour
-    saved = args.save or Path(__file__).resolve().parent / "results" / f"last_{args.protocol}.csv"
-    atomic_write(saved, lambda path: result.points.to_csv(path, index=False), overwrite=True)
+    saved = args.save
+    if saved is None and not (args.quick or args.no_write):
+        saved = Path(__file__).resolve().parent / "results" / f"last_{args.protocol}.csv"
+    if saved is not None:
+        atomic_write(saved, lambda path: result.points.to_csv(path, index=False), overwrite=True)
     head = ev.headline_summary(result.points, fallback=True)
     cal = ev.calibration(result.points)
     line = fit_line(result.fits)
