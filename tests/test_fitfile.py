@@ -106,7 +106,8 @@ def test_ctrl_c_during_a_fit_exits_130_and_writes_nothing(tmp_path):
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
-        pytest.fail("the fit ignored Ctrl-C")
+        _, err = proc.communicate()
+        pytest.fail("the fit ignored Ctrl-C for 60 s; it wrote:\n" + "".join(seen) + err)
     err = "".join(seen) + err
     assert proc.returncode == 130, err
     assert "Traceback" not in err
