@@ -95,7 +95,15 @@ def test_ctrl_c_during_a_fit_exits_130_and_writes_nothing(tmp_path):
     entry = "from bayescale.cli import run; run()"  # the console entry point
     cmd = [sys.executable, "-c", entry, "--quiet", "fit", "hitchhiker", "--families", "gpt3,OPT",
            "--out", str(out), "--warmup", "2000", "--samples", "2000"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a terminal gives the command Ctrl-C's default action; a test worker may ignore
+    # SIGINT, and a child inherits that (Python then installs no KeyboardInterrupt)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     # interrupt once the fit is under way (its data summary printed), well before the end
     seen = []
     while not any(line.startswith("data:") for line in seen) and proc.poll() is None:
