@@ -90,6 +90,11 @@ class ScalingData:
         Each run's planned total tokens (``planned_tokens`` column; ``nan``
         where not given); ``None`` without the column. A run whose plan lies
         past its last checkpoint is still training.
+    family_group : tuple of str, optional
+        Each family's group (``group`` column): families of one group (one
+        lab's suite, one evaluation metric) share a group-level shift of the
+        population law (see :mod:`bayescale.model`). ``None`` without the
+        column, or when it would not group anything (:func:`family_groups`).
     grid_run, grid_tokens, grid_eta, grid_area : ndarray, shape (G,), optional
         Every logged row of every run's schedule (before the warm-up cut and
         thinning), runs in order: see :func:`bayescale.schedules.grid`. A
@@ -111,6 +116,7 @@ class ScalingData:
     warmup_fraction: float = DEFAULT_WARMUP_FRACTION
     lr_ref: float = float("nan")
     run_planned: np.ndarray | None = field(default=None, repr=False)
+    family_group: tuple | None = field(default=None, repr=False)
     grid_run: np.ndarray | None = field(default=None, repr=False)
     grid_tokens: np.ndarray | None = field(default=None, repr=False)
     grid_eta: np.ndarray | None = field(default=None, repr=False)
@@ -128,6 +134,11 @@ class ScalingData:
             return None
         rows = self.grid_run == run
         return Grid(self.grid_tokens[rows], self.grid_eta[rows], self.grid_area[rows])
+
+    @property
+    def groups(self) -> tuple:
+        """Group labels in order of first appearance (empty without groups)."""
+        return tuple(dict.fromkeys(self.family_group or ()))
 
     @property
     def n_families(self) -> int:
@@ -156,6 +167,8 @@ class ScalingData:
         h.update("\x1f".join(self.runs).encode())
         if self.run_planned is not None:
             h.update(np.ascontiguousarray(self.run_planned, dtype=np.float64).tobytes())
+        if self.family_group is not None:
+            h.update(("group:" + "\x1f".join(self.family_group)).encode())
         if self.has_schedules:
             h.update(np.float64(self.lr_ref).tobytes())
             for arr in (self.grid_run, self.grid_tokens, self.grid_eta, self.grid_area):
@@ -212,12 +225,22 @@ class ScalingData:
             log_e_max=np.array([y[self.obs_family == f].min() for f in range(self.n_families)]),
             run_single=np.bincount(self.obs_run, minlength=self.n_runs) == 1,
             **sched,
+            **self._group_inputs(),
         )
         return inputs._replace(single_seed_var=single_seed_var(inputs))
 
+    def _group_inputs(self) -> dict:
+        if self.family_group is None:
+            return {}
+        code = {g: i for i, g in enumerate(self.groups)}
+        return {
+            "family_group": np.array([code[g] for g in self.family_group], dtype=np.int32),
+            "n_groups": len(code),
+        }
+
     def to_frame(self) -> pd.DataFrame:
         """The kept checkpoints as a tidy table."""
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "family": np.asarray(self.families, dtype=object)[self.obs_family],
                 "run": np.asarray(self.runs, dtype=object)[self.obs_run],
@@ -227,6 +250,9 @@ class ScalingData:
                 "seed": np.asarray(self.run_seed, dtype=object)[self.obs_run],
             }
         )
+        if self.family_group is not None:
+            frame["group"] = np.asarray(self.family_group, dtype=object)[self.obs_family]
+        return frame
 
     @classmethod
     def from_frame(
@@ -376,6 +402,8 @@ class ScalingData:
         spans = [float(np.ptp(np.log(tokens_kept[fam_of_obs == i]))) for i in range(len(order))]
         _warn_weak_families(report, run_family, run_params, spans)
         sched = {}
+        if "group" in clean.columns:
+            sched["family_group"] = family_groups(clean, order)
         if "planned_tokens" in clean.columns:
             sched["run_planned"] = first_rows["planned_tokens"].to_numpy(dtype=float)
         if grids is not None:
@@ -408,6 +436,36 @@ class ScalingData:
             warmup_fraction=float("nan") if warmup_fraction is None else float(warmup_fraction),
             **sched,
         )
+
+
+def family_groups(clean: pd.DataFrame, order: list) -> tuple | None:
+    """Each family's label in the ``group`` column, or ``None`` when it groups nothing.
+
+    A family belongs to one group (a :class:`DataError` otherwise). Groups
+    matter only when there are two or more of them and one holds two or more
+    families; else the column is ignored with a warning, because a single
+    group is the population itself and one family per group is no grouping.
+    """
+    per_family = clean.groupby("family", sort=False)["group"].unique()
+    mixed = {f: list(g) for f, g in per_family.items() if len(g) > 1}
+    if mixed:
+        fam, labels = next(iter(mixed.items()))
+        raise DataError(
+            f"column 'group' gives family '{fam}' several groups {sorted(labels)[:4]}; "
+            "a family belongs to one group"
+        )
+    labels = tuple(str(per_family[f][0]) for f in order)
+    sizes = pd.Series(labels).value_counts()
+    if len(sizes) < 2 or sizes.max() < 2:
+        warnings.warn(
+            f"column 'group' is ignored: it puts the {len(labels)} families into "
+            + ("one group" if len(sizes) < 2 else "a group each")
+            + ", which is no grouping (the population already plays that part)",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    return labels
 
 
 def _schedule_grids(clean: pd.DataFrame):

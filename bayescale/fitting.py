@@ -27,7 +27,7 @@ from bayescale.posterior import Posterior, build_tree
 # Within a family E, A and alpha trade off along a curved ridge, and the shared
 # exponents tie all families together: a dense mass matrix over this block
 # (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
-DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f")
+DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f", "z_group")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,11 @@ def chain_start(z_map: dict, values: dict) -> dict:
     for name in ("sigma_theta", "tau_alpha", "tau_beta"):
         if name in z:
             z[name] = jnp.log(jnp.asarray(spread[name]))
+    if "sigma_group" in z:
+        # the same group shifts under the unpinched scale
+        sigma = np.asarray(spread["sigma_group"])
+        z["sigma_group"] = jnp.log(jnp.asarray(sigma))
+        z["z_group"] = jnp.asarray(np.asarray(values["group_effect"]) / sigma)
     if "e_frac" in z:
         # Beta densities with a shape below 1 are unbounded at the edge, and
         # the MAP can run into E = the smallest loss (no reducible loss left

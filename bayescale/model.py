@@ -12,6 +12,13 @@ with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
 The run effects of a family are its runs' seeds around their average
 (:func:`centered_run_effects`): ``sigma_seed`` is the population seed spread.
 
+Family coefficients ``(a_f, b_f)`` and exponents are partially pooled around
+population means. With family groups (``inputs.family_group``: one lab's
+suite of families, or families evaluated on one metric) the means are
+shifted per group, ``mu + sigma_group * z_g`` (sites ``sigma_group``,
+``z_group``, ``group_effect``), so a family with one run borrows first from
+its own group and only then from the rest.
+
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
 run's normalised rate and ``mu`` loses the annealing bonus of
 :mod:`bayescale.schedules` (sites ``anneal_B`` per family, ``anneal_C``,
@@ -35,6 +42,8 @@ from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.trajectory import OUTrajectory
 
 COEFS = ("a", "b")
+# what a group shifts: the population means of a, b, log alpha and log beta
+GROUP_COEFS = ("a", "b", "log_alpha", "log_beta")
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,11 @@ class Priors:
     nu_loc, nu_scale : float
         Student-t degrees of freedom ``LogNormal(log 4, 0.75)``: digitised
         curves have outliers (the feasibility sketch found nu ~ 1.2).
+    group_spread : tuple of float
+        Only with a ``group`` column: prior means of the spread of group
+        shifts of ``(a, b, log alpha, log beta)``, each ``Gamma(2, 2 / m)``,
+        the same as the family-level spreads (``offset_sd``,
+        ``exponent_spread``): a priori groups differ as much as families do.
     anneal_b_sd, anneal_c_loc, anneal_c_scale, anneal_shape_loc, anneal_shape_scale : float
         Only with learning-rate schedules (:mod:`bayescale.schedules`): the
         bonus of a full decay ``B_f ~ HalfNormal(0.1)`` (annealing lowers the
@@ -114,6 +128,7 @@ class Priors:
     ell_scale: float = 0.5
     nu_loc: float = math.log(4.0)
     nu_scale: float = 0.75
+    group_spread: tuple = (0.6, 0.6, 0.15, 0.15)
     anneal_b_sd: float = 0.1
     anneal_c_loc: float = math.log(1e3)
     anneal_c_scale: float = 2.5
@@ -149,6 +164,9 @@ class ModelInputs(NamedTuple):
     # learning-rate schedules (bayescale.schedules), None without an lr column:
     log_area: np.ndarray | None = None  # (n,) log LR area, the law's time axis
     anneal: tuple | None = None  # three (n, K): LR drops, LR at the drop, area since it
+    # family groups (a `group` column), None without: (F,) int group of each family
+    family_group: np.ndarray | None = None
+    n_groups: int = 0
 
 
 # -- the parameters of one draw -------------------------------------------------------------
@@ -254,20 +272,25 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
             if law == "overtrain"
             else numpyro.sample("tau_beta", dist.Gamma(2.0, 2.0 / p.exponent_spread))
         )
+    shift = _group_shift(inputs, p)
+    theta_loc = mu_theta if shift is None else mu_theta + shift[:, :2]
+    log_alpha, log_beta = jnp.log(alpha), jnp.log(beta)
+    if shift is not None:
+        log_alpha, log_beta = log_alpha + shift[:, 2], log_beta + shift[:, 3]
     with numpyro.plate("family", n_families):
         theta = numpyro.sample(
             "theta",
-            dist.MultivariateNormal(mu_theta, scale_tril=sigma_theta[:, None] * l_omega),
+            dist.MultivariateNormal(theta_loc, scale_tril=sigma_theta[:, None] * l_omega),
             infer={"event_dims": ["coef"]},
         )
         e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
         sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":
-            alpha_f = numpyro.sample("alpha_f", dist.LogNormal(jnp.log(alpha), tau_alpha))
+            alpha_f = numpyro.sample("alpha_f", dist.LogNormal(log_alpha, tau_alpha))
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
-                beta_f = numpyro.sample("beta_f", dist.LogNormal(jnp.log(beta), tau_beta))
+                beta_f = numpyro.sample("beta_f", dist.LogNormal(log_beta, tau_beta))
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
             beta_f = numpyro.deterministic("beta_f", jnp.broadcast_to(beta, (n_families,)))
@@ -275,6 +298,23 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     numpyro.deterministic("a", theta[:, 0])
     numpyro.deterministic("b", theta[:, 1])
     return LawParams(log_e, theta[:, 0], theta[:, 1], alpha_f, beta_f), sigma_f
+
+
+def _group_shift(inputs: ModelInputs, p: Priors):
+    """Per family, its group's shift of ``GROUP_COEFS`` (F, 4); ``None`` without groups.
+
+    Group shifts are non-centred (``sigma_group * z_group``): a group holds a
+    few families, and a group of one is told apart from its family only by
+    the priors. Under ``exponents="shared"`` the exponent shifts are unused.
+    """
+    if inputs.family_group is None:
+        return None
+    m = jnp.array(p.group_spread)
+    sigma = numpyro.sample("sigma_group", dist.Gamma(2.0, 2.0 / m).to_event(1))
+    with numpyro.plate("group", inputs.n_groups):
+        z = numpyro.sample("z_group", dist.Normal(0.0, 1.0).expand([len(GROUP_COEFS)]).to_event(1))
+    effect = numpyro.deterministic("group_effect", sigma * z)
+    return effect[jnp.asarray(inputs.family_group)]
 
 
 def scaling_model(
@@ -395,4 +435,7 @@ def spread_scales(values: dict, n_families: int) -> dict:
     for tau, site in (("tau_alpha", "alpha_f"), ("tau_beta", "beta_f")):
         spread = float(np.log(np.asarray(values[site])).std()) if n_families > 1 else 0.1
         out[tau] = max(spread, 0.05)
+    if "group_effect" in values:
+        shifts = np.asarray(values["group_effect"])
+        out["sigma_group"] = np.maximum(shifts.std(axis=0), [0.1, 0.1, 0.05, 0.05])
     return out

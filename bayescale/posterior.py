@@ -22,7 +22,7 @@ from bayescale import fitfile
 from bayescale.data import ScalingData
 from bayescale.inference import PosteriorBase, draws_tree
 from bayescale.laws import LawParams
-from bayescale.model import COEFS, law_offset_runs
+from bayescale.model import COEFS, GROUP_COEFS, law_offset_runs
 from bayescale.options import DEFAULT_CI_PROB, check_ci_prob, format_count
 
 CONFIG_ATTR = "bayescale_config"
@@ -41,6 +41,9 @@ _DIMS = {
     "mu_theta": ["coef"],
     "sigma_theta": ["coef"],
     "L_omega": ["coef", "coef_bis"],
+    "sigma_group": ["group_coef"],
+    "z_group": ["group", "group_coef"],
+    "group_effect": ["group", "group_coef"],
     "y": ["obs"],
 }
 _REQUIRED = ("alpha", "beta", "log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "sigma_seed")
@@ -51,7 +54,8 @@ class UnseenFamilyWarning(UserWarning):
 
 
 def _coords(data: ScalingData) -> dict:
-    return {
+    groups = {"group": list(data.groups), "group_coef": list(GROUP_COEFS)} if data.groups else {}
+    return groups | {
         "family": list(data.families),
         "run": list(data.runs),
         "obs": np.arange(data.n_obs),
@@ -79,6 +83,8 @@ def build_tree(samples: dict, data: ScalingData, *, mcmc=None, log_likelihood=No
             "obs": np.arange(data.n_obs),
         },
     )
+    if data.family_group is not None:
+        const = const.assign(family_group=("family", np.asarray(data.family_group, dtype=str)))
     if data.run_planned is not None:
         const = const.assign(run_planned=("run", np.asarray(data.run_planned, dtype=float)))
     if data.has_schedules:
@@ -111,6 +117,8 @@ def _data_from_tree(
     for name in rep.data_vars:
         report[name] = rep[name].values
     sched = {}
+    if "family_group" in const:
+        sched["family_group"] = tuple(str(g) for g in const["family_group"].values)
     if "run_planned" in const:
         sched["run_planned"] = const["run_planned"].values.astype(float)
     if "grid_run" in const:
@@ -180,9 +188,10 @@ class Posterior(PosteriorBase):
         """Draws of a family's law (shape (S,) per field), ``log_scale`` included.
 
         A family not in the fit gets coefficients from the population
-        distribution, its ``log_E`` bound from the fitted families' typical
-        one and its loss scale from the spread of the fitted families' scales,
-        with an :class:`UnseenFamilyWarning`.
+        distribution (in a fit with groups, as a member of a new group), its
+        ``log_E`` bound from the fitted families' typical one and its loss
+        scale from the spread of the fitted families' scales, with an
+        :class:`UnseenFamilyWarning`.
         """
         s = self.n_draws
         if family in self.families:
@@ -226,16 +235,21 @@ class Posterior(PosteriorBase):
         s = self.n_draws
         mu, sd, chol = self.draws("mu_theta"), self.draws("sigma_theta"), self.draws("L_omega")
         theta = mu + np.einsum("sij,sj->si", sd[:, :, None] * chol, rng.standard_normal(mu.shape))
+        # a family of unknown group: its group is a new one, drawn like the fitted groups
+        shift = np.zeros((s, 4))
+        if "sigma_group" in self.tree["posterior"]:
+            shift = self.draws("sigma_group") * rng.standard_normal((s, 4))
+        theta = theta + shift[:, :2]
         e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
         e_frac = rng.beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
         log_e = np.log(e_frac) + float(np.mean(self.data.inputs().log_e_max))
         alpha, beta = self.draws("alpha"), self.draws("beta")
         if self.config.exponents == "pooled":
-            alpha = alpha * np.exp(self.draws("tau_alpha") * rng.standard_normal(s))
+            alpha = alpha * np.exp(shift[:, 2] + self.draws("tau_alpha") * rng.standard_normal(s))
             if self.config.law == "overtrain":
                 beta = alpha
             else:
-                beta = beta * np.exp(self.draws("tau_beta") * rng.standard_normal(s))
+                beta = beta * np.exp(shift[:, 3] + self.draws("tau_beta") * rng.standard_normal(s))
         log_scales = np.log(self.data.family_scale)
         spread = log_scales.std(ddof=1) if len(log_scales) > 1 else 1.0
         log_scale = rng.normal(log_scales.mean(), spread, size=s)

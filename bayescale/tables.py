@@ -134,6 +134,14 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
         out["lr"] = _learning_rates(out, line)
     if "planned_tokens" in out.columns:
         out["planned_tokens"] = _planned_tokens(out, line)
+    if "group" in out.columns:
+        bad = out.index[out["group"].isna()]
+        if len(bad):
+            raise DataError(
+                f"column 'group' has missing labels at {_rows(bad, line)}; give every family "
+                "its group (or drop the column)"
+            )
+        out["group"] = out["group"].astype(str)
     if "seed" not in out.columns:
         out["seed"] = "0"
     out["seed"] = out["seed"].astype(str)

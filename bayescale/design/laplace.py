@@ -55,7 +55,7 @@ def _latent_shapes(post, inputs: ModelInputs) -> dict:
 # effects the joint mode inflates sigma_seed (several times its posterior
 # median in tests), which would inflate the family offset's variance. The
 # Laplace approximation is conditional on them, held at their posterior median.
-_GROUP_SCALES = ("sigma_theta", "tau_alpha", "tau_beta", "sigma_seed")
+_GROUP_SCALES = ("sigma_theta", "tau_alpha", "tau_beta", "sigma_group", "sigma_seed")
 
 
 class Laplace:
@@ -237,9 +237,10 @@ def _map_scales(post, fixed: dict) -> dict:
     """
     out = dict(fixed)
     n_fam = post.data.n_families
-    values = {k: post.draws(k)[0] for k in ("a", "b", "alpha_f", "beta_f")}
+    names = ("a", "b", "alpha_f", "beta_f", "group_effect")
+    values = {k: post.draws(k)[0] for k in names if k in post.tree["posterior"]}
     spread = spread_scales(values, n_fam)
-    for name in ("sigma_theta", "tau_alpha", "tau_beta"):
+    for name in ("sigma_theta", "tau_alpha", "tau_beta", "sigma_group"):
         if name in out:
             out[name] = jnp.log(jnp.asarray(spread[name]))
     if "sigma_seed" in out:

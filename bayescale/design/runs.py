@@ -166,4 +166,6 @@ def new_runs_frame(post, family: str, candidate, loss, *, prefix: str = "new") -
         "loss": loss.ravel(),
         "seed": np.repeat([f"{prefix}{r}" for r in range(cand.n_runs)], ckpt.size),
     }
+    if post.data.family_group is not None:
+        rows["group"] = np.repeat(post.data.family_group[post.data.family_index(family)], loss.size)
     return pd.DataFrame(rows)

@@ -64,7 +64,7 @@ def evaluate_one_model(
     if context is None:
         context = sorted(set(QUICK_CONTEXT) & set(df["family"])) if quick else None
     context = list(context) if context is not None else context_families(df)
-    keep_cols = ["family", "run", "params", "tokens", "loss", "is_final"]
+    keep_cols = ["family", "run", "params", "tokens", "loss", "is_final", "group"]
     rows, log = [], []
     for fam, sizes in targets.items():
         fam_df = df[df["family"] == fam]

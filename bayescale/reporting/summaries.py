@@ -17,7 +17,7 @@ import pandas as pd
 
 from bayescale import laws
 from bayescale.inference import RHAT_MAX
-from bayescale.model import COEFS, Priors
+from bayescale.model import COEFS, GROUP_COEFS, Priors
 from bayescale.options import KINDS, Target, format_count
 from bayescale.queries import extrapolation, loss_draws, run_curve_draws
 
@@ -269,6 +269,7 @@ def data_table(post) -> pd.DataFrame:
         rows.append(
             {
                 "family": fam,
+                **({"group": d.family_group[f]} if d.family_group is not None else {}),
                 "runs": len(runs),
                 "params": span(d.run_params[runs]),
                 "tokens (kept)": span(d.tokens[obs]),
@@ -351,6 +352,16 @@ def noise_table(post, ci_prob: float = 0.9) -> pd.DataFrame:
                 "estimate": cell(sd[:, j], ci_prob),
             }
         )
+    if "sigma_group" in present:
+        sg = post.draws("sigma_group")
+        for j, c in enumerate(GROUP_COEFS):
+            rows.append(
+                {
+                    "parameter": f"sigma_group[{c}]",
+                    "meaning": f"group spread of the population mean of {c}",
+                    "estimate": cell(sg[:, j], ci_prob),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -458,7 +469,7 @@ def model_description(post) -> list[str]:
         "be pooled.",
         exps + " The family offsets are partially pooled around population means with an "
         "LKJ prior on their correlation: a family with one run borrows strength from the "
-        "others, a family with many runs mostly speaks for itself.",
+        "others, a family with many runs mostly speaks for itself." + group_note(post.data),
         "Each run has its own offset (seed-level noise); its scale is the spread of runs "
         "around the family's law, which a new run gets. " + replicate_note(post.data) + " The "
         "checkpoints of a run deviate from its curve by an Ornstein–Uhlenbeck process in "
@@ -469,6 +480,17 @@ def model_description(post) -> list[str]:
         "run's seed effect and evaluation noise, i.e. what one new training run would reach.",
         f"Data preparation: {cut}; {thin}. " + method,
     ]
+
+
+def group_note(data) -> str:
+    """How the fit's family groups (``group`` column) enter the pooling, if there are any."""
+    if data.family_group is None:
+        return ""
+    return (
+        f" The families form {len(data.groups)} groups (`group` column): each group shifts "
+        "the population means of a, b and the exponents by its own learned amount, so a "
+        "family borrows first from the families of its group."
+    )
 
 
 def replicate_note(data) -> str:

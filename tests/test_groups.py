@@ -1,0 +1,208 @@
+"""Family groups: the ``group`` column, the group level of the model, and what uses it."""
+
+import warnings
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from numpyro import handlers
+
+from bayescale import testing
+from bayescale.data import ScalingData
+from bayescale.model import GROUP_COEFS, scaling_model
+from bayescale.options import EXPONENT_FORMS, LAWS
+from bayescale.tables import DataError
+
+FAMILIES = ("a1", "a2", "b1")
+
+
+def grouped_frame():
+    df = testing.synthetic_frame(families=FAMILIES, sizes=(1e8, 1e9), n_ckpt=4)
+    return df.assign(group=df["family"].str[0])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ScalingData.from_frame(grouped_frame(), min_tokens=None)
+
+
+def test_group_column_labels_each_family(data):
+    assert data.family_group == ("a", "a", "b")
+    assert data.groups == ("a", "b")
+    inputs = data.inputs()
+    np.testing.assert_array_equal(inputs.family_group, [0, 0, 1])
+    assert inputs.n_groups == 2
+    assert "group" in data.to_frame().columns
+    without = ScalingData.from_frame(grouped_frame().drop(columns="group"), min_tokens=None)
+    assert without.family_group is None and without.inputs().family_group is None
+    assert without.hash() != data.hash()
+
+
+def test_a_family_in_two_groups_is_refused():
+    df = grouped_frame()
+    df.loc[df.index[0], "group"] = "b"
+    with pytest.raises(DataError, match="family 'a1' several groups"):
+        ScalingData.from_frame(df, min_tokens=None)
+
+
+def test_missing_group_labels_are_refused():
+    df = grouped_frame()
+    df.loc[df.index[2], "group"] = None
+    with pytest.raises(DataError, match="column 'group' has missing labels at rows \\[2\\]"):
+        ScalingData.from_frame(df, min_tokens=None)
+
+
+@pytest.mark.parametrize(
+    "labels,why", [(["x", "x", "x"], "one group"), (["x", "y", "z"], "a group each")]
+)
+def test_a_column_that_groups_nothing_is_ignored_with_a_warning(labels, why):
+    df = grouped_frame()
+    df["group"] = df["family"].map(dict(zip(FAMILIES, labels, strict=True)))
+    with pytest.warns(UserWarning, match=f"column 'group' is ignored.*{why}"):
+        d = ScalingData.from_frame(df, min_tokens=None)
+    assert d.family_group is None
+
+
+def _trace(inputs, law, exponents, seed=0):
+    model = handlers.seed(scaling_model, jax.random.PRNGKey(seed))
+    return handlers.trace(model).get_trace(inputs, law=law, exponents=exponents)
+
+
+@pytest.mark.parametrize("law", LAWS)
+@pytest.mark.parametrize("exponents", EXPONENT_FORMS)
+def test_families_are_drawn_around_their_groups_shift(data, law, exponents):
+    tr = _trace(data.inputs(), law, exponents)
+    g = data.inputs().family_group
+    effect = np.asarray(tr["group_effect"]["value"])
+    assert effect.shape == (2, len(GROUP_COEFS))
+    assert tr["group"]["type"] == "plate" and tr["group"]["args"][0] == 2
+    np.testing.assert_allclose(
+        effect, np.asarray(tr["sigma_group"]["value"]) * np.asarray(tr["z_group"]["value"])
+    )
+    mu = np.asarray(tr["mu_theta"]["value"])
+    np.testing.assert_allclose(tr["theta"]["fn"].loc, mu + effect[g, :2], rtol=1e-6)
+    if exponents == "pooled":
+        log_alpha = np.log(float(tr["alpha"]["value"]))
+        np.testing.assert_allclose(tr["alpha_f"]["fn"].loc, log_alpha + effect[g, 2], rtol=1e-6)
+        if law == "chinchilla":
+            log_beta = np.log(float(tr["beta"]["value"]))
+            np.testing.assert_allclose(tr["beta_f"]["fn"].loc, log_beta + effect[g, 3], rtol=1e-6)
+
+
+def test_no_group_sites_without_groups():
+    d = ScalingData.from_frame(grouped_frame().drop(columns="group"), min_tokens=None)
+    tr = _trace(d.inputs(), "chinchilla", "pooled")
+    assert not {"sigma_group", "z_group", "group_effect", "group"} & set(tr)
+
+
+def _hand_posterior(data, sigma_group):
+    """A posterior with every family law at the population mean and given group spread."""
+    s, f = 400, data.n_families
+    ones = np.ones((1, s))
+    draws = {
+        "alpha": 0.3 * ones,
+        "beta": 0.3 * ones,
+        "tau_alpha": 0.05 * ones,
+        "tau_beta": 0.05 * ones,
+        "mu_theta": np.full((1, s, 2), np.log(0.2)),
+        "sigma_theta": np.full((1, s, 2), 0.1),
+        "L_omega": np.broadcast_to(np.eye(2), (1, s, 2, 2)).copy(),
+        "e_mu": 0.6 * ones,
+        "e_kappa": 10.0 * ones,
+        "e_frac": np.full((1, s, f), 0.6),
+        "log_E": np.full((1, s, f), -0.5),
+        "a": np.full((1, s, f), np.log(0.2)),
+        "b": np.full((1, s, f), np.log(0.2)),
+        "alpha_f": np.full((1, s, f), 0.3),
+        "beta_f": np.full((1, s, f), 0.3),
+        "sigma_obs": np.full((1, s, f), 0.01),
+        "sigma_seed": 0.01 * ones,
+        "ell": 0.5 * ones,
+        "nu": 5.0 * ones,
+        "u": np.zeros((1, s, data.n_runs)),
+        "sigma_group": np.full((1, s, 4), sigma_group),
+        "z_group": np.zeros((1, s, 2, 4)),
+        "group_effect": np.zeros((1, s, 2, 4)),
+    }
+    from bayescale.posterior import Posterior
+
+    return Posterior.from_draws(draws, data)
+
+
+def test_an_unseen_family_is_drawn_from_a_new_group(data):
+    """Its coefficient spread is the family spread plus the group spread, in quadrature."""
+    sds = []
+    for sigma_group in (1e-6, 0.3):
+        post = _hand_posterior(data, sigma_group)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            law = post.law("new-family", seed=1)
+        sds.append(np.std(np.asarray(law.a)))
+    assert sds[0] == pytest.approx(0.1, rel=0.15)
+    assert sds[1] == pytest.approx(np.hypot(0.1, 0.3), rel=0.15)
+
+
+def test_groups_survive_save_and_load(data, tmp_path):
+    from bayescale.posterior import load
+
+    post = _hand_posterior(data, 0.2)
+    path = tmp_path / "fit.nc"
+    post.save(path)
+    back = load(path)
+    assert back.data.family_group == data.family_group
+    assert back.data.hash() == data.hash()
+    assert back.tree["posterior"]["group_effect"].dims[-2:] == ("group", "group_coef")
+    assert list(back.tree["posterior"].coords["group"].values) == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_a_one_run_family_borrows_its_size_slope_from_its_group():
+    """Group ``steep`` has a much larger size term than group ``flat``: a family of
+    ``steep`` seen at one size is predicted with the steep slope when the groups are
+    given, and with the population's average slope without them."""
+    from bayescale import fit
+
+    rng = np.random.default_rng(0)
+    rows = []
+    specs = {"s1": 3.0, "s2": 3.3, "s3": 2.7, "f1": 0.3, "f2": 0.33, "f3": 0.27, "new": 3.0}
+    for fam, big_a in specs.items():
+        sizes = (1e9,) if fam == "new" else (1e8, 3e8, 1e9, 3e9)
+        for n in sizes:
+            tokens = np.geomspace(1e10, 1e11, 5)
+            loss = 1.7 + big_a * (n / 1e9) ** -0.34 * 0.1 + 400 * tokens**-0.28
+            loss = loss * np.exp(rng.normal(0, 0.002, tokens.size))
+            rows += [
+                {"family": fam, "run": f"{fam}-{n:.0e}", "params": n, "tokens": t, "loss": v}
+                for t, v in zip(tokens, loss, strict=True)
+            ]
+    df = pd.DataFrame(rows)
+    # "new" belongs with the steep families
+    df["group"] = np.where(df["family"].str.startswith("f"), "flat", "steep")
+    truth = 1.7 + 3.0 * 30.0**-0.34 * 0.1 + 400 * 1e11**-0.28
+    errs = {}
+    for name, frame in {"groups": df, "none": df.drop(columns="group")}.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            post = fit(frame, num_warmup=300, num_samples=200, seed=0, progress_bar=False)
+        pred = post.predict("new", 3e10, 1e11)
+        errs[name] = float(pred["median"].iloc[0] / truth - 1)
+        if name == "groups":
+            q = pred[["lower", "upper"]].iloc[0]
+            assert q["lower"] <= truth <= q["upper"]
+    assert abs(errs["groups"]) < 0.5 * abs(errs["none"])
+
+
+def test_new_runs_of_a_planned_experiment_join_their_familys_group(data):
+    """A refit on the data plus an experiment's runs keeps every family in its group."""
+    from bayescale.design import family_design, new_runs_frame
+
+    post = _hand_posterior(data, 0.2)
+    cand = {"params": 2e9, "tokens": 4e10, "n_runs": 2}
+    n_ckpt = family_design(post, "b1").checkpoints(4e10).size
+    rows = new_runs_frame(post, "b1", cand, np.full((2, n_ckpt), 3.0))
+    assert set(rows["group"]) == {"b"}
+    both = ScalingData.from_frame(
+        pd.concat([data.to_frame(), rows], ignore_index=True), min_tokens=None
+    )
+    assert both.family_group == data.family_group
