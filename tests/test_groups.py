@@ -156,7 +156,7 @@ def test_groups_survive_save_and_load(data, tmp_path):
     assert list(back.tree["posterior"].coords["group"].values) == ["a", "b"]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_one_run_family_borrows_its_size_slope_from_its_group():
     """Group ``steep`` has a much larger size term than group ``flat``: a family of
     ``steep`` seen at one size is predicted with the steep slope when the groups are
