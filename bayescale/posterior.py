@@ -236,9 +236,9 @@ class Posterior(PosteriorBase):
         mu, sd, chol = self.draws("mu_theta"), self.draws("sigma_theta"), self.draws("L_omega")
         theta = mu + np.einsum("sij,sj->si", sd[:, :, None] * chol, rng.standard_normal(mu.shape))
         # a family of unknown group: its group is a new one, drawn like the fitted groups
-        shift = np.zeros((s, 4))
+        shift = np.zeros((s, len(GROUP_COEFS)))
         if "sigma_group" in self.tree["posterior"]:
-            shift = self.draws("sigma_group") * rng.standard_normal((s, 4))
+            shift = self.draws("sigma_group") * rng.standard_normal(shift.shape)
         theta = theta + shift[:, :2]
         e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
         e_frac = rng.beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
