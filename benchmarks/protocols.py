@@ -13,6 +13,7 @@ Run: ``uv run python benchmarks/protocols.py PROTOCOL [--quick] [--no-write]``
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -78,6 +79,9 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     set_host_device_count()  # as the CLI does: chains in parallel
+    # one line per fit on stderr: the longest protocol takes hours
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("bayescale.evaluation").setLevel(logging.INFO)
     warnings.filterwarnings("ignore", message=".*sampling problems.*")
     np.seterr(all="ignore")
     load = os.getloadavg()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -268,6 +269,34 @@ def test_hierarchical_fits_hide_the_targets(monkeypatch):
     assert sorted(cells.index) == [("fam-a", 2, 1.0), ("fam-a", 3, 1.0),
                                    ("fam-b", 2, 1.0), ("fam-b", 3, 1.0)]  # fmt: skip
     assert fold["subset"].eq("1 folds").all()
+
+
+def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
+    frames = []
+
+    def recording_fit(frame, config=None, **kwargs):
+        frames.append(frame)
+        return fake_fit(frame, config, **kwargs)
+
+    monkeypatch.setattr(fitting, "fit", recording_fit)
+    groups = {"fam-a": "g1", "fam-b": "g1", "fam-c": "g2"}
+    df = curves(families=("fam-a", "fam-b", "fam-c"))
+    df["group"] = df["family"].map(groups)
+    context = ["fam-a", "fam-b", "fam-c"]
+    with caplog.at_level(logging.INFO, logger="bayescale.evaluation"):
+        ev.evaluate_hitchhiker(
+            df, families=["fam-a"], context=context, methods=("bayescale-hier",),
+            q_values=(1.0,), bayes_grid="headline",
+        )  # fmt: skip
+        ev.evaluate_one_model(df, targets={"fam-a": (1e9,)}, context=context)
+    assert len(frames) == 2
+    for frame in frames:
+        # the target family's own rows keep their group, as the context's do
+        assert frame.groupby("family")["group"].first().to_dict() == groups
+    lines = [r.getMessage() for r in caplog.records if r.name == "bayescale.evaluation"]
+    assert [line.split("]")[0] for line in lines] == ["[fit 1", "[fit 1"]
+    assert lines[0].startswith("[fit 1] hier n_models=all q=1.0") and "R-hat" in lines[0]
+    assert lines[1].startswith("[fit 1] one-model fam-a from 1e+09")
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 
@@ -10,6 +11,10 @@ import pandas as pd
 
 from bayescale.evaluation.metrics import frame, target_rows
 from bayescale.fitting import FitConfig
+
+#: One INFO line per protocol fit (a protocol runs for up to hours);
+#: ``benchmarks/protocols.py`` shows them on stderr.
+log_fits = logging.getLogger("bayescale.evaluation")
 
 #: Protocol defaults: NUTS 4 x (1500 + 500), <= 50 checkpoints per run. Protocol fits
 #: hold up to 26 families, whose dense mass matrix (5 per family) 500 warm-up steps
@@ -20,6 +25,14 @@ DEFAULT = FitConfig(num_warmup=1500, max_points_per_run=50)
 QUICK = FitConfig(num_chains=2, num_warmup=150, num_samples=150, max_points_per_run=20)
 #: The MAP point estimate (no intervals), for the cheap cells of a grid.
 MAP = FitConfig(method="map", max_points_per_run=50)
+#: The columns of a protocol's context families that reach its fits (``group``
+#: when the table has one, so that a protocol can pool by family group).
+FIT_COLUMNS = ("family", "run", "params", "tokens", "loss", "is_final", "group")
+
+
+def fit_columns(frame_: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`FIT_COLUMNS` the table has, in that order."""
+    return frame_[[c for c in FIT_COLUMNS if c in frame_]]
 
 
 def settings_for(config: FitConfig | None, quick: bool, seed: int) -> FitConfig:
@@ -73,6 +86,11 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
             "divergences": diag.get("divergences"),
         }
     )
+    rec = log[-1]
+    line = f"[fit {len(log)}] {label}: {rec['seconds']:.0f} s"
+    if config.method == "nuts":
+        line += f", R-hat {rec['rhat_max']:.3f}, {rec['divergences']} divergences"
+    log_fits.info(line)
     return post
 
 

@@ -18,6 +18,7 @@ from bayescale import baselines as bl
 from bayescale.evaluation.common import (
     MAP,
     Evaluation,
+    fit_columns,
     fit_logged,
     point_rows,
     posterior_rows,
@@ -305,14 +306,13 @@ def _hitchhiker_hier(df, cells, bayes_cells, context, settings, grid_settings, f
         fam, k, q = key
         spec = ("all" if k == k_all[fam] else k, q)
         groups.setdefault((spec, fold_of[fam]), []).append(key)
-    keep_cols = ["family", "run", "params", "tokens", "loss", "is_final"]
     subset = "leave-one-family-out" if folds is None else f"{folds} folds"
     rows = []
     for (spec, _fold), keys in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         members = [fam for fam, _, _ in keys]
         others = df[df["family"].isin(set(context) - set(members))]
         parts = [others] + [cells[key][0] for key in keys]
-        data = pd.concat([p[[c for c in keep_cols if c in p]] for p in parts], ignore_index=True)
+        data = pd.concat([fit_columns(p) for p in parts], ignore_index=True)
         st = settings if spec == ("all", 1.0) else grid_settings
         post = fit_logged(data, st, log, label=f"hier n_models={spec[0]} q={spec[1]}: {members}")
         for key in keys:

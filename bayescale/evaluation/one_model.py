@@ -11,7 +11,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bayescale.evaluation.common import Evaluation, fit_logged, posterior_rows, result, settings_for
+from bayescale.evaluation.common import (
+    Evaluation,
+    fit_columns,
+    fit_logged,
+    posterior_rows,
+    result,
+    settings_for,
+)
 from bayescale.evaluation.hitchhiker import context_families, family_sizes, hitchhiker_split
 from bayescale.evaluation.reference import (
     MIN_TOKENS,
@@ -64,7 +71,6 @@ def evaluate_one_model(
     if context is None:
         context = sorted(set(QUICK_CONTEXT) & set(df["family"])) if quick else None
     context = list(context) if context is not None else context_families(df)
-    keep_cols = ["family", "run", "params", "tokens", "loss", "is_final", "group"]
     rows, log = [], []
     for fam, sizes in targets.items():
         fam_df = df[df["family"] == fam]
@@ -81,7 +87,7 @@ def evaluate_one_model(
                 raise ValueError(f"family {fam!r} has no size near {size:g}: {all_sizes}")
             one = fam_df[(fam_df["params"] == match[0]) & (fam_df["tokens"] > MIN_TOKENS)]
             fit_frame = pd.concat(
-                [others[[c for c in keep_cols if c in others]], one.drop(columns=["is_final"])],
+                [fit_columns(others), one.drop(columns=["is_final"])],
                 ignore_index=True,
             )
             post = fit_logged(
