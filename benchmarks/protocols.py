@@ -6,7 +6,8 @@ the coverage per checkpoint and per held-out run, the interval score and the
 CRPS, and the R-hat / ESS / divergences of every bayescale fit; writes the
 section ``eval_<protocol>`` of RESULTS.md and ``results/eval_<protocol>.json``.
 
-Run: ``uv run python benchmarks/protocols.py PROTOCOL [--quick] [--no-write]``
+Run: ``uv run python benchmarks/protocols.py PROTOCOL [--quick] [--no-write]
+[--hier-folds K]``
 (``--quick`` never writes).
 """
 
@@ -77,7 +78,19 @@ def main(argv=None):
         help="write every prediction row to this CSV (default results/last_PROTOCOL.csv, "
         "unless --quick or --no-write)",
     )
+    p.add_argument(
+        "--hier-folds",
+        type=int,
+        help="hitchhiker: split the target families into this many folds for the "
+        "hierarchical fits (default: one fit per target family, about 24 NUTS fits of "
+        "26 families; 2 folds is v0.1's protocol and takes a fraction of the time)",
+    )
     args = p.parse_args(argv)
+    extra = {}
+    if args.hier_folds is not None:
+        if args.protocol != "hitchhiker":
+            p.error("--hier-folds applies to the hitchhiker protocol only")
+        extra["hier_folds"] = args.hier_folds
     set_host_device_count()  # as the CLI does: chains in parallel
     # one line per fit on stderr: the longest protocol takes hours
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -86,7 +99,7 @@ def main(argv=None):
     np.seterr(all="ignore")
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed)
+    result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed, **extra)
     wall = time.perf_counter() - start
     # every row on disk before anything is formatted: a protocol takes up to an hour
     saved = args.save
@@ -105,9 +118,13 @@ def main(argv=None):
     name = f"eval_{args.protocol.replace('-', '_')}"
     body = "\n\n".join(
         [
-            f"## Protocol `{args.protocol}` (`benchmarks/protocols.py {args.protocol}`)",
+            f"## Protocol `{args.protocol}` (`benchmarks/protocols.py {args.protocol}"
+            + (f" --hier-folds {args.hier_folds}" if extra else "")
+            + "`)",
             f"{machine_info()}; load average at start {load:.1f}; wall time "
-            f"{wall / 60:.1f} min; seed {args.seed}.",
+            f"{wall / 60:.1f} min; seed {args.seed}"
+            + (f"; hierarchical fits in {args.hier_folds} folds" if extra else "")
+            + ".",
             "Headline targets (ARE, bias, width, interval score and CRPS in % of the actual "
             "value; `run_cover*` counts each held-out run once, at its last checkpoint):",
             frame_to_markdown(head, floatfmt=".3g"),
