@@ -43,6 +43,10 @@ PAPER = {
     + ", ".join(f"{k} {v[0]:.4g}" for k, v in ref.EPOCH.items()),
 }
 
+GROUPS = {
+    "one-model": "families grouped by their `source` collection (`group_by='source'`)",
+}
+
 
 def fit_line(fits: pd.DataFrame) -> str:
     """One line on every bayescale fit: count, time, worst diagnostics."""
@@ -124,7 +128,7 @@ def main(argv=None):
             f"{machine_info()}; load average at start {load:.1f}; wall time "
             f"{wall / 60:.1f} min; seed {args.seed}"
             + (f"; hierarchical fits in {args.hier_folds} folds" if extra else "")
-            + ".",
+            + f"; {GROUPS.get(args.protocol, 'no family groups')}.",
             "Headline targets (ARE, bias, width, interval score and CRPS in % of the actual "
             "value; `run_cover*` counts each held-out run once, at its last checkpoint):",
             frame_to_markdown(head, floatfmt=".3g"),
