@@ -8,6 +8,7 @@ model, sampler, priors) and is stored with the saved file, so
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -20,7 +21,13 @@ from bayescale.data import (
     ScalingData,
 )
 from bayescale.inference import InferenceConfig, run
-from bayescale.model import Priors, scaling_model, spread_scales
+from bayescale.model import (
+    Priors,
+    centred_groups,
+    group_coords,
+    scaling_model,
+    spread_scales,
+)
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.posterior import Posterior, build_tree
 
@@ -28,6 +35,9 @@ from bayescale.posterior import Posterior, build_tree
 # exponents tie all families together: a dense mass matrix over this block
 # (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
 DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f", "z_group")
+# With family groups a well-measured group pins the sum of the population mean and
+# its shift, a straight ridge between mu_theta and z_group that a dense block follows.
+GROUP_DENSE_BLOCK = ("mu_theta",)
 
 
 @dataclass(frozen=True)
@@ -108,8 +118,12 @@ def model_kwargs(inputs, config: FitConfig, observe: bool = True) -> dict:
     }
 
 
-def chain_start(z_map: dict, values: dict) -> dict:
-    """Move chain starts off the MAP's pinched group scales (see :func:`spread_scales`)."""
+def chain_start(z_map: dict, values: dict, *, inputs) -> dict:
+    """Move chain starts off the MAP's pinched group scales (see :func:`spread_scales`).
+
+    ``inputs`` (:class:`~bayescale.model.ModelInputs`) tells which group shifts
+    are sampled centred.
+    """
     import jax.numpy as jnp
 
     z = dict(z_map)
@@ -122,7 +136,8 @@ def chain_start(z_map: dict, values: dict) -> dict:
         # the same group shifts under the unpinched scale
         sigma = np.asarray(spread["sigma_group"])
         z["sigma_group"] = jnp.log(jnp.asarray(sigma))
-        z["z_group"] = jnp.asarray(np.asarray(values["group_effect"]) / sigma)
+        centred = centred_groups(inputs)
+        z["z_group"] = jnp.asarray(group_coords(values["group_effect"], sigma, centred))
     if "e_frac" in z:
         # Beta densities with a shape below 1 are unbounded at the edge, and
         # the MAP can run into E = the smallest loss (no reducible loss left
@@ -194,12 +209,13 @@ def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
     Returns ``(samples, mcmc)`` as :func:`bayescale.inference.run`; ``fit``
     and simulation-based calibration (:mod:`bayescale.evaluation.sbc`) share it.
     """
+    dense = DENSE_BLOCK + (GROUP_DENSE_BLOCK if inputs.family_group is not None else ())
     return run(
         scaling_model,
         model_kwargs(inputs, config),
         config,
-        start=chain_start,
-        dense_block=DENSE_BLOCK if config.dense_mass else (),
+        start=functools.partial(chain_start, inputs=inputs),
+        dense_block=dense if config.dense_mass else (),
         progress_bar=progress_bar,
         what="fit",
     )

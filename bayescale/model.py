@@ -15,9 +15,10 @@ The run effects of a family are its runs' seeds around their average
 Family coefficients ``(a_f, b_f)`` and exponents are partially pooled around
 population means. With family groups (``inputs.family_group``: one lab's
 suite of families, or families evaluated on one metric) the means are
-shifted per group, ``mu + sigma_group * z_g`` (sites ``sigma_group``,
-``z_group``, ``group_effect``), so a family with one run borrows first from
-its own group and only then from the rest.
+shifted per group, ``mu + g_g`` with ``g_g ~ Normal(0, sigma_group)`` (sites
+``sigma_group``, ``z_group``, ``group_effect``; centred for groups of three
+or more families, non-centred below, :func:`centred_groups`), so a family
+with one run borrows first from its own group and only then from the rest.
 
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
 run's normalised rate and ``mu`` loses the annealing bonus of
@@ -44,6 +45,9 @@ from bayescale.trajectory import OUTrajectory
 COEFS = ("a", "b")
 # what a group shifts: the population means of a, b, log alpha and log beta
 GROUP_COEFS = ("a", "b", "log_alpha", "log_beta")
+#: A group of this many families or more has its shift sampled centred
+#: (:func:`centred_groups`).
+CENTRED_GROUP_MIN = 3
 
 
 @dataclass(frozen=True)
@@ -300,20 +304,48 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     return LawParams(log_e, theta[:, 0], theta[:, 1], alpha_f, beta_f), sigma_f
 
 
+def centred_groups(inputs: ModelInputs) -> np.ndarray:
+    """Which groups have their shift sampled centred, (G,) bool.
+
+    The rule: a group of :data:`CENTRED_GROUP_MIN` or more families is
+    centred, a smaller one non-centred. The shift of a group of many
+    families is pinned by their data, and its non-centred coordinate
+    ``z = shift / sigma_group`` then lies on a curved ridge with the scale;
+    the shift of a group of one or two families is told apart from its
+    families' own offsets only by the priors, where the centred form is a
+    funnel.
+    """
+    sizes = np.bincount(np.asarray(inputs.family_group), minlength=inputs.n_groups)
+    return sizes >= CENTRED_GROUP_MIN
+
+
+def group_coords(effect, sigma, centred) -> np.ndarray:
+    """The sampling coordinates ``z_group`` of group shifts ``effect`` (G, 4).
+
+    The shift itself for a centred group, ``effect / sigma`` for the others
+    (the inverse of the map in :func:`_group_shift`).
+    """
+    effect = np.asarray(effect)
+    return np.where(np.asarray(centred)[:, None], effect, effect / np.asarray(sigma))
+
+
 def _group_shift(inputs: ModelInputs, p: Priors):
     """Per family, its group's shift of ``GROUP_COEFS`` (F, 4); ``None`` without groups.
 
-    Group shifts are non-centred (``sigma_group * z_group``): a group holds a
-    few families, and a group of one is told apart from its family only by
-    the priors. Under ``exponents="shared"`` the exponent shifts are unused.
+    ``z_group`` holds each group's shift in its sampling coordinates: the
+    shift ``~ Normal(0, sigma_group)`` for a group of several families, the
+    standardised ``shift / sigma_group ~ Normal(0, 1)`` for the others
+    (:func:`centred_groups`). Under ``exponents="shared"`` the exponent shifts
+    are unused.
     """
     if inputs.family_group is None:
         return None
     m = jnp.array(p.group_spread)
     sigma = numpyro.sample("sigma_group", dist.Gamma(2.0, 2.0 / m).to_event(1))
+    centred = jnp.asarray(centred_groups(inputs))[:, None]
     with numpyro.plate("group", inputs.n_groups):
-        z = numpyro.sample("z_group", dist.Normal(0.0, 1.0).expand([len(GROUP_COEFS)]).to_event(1))
-    effect = numpyro.deterministic("group_effect", sigma * z)
+        z = numpyro.sample("z_group", dist.Normal(0.0, jnp.where(centred, sigma, 1.0)).to_event(1))
+    effect = numpyro.deterministic("group_effect", jnp.where(centred, z, sigma * z))
     return effect[jnp.asarray(inputs.family_group)]
 
 

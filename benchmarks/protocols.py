@@ -43,6 +43,25 @@ PAPER = {
     + ", ".join(f"{k} {v[0]:.4g}" for k, v in ref.EPOCH.items()),
 }
 
+GROUPS = {
+    "one-model": "families grouped by their `source` collection (`group_by='source'`)",
+}
+
+
+def method_summary(points: pd.DataFrame) -> pd.DataFrame:
+    """Per method and quantity: ARE per family (mean over its headline targets), then its
+    median and macro-average over families; bayescale's ``mean`` kind, the point fits'."""
+    t = points[(points["row_type"] == "target") & points["headline"].astype(object).eq(True)]
+    t = t[t["kind"].isin(["mean", "point"])]
+    if t.empty:
+        return pd.DataFrame()
+    t = t.assign(are=(t["median"] / t["actual"] - 1.0).abs() * 100.0)
+    fam = t.groupby(["method", "quantity", "family"])["are"].mean()
+    out = fam.groupby(level=["method", "quantity"]).agg(["size", "median", "mean"])
+    return out.rename(
+        columns={"size": "families", "median": "median_are", "mean": "macro_are"}
+    ).reset_index()
+
 
 def fit_line(fits: pd.DataFrame) -> str:
     """One line on every bayescale fit: count, time, worst diagnostics."""
@@ -124,10 +143,12 @@ def main(argv=None):
             f"{machine_info()}; load average at start {load:.1f}; wall time "
             f"{wall / 60:.1f} min; seed {args.seed}"
             + (f"; hierarchical fits in {args.hier_folds} folds" if extra else "")
-            + ".",
+            + f"; {GROUPS.get(args.protocol, 'no family groups')}.",
             "Headline targets (ARE, bias, width, interval score and CRPS in % of the actual "
             "value; `run_cover*` counts each held-out run once, at its last checkpoint):",
             frame_to_markdown(head, floatfmt=".3g"),
+            "ARE over families (headline cells, %):",
+            frame_to_markdown(method_summary(result.points), floatfmt=".3g"),
             "Coverage over every target with an interval:",
             frame_to_markdown(cal, floatfmt=".3g"),
             f"Published: {PAPER[args.protocol]}.",
@@ -143,6 +164,7 @@ def main(argv=None):
             "seed": args.seed,
             "wall_seconds": wall,
             "headline": head,
+            "methods": method_summary(result.points),
             "calibration": cal,
             "coefficients": coef.dropna(axis=1, how="all"),
             "fits": result.fits,

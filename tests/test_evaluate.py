@@ -293,6 +293,13 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
     for frame in frames:
         # the target family's own rows keep their group, as the context's do
         assert frame.groupby("family")["group"].first().to_dict() == groups
+    # one-model groups by the source collection by default
+    frames.clear()
+    by_source = df.drop(columns="group").assign(source=df["group"])
+    ev.evaluate_one_model(by_source, targets={"fam-a": (1e9,)}, context=context)
+    ev.evaluate_one_model(by_source, targets={"fam-a": (1e9,)}, context=context, group_by=None)
+    assert frames[0].groupby("family")["group"].first().to_dict() == groups
+    assert "group" not in frames[1]
     lines = [r.getMessage() for r in caplog.records if r.name == "bayescale.evaluation"]
     assert [line.split("]")[0] for line in lines] == ["[fit 1", "[fit 1"]
     assert lines[0].startswith("[fit 1] hier n_models=all q=1.0") and "R-hat" in lines[0]

@@ -10,7 +10,7 @@ from numpyro import handlers
 
 from bayescale import testing
 from bayescale.data import ScalingData
-from bayescale.model import GROUP_COEFS, scaling_model
+from bayescale.model import GROUP_COEFS, centred_groups, group_coords, scaling_model
 from bayescale.options import EXPONENT_FORMS, LAWS
 from bayescale.tables import DataError
 
@@ -77,9 +77,8 @@ def test_families_are_drawn_around_their_groups_shift(data, law, exponents):
     effect = np.asarray(tr["group_effect"]["value"])
     assert effect.shape == (2, len(GROUP_COEFS))
     assert tr["group"]["type"] == "plate" and tr["group"]["args"][0] == 2
-    np.testing.assert_allclose(
-        effect, np.asarray(tr["sigma_group"]["value"]) * np.asarray(tr["z_group"]["value"])
-    )
+    sigma = np.asarray(tr["sigma_group"]["value"])
+    np.testing.assert_allclose(effect, sigma * np.asarray(tr["z_group"]["value"]))  # groups of < 3
     mu = np.asarray(tr["mu_theta"]["value"])
     np.testing.assert_allclose(tr["theta"]["fn"].loc, mu + effect[g, :2], rtol=1e-6)
     if exponents == "pooled":
@@ -88,6 +87,41 @@ def test_families_are_drawn_around_their_groups_shift(data, law, exponents):
         if law == "chinchilla":
             log_beta = np.log(float(tr["beta"]["value"]))
             np.testing.assert_allclose(tr["beta_f"]["fn"].loc, log_beta + effect[g, 3], rtol=1e-6)
+
+
+def test_groups_of_three_or_more_families_are_sampled_centred():
+    df = testing.synthetic_frame(families=("a1", "a2", "a3", "b1"), sizes=(1e8, 1e9), n_ckpt=4)
+    d = ScalingData.from_frame(df.assign(group=df["family"].str[0]), min_tokens=None)
+    inputs = d.inputs()
+    centred = centred_groups(inputs)
+    np.testing.assert_array_equal(centred, [True, False])
+    tr = _trace(inputs, "chinchilla", "pooled", seed=3)
+    z = np.asarray(tr["z_group"]["value"])
+    sigma = np.asarray(tr["sigma_group"]["value"])
+    effect = np.asarray(tr["group_effect"]["value"])
+    np.testing.assert_allclose(effect[0], z[0])
+    np.testing.assert_allclose(effect[1], sigma * z[1], rtol=1e-6)
+    # the centred shift is drawn with the group scale, the standardised one with 1
+    scale = np.broadcast_to(tr["z_group"]["fn"].base_dist.scale, z.shape)
+    np.testing.assert_allclose(scale, [sigma, np.ones(len(GROUP_COEFS))], rtol=1e-6)
+    # chain starts map shifts back to these coordinates
+    np.testing.assert_allclose(group_coords(effect, sigma, centred), z, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_a_fit_with_groups_starts_and_samples_both_kinds_of_group():
+    from bayescale import fit
+
+    df = testing.synthetic_frame(families=("a1", "a2", "a3", "b1"), sizes=(1e8, 1e9), n_ckpt=4)
+    df["group"] = df["family"].str[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = fit(df, num_chains=2, num_warmup=30, num_samples=20, progress_bar=False)
+    z, sigma = post.draws("z_group"), post.draws("sigma_group")
+    effect = post.draws("group_effect")
+    assert effect.shape == (40, 2, len(GROUP_COEFS)) and np.isfinite(effect).all()
+    np.testing.assert_allclose(effect[:, 0], z[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(effect[:, 1], sigma * z[:, 1], rtol=1e-5)
 
 
 def test_no_group_sites_without_groups():
