@@ -43,10 +43,6 @@ PAPER = {
     + ", ".join(f"{k} {v[0]:.4g}" for k, v in ref.EPOCH.items()),
 }
 
-GROUPS = {
-    "one-model": "families grouped by their `source` collection (`group_by='source'`)",
-}
-
 
 def method_summary(points: pd.DataFrame) -> pd.DataFrame:
     """Per method and quantity: ARE per family (mean over its headline targets), then its
@@ -104,12 +100,21 @@ def main(argv=None):
         "hierarchical fits (default: one fit per target family, about 24 NUTS fits of "
         "26 families; 2 folds is v0.1's protocol and takes a fraction of the time)",
     )
+    p.add_argument(
+        "--group-by",
+        help="one-model: this column of the data becomes the families' group (e.g. "
+        "source); written to its own section, eval_one_model_by_COLUMN",
+    )
     args = p.parse_args(argv)
     extra = {}
     if args.hier_folds is not None:
         if args.protocol != "hitchhiker":
             p.error("--hier-folds applies to the hitchhiker protocol only")
         extra["hier_folds"] = args.hier_folds
+    if args.group_by is not None:
+        if args.protocol != "one-model":
+            p.error("--group-by applies to the one-model protocol only")
+        extra["group_by"] = args.group_by
     set_host_device_count()  # as the CLI does: chains in parallel
     # one line per fit on stderr: the longest protocol takes hours
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -135,15 +140,17 @@ def main(argv=None):
     if args.quick or args.no_write:
         return
     name = f"eval_{args.protocol.replace('-', '_')}"
+    if args.group_by:
+        name += f"_by_{args.group_by}"
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in extra)
+    grouped = f"families grouped by `{args.group_by}`" if args.group_by else "no family groups"
     body = "\n\n".join(
         [
-            f"## Protocol `{args.protocol}` (`benchmarks/protocols.py {args.protocol}"
-            + (f" --hier-folds {args.hier_folds}" if extra else "")
-            + "`)",
+            f"## Protocol `{args.protocol}` (`benchmarks/protocols.py {args.protocol}{flags}`)",
             f"{machine_info()}; load average at start {load:.1f}; wall time "
             f"{wall / 60:.1f} min; seed {args.seed}"
-            + (f"; hierarchical fits in {args.hier_folds} folds" if extra else "")
-            + f"; {GROUPS.get(args.protocol, 'no family groups')}.",
+            + (f"; hierarchical fits in {args.hier_folds} folds" if args.hier_folds else "")
+            + f"; {grouped}.",
             "Headline targets (ARE, bias, width, interval score and CRPS in % of the actual "
             "value; `run_cover*` counts each held-out run once, at its last checkpoint):",
             frame_to_markdown(head, floatfmt=".3g"),

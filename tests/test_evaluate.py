@@ -293,13 +293,16 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
     for frame in frames:
         # the target family's own rows keep their group, as the context's do
         assert frame.groupby("family")["group"].first().to_dict() == groups
-    # one-model groups by the source collection by default
+    # one-model can group by another column, e.g. the source collection
     frames.clear()
     by_source = df.drop(columns="group").assign(source=df["group"])
-    ev.evaluate_one_model(by_source, targets={"fam-a": (1e9,)}, context=context)
-    ev.evaluate_one_model(by_source, targets={"fam-a": (1e9,)}, context=context, group_by=None)
+    one = {"targets": {"fam-a": (1e9,)}, "context": context}
+    ev.evaluate_one_model(by_source, group_by="source", **one)
+    ev.evaluate_one_model(by_source, **one)
     assert frames[0].groupby("family")["group"].first().to_dict() == groups
     assert "group" not in frames[1]
+    with pytest.raises(ValueError, match="group_by='lab' is not a column"):
+        ev.evaluate_one_model(by_source, group_by="lab", **one)
     lines = [r.getMessage() for r in caplog.records if r.name == "bayescale.evaluation"]
     assert [line.split("]")[0] for line in lines] == ["[fit 1", "[fit 1"]
     assert lines[0].startswith("[fit 1] hier n_models=all q=1.0") and "R-hat" in lines[0]

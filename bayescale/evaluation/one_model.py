@@ -35,7 +35,7 @@ def evaluate_one_model(
     targets: dict | None = None,
     context: Sequence[str] | None = None,
     settings: FitConfig | None = None,
-    group_by: str | None = "source",
+    group_by: str | None = None,
     quick: bool = False,
     seed: int = 0,
 ) -> Evaluation:
@@ -52,14 +52,14 @@ def evaluate_one_model(
         Other families, complete; default :func:`context_families`.
     settings : FitConfig, optional
         Default NUTS (quick: :data:`~bayescale.evaluation.common.QUICK`).
-    group_by : str or None
-        Column of ``df`` whose values are the families' ``group`` (see
-        :class:`~bayescale.data.ScalingData`), when ``df`` has it. Default
-        ``source``, the collection a family comes from: families of one
-        collection share their lab and their measured quantity (the four
-        Pythia suites report LAMBADA perplexity, whose log-log slope in size
-        at the largest sizes is -0.09 to -0.16, against -0.035 to -0.10 for
-        the other collections' losses). ``None``: no groups.
+    group_by : str, optional
+        Column of ``df`` whose values become the families' ``group`` (see
+        :class:`~bayescale.data.ScalingData`). ``"source"`` groups them by the
+        collection they come from: families of one collection share their lab
+        and their measured quantity (the four Pythia suites report LAMBADA
+        perplexity, whose log-log slope in size at the largest sizes is -0.09
+        to -0.16, against -0.035 to -0.10 for the other collections' losses).
+        Default: no groups (a ``group`` column already in ``df`` is kept).
     quick : bool
         Only OPT from 30B, a small context, short NUTS.
     seed : int
@@ -74,7 +74,9 @@ def evaluate_one_model(
 
     if df is None:
         df = load_dataset("hitchhiker")
-    if group_by is not None and group_by in df:
+    if group_by is not None:
+        if group_by not in df:
+            raise ValueError(f"group_by={group_by!r} is not a column of the table")
         df = df.assign(group=df[group_by])
     if targets is None:
         targets = {"OPT": (3.0e10,)} if quick else dict(ONE_MODEL_TARGETS)
