@@ -7,7 +7,7 @@ CRPS, and the R-hat / ESS / divergences of every bayescale fit; writes the
 section ``eval_<protocol>`` of RESULTS.md and ``results/eval_<protocol>.json``.
 
 Run: ``uv run python benchmarks/protocols.py PROTOCOL [--quick] [--no-write]
-[--hier-folds K]``
+[--hier-folds K] [--group-by COLUMN]``
 (``--quick`` never writes).
 """
 
@@ -45,15 +45,14 @@ PAPER = {
 
 
 def method_summary(points: pd.DataFrame) -> pd.DataFrame:
-    """Per method and quantity: ARE per family (mean over its headline targets), then its
+    """Per method and quantity: ARE per family (over its headline targets), then its
     median and macro-average over families; bayescale's ``mean`` kind, the point fits'."""
-    t = points[(points["row_type"] == "target") & points["headline"].astype(object).eq(True)]
+    t = ev.headline_targets(points)
     t = t[t["kind"].isin(["mean", "point"])]
     if t.empty:
         return pd.DataFrame()
-    t = t.assign(are=(t["median"] / t["actual"] - 1.0).abs() * 100.0)
-    fam = t.groupby(["method", "quantity", "family"])["are"].mean()
-    out = fam.groupby(level=["method", "quantity"]).agg(["size", "median", "mean"])
+    fam = ev.summarize(t, by=["method", "quantity", "family"])
+    out = fam.groupby(["method", "quantity"], sort=True)["are"].agg(["size", "median", "mean"])
     return out.rename(
         columns={"size": "families", "median": "median_are", "mean": "macro_are"}
     ).reset_index()

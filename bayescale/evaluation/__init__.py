@@ -69,6 +69,7 @@ __all__ = [
     "format_summary",
     "gadre_headline",
     "headline_summary",
+    "headline_targets",
     "hitchhiker_cells",
     "hitchhiker_families",
     "hitchhiker_split",
@@ -91,15 +92,20 @@ def evaluate(protocol: str, *, quick: bool = False, seed: int = 0, **kwargs) -> 
     return funcs[protocol](quick=quick, seed=seed, **kwargs)
 
 
+def headline_targets(points):
+    """The target rows a protocol marks as headline."""
+    t = points[points["row_type"] == "target"]
+    return t[t["headline"].astype(object).eq(True)]
+
+
 def headline_summary(points, *, fallback: bool = False):
     """:func:`summarize` of the headline targets, one row per cell.
 
     With ``fallback``, every target counts when a protocol marks none as headline.
     """
-    t = points[points["row_type"] == "target"]
-    head = t[t["headline"].astype(object).eq(True)]
+    head = headline_targets(points)
     if fallback and head.empty:
-        head = t
+        head = points[points["row_type"] == "target"]
     if head.empty:
         return head.iloc[:, :0]  # no cells
     by = ["family", "method", "kind", "law", "quantity", "n_models", "fit_params", "subset"]

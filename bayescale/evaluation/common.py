@@ -71,22 +71,20 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
     start = time.perf_counter()
     post = fit(frame_, config, progress_bar=False)
     diag = post.diagnostics()
-    log.append(
-        {
-            "fit": label,
-            "method": config.label(),
-            "law": config.law,
-            "exponents": config.exponents,
-            "families": post.data.n_families,
-            "runs": post.data.n_runs,
-            "checkpoints": post.data.n_obs,
-            "seconds": time.perf_counter() - start,
-            "rhat_max": diag.get("rhat_max"),
-            "ess_bulk_min": diag.get("ess_bulk_min"),
-            "divergences": diag.get("divergences"),
-        }
-    )
-    rec = log[-1]
+    rec = {
+        "fit": label,
+        "method": config.label(),
+        "law": config.law,
+        "exponents": config.exponents,
+        "families": post.data.n_families,
+        "runs": post.data.n_runs,
+        "checkpoints": post.data.n_obs,
+        "seconds": time.perf_counter() - start,
+        "rhat_max": diag.get("rhat_max"),
+        "ess_bulk_min": diag.get("ess_bulk_min"),
+        "divergences": diag.get("divergences"),
+    }
+    log.append(rec)
     line = f"[fit {len(log)}] {label}: {rec['seconds']:.0f} s"
     if config.method == "nuts":
         line += f", R-hat {rec['rhat_max']:.3f}, {rec['divergences']} divergences"
