@@ -228,7 +228,7 @@ def pointwise_log_likelihood(inputs, samples: dict) -> np.ndarray:
     from bayescale.model import log_likelihood
 
     names = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "u", "sigma_seed", "ell", "nu")
-    names += ("anneal_B", "anneal_C", "anneal_beta", "anneal_gamma")
+    names += ("anneal_B", "anneal_C", "anneal_beta", "anneal_gamma", "anneal_kappa")
     sites = {k: samples[k] for k in names if k in samples}
     flat = jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:]), sites)
     ll = jax.lax.map(lambda d: log_likelihood(inputs, d), flat, batch_size=256)

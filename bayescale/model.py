@@ -23,7 +23,9 @@ with one run borrows first from its own group and only then from the rest.
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
 run's normalised rate and ``mu`` loses the annealing bonus of
 :mod:`bayescale.schedules` (sites ``anneal_B`` per family, ``anneal_C``,
-``anneal_beta``, ``anneal_gamma``).
+``anneal_beta``, ``anneal_gamma``, and ``anneal_kappa``, the bonus's growth
+with model size, when some family anneals at two or more sizes:
+:func:`bonus_sizes_vary`).
 """
 
 from __future__ import annotations
@@ -114,6 +116,11 @@ class Priors:
         (area in units of 1e11 tokens; wide, since tokens per step are often
         unknown); ``beta_LD, gamma ~ LogNormal(log 0.5, 0.7)`` (Luo et al.
         fit values near 0.5).
+    anneal_kappa_sd : float
+        The bonus of a run of ``N`` parameters is ``B_f (N / 1e9)^kappa``,
+        ``kappa ~ Normal(0, 0.5)``: Luo et al. fit the bonus per model size,
+        and on their curves it grows with size; 0.5 lets it change by a
+        factor of about 2 per decade of size either way.
     """
 
     exponent_median: float = 0.3
@@ -138,6 +145,7 @@ class Priors:
     anneal_c_scale: float = 2.5
     anneal_shape_loc: float = math.log(0.5)
     anneal_shape_scale: float = 0.7
+    anneal_kappa_sd: float = 0.5
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -186,7 +194,11 @@ def anneal_params(sites: dict):
     if "anneal_B" not in sites:
         return None
     return AnnealParams(
-        sites["anneal_B"], sites["anneal_C"], sites["anneal_beta"], sites["anneal_gamma"]
+        sites["anneal_B"],
+        sites["anneal_C"],
+        sites["anneal_beta"],
+        sites["anneal_gamma"],
+        sites.get("anneal_kappa", 0.0),
     )
 
 
@@ -388,9 +400,29 @@ def _anneal_block(inputs: ModelInputs, p: Priors):
         b = numpyro.sample("anneal_B", dist.HalfNormal(p.anneal_b_sd))
     c = numpyro.sample("anneal_C", dist.LogNormal(p.anneal_c_loc, p.anneal_c_scale))
     shape = dist.LogNormal(p.anneal_shape_loc, p.anneal_shape_scale)
+    kappa = 0.0
+    if bonus_sizes_vary(inputs):
+        kappa = numpyro.sample("anneal_kappa", dist.Normal(0.0, p.anneal_kappa_sd))
     return AnnealParams(
-        b, c, numpyro.sample("anneal_beta", shape), numpyro.sample("anneal_gamma", shape)
+        b, c, numpyro.sample("anneal_beta", shape), numpyro.sample("anneal_gamma", shape), kappa
     )
+
+
+def bonus_sizes_vary(inputs: ModelInputs) -> bool:
+    """Whether some family shows an annealing bonus at two or more sizes.
+
+    Only then is the bonus's growth with size (``anneal_kappa``) in the
+    model; otherwise it would trade with the families' bonus sizes ``B_f``
+    along a ridge the data do not constrain, so it is 0.
+    """
+    if inputs.anneal is None:
+        return False
+    annealed = np.asarray(inputs.anneal[0]).any(axis=1)
+    run_annealed = np.zeros(np.shape(inputs.run_family), bool)
+    np.logical_or.at(run_annealed, np.asarray(inputs.obs_run), annealed)
+    fam = np.asarray(inputs.run_family)[run_annealed]
+    log_n = np.asarray(inputs.log_n)[run_annealed]
+    return any(np.unique(log_n[fam == f]).size > 1 for f in np.unique(fam))
 
 
 def centered_run_effects(z, inputs: ModelInputs):

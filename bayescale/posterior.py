@@ -218,8 +218,13 @@ class Posterior(PosteriorBase):
             return None
         b = self.draws("anneal_B")
         b = b[:, self.families.index(family)] if family in self.families else np.median(b, 1)
+        kappa = self.draws("anneal_kappa") if "anneal_kappa" in self.tree["posterior"] else 0.0
         return AnnealParams(
-            b, self.draws("anneal_C"), self.draws("anneal_beta"), self.draws("anneal_gamma")
+            b,
+            self.draws("anneal_C"),
+            self.draws("anneal_beta"),
+            self.draws("anneal_gamma"),
+            kappa,
         )
 
     def _population_law(self, family: str, rng) -> LawParams:

@@ -75,6 +75,11 @@ def schedule_grid(post, schedule):
     return grid(t[order], lr[order], lr.max())
 
 
+def _per_draw(v):
+    """An (S, 1, 1) draw array as (S, 1); scalars as they are."""
+    return v[:, :, 0] if np.ndim(v) == 3 else v
+
+
 def log_law_draws(law, anneal, params, tokens, schedule=None) -> np.ndarray:
     """Log loss (nats) of a law's draws at query points, ``(S, P)``: the one evaluation.
 
@@ -91,7 +96,7 @@ def log_law_draws(law, anneal, params, tokens, schedule=None) -> np.ndarray:
     if anneal is not None:
         # (S, 1, 1) against the (1, P, K) columns; the bonus size multiplies the (S, P) sum
         anneal = anneal.map(lambda v: np.asarray(v)[:, None, None])
-        anneal = anneal._replace(B=anneal.B[:, :, 0])
+        anneal = anneal._replace(B=anneal.B[:, :, 0], kappa=_per_draw(anneal.kappa))
     return np.asarray(
         scheduled_log_loss(
             law, anneal, np.log(params), log_area, drop[None], eta[None], after[None]

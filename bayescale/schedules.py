@@ -9,12 +9,14 @@ shape) and time measured in tokens::
 
     L(N, t) = E + A / N^alpha + B / S(t)^beta - LD(t)
     S(t)    = the area under eta up to t (tokens; equals t for a constant LR)
-    LD(t)   = B_f sum_k (eta_{k-1} - eta_k) G(eta_k^-gamma S_k(t) C / D_REF)
+    LD(t)   = B_f (N / N_REF)^kappa sum_k (eta_{k-1} - eta_k) G(eta_k^-gamma S_k(t) C / D_REF)
     G(x)    = 1 - (1 + x)^-beta_LD
 
 ``S_k(t)`` is the area from the ``k``-th logged LR to ``t``: each drop of the
-rate lowers the loss by up to ``B_f`` times its size, the more so the more
-training follows it. With a constant rate ``S(t) = t`` (up to the warm-up)
+rate lowers the loss by up to ``B_f (N / N_REF)^kappa`` times its size, the
+more so the more training follows it. Luo et al. fit the bonus per model
+size; one family shares ``B_f`` across its sizes and ``kappa`` (shared by all
+families) lets it grow or shrink with size. With a constant rate ``S(t) = t`` (up to the warm-up)
 and ``LD = 0``, so the law is the Chinchilla law of a run without a schedule.
 
 Before a run's first logged row the LR is taken to ramp linearly from 0
@@ -30,7 +32,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from bayescale.laws import LOG_D_REF, log_loss
+from bayescale.laws import LOG_D_REF, LOG_N_REF, log_loss
 
 # the normalised LR below which eta^-gamma is not evaluated (a rate of zero)
 MIN_ETA = 1e-4
@@ -48,6 +50,8 @@ class AnnealParams(NamedTuple):
     C: object
     beta: object
     gamma: object
+    # the bonus grows as (N / N_REF)^kappa across a family's sizes (0: the same for all)
+    kappa: object = 0.0
 
     def map(self, fn) -> AnnealParams:
         return AnnealParams(*(fn(v) if jnp.ndim(v) else v for v in self))
@@ -161,4 +165,6 @@ def scheduled_log_loss(law, anneal, log_params, log_area, drop, eta, after):
     if anneal is None:
         return log_mu
     rel = law.log_scale
+    size = jnp.exp(anneal.kappa * (log_params - LOG_N_REF))
+    anneal = anneal._replace(B=anneal.B * size)
     return rel + with_bonus(log_mu - rel, bonus(anneal, drop, eta, after))

@@ -81,6 +81,47 @@ def test_merged_drops_keep_the_bonus_of_a_long_schedule():
     np.testing.assert_allclose(merged, exact, rtol=0.02, atol=5e-5)
 
 
+def test_the_bonus_grows_with_size_as_n_to_the_kappa():
+    from bayescale.laws import LOG_N_REF, LawParams
+    from bayescale.schedules import scheduled_log_loss
+
+    steps = np.arange(1000, 10001, 500.0)
+    g = grid(steps * STEP, _cosine(steps, total=10000), 3e-4)
+    feats = features(g, steps * STEP)
+    law = LawParams(math.log(0.5), math.log(0.2), math.log(0.3), 0.3, 0.3)
+
+    def bonus_at(log_n, kappa):
+        p = AnnealParams(0.05, 1e4, 0.5, 0.5, kappa)
+        with_ld = np.exp(np.asarray(scheduled_log_loss(law, p, log_n, *feats)))
+        return np.exp(np.asarray(scheduled_log_loss(law, None, log_n, *feats))) - with_ld
+
+    ref = bonus_at(LOG_N_REF, 0.0)
+    assert ref[-1] > 0.01
+    np.testing.assert_allclose(bonus_at(LOG_N_REF, 0.4), ref, rtol=1e-5)
+    np.testing.assert_allclose(bonus_at(LOG_N_REF + math.log(4.0), 0.4), 4.0**0.4 * ref, rtol=1e-4)
+
+
+def test_the_bonus_grows_with_size_only_where_a_family_anneals_at_two_sizes():
+    import jax
+    from numpyro import handlers
+
+    from bayescale.model import bonus_sizes_vary, scaling_model
+
+    def sites(frame):
+        inputs = ScalingData.from_frame(frame, min_tokens=None).inputs()
+        model = handlers.seed(scaling_model, jax.random.PRNGKey(0))
+        return bonus_sizes_vary(inputs), handlers.trace(model).get_trace(inputs)
+
+    vary, tr = sites(_frame())
+    assert vary and np.shape(tr["anneal_kappa"]["value"]) == ()
+    # the 1e8 runs at a constant rate: the bonus is seen at one size only
+    one = _frame()
+    one.loc[one["run"] == "1e+08-cosine", "lr"] = 3e-4
+    vary, tr = sites(one)
+    assert not vary and "anneal_kappa" not in tr
+    assert not bonus_sizes_vary(ScalingData.from_frame(_frame(lr=False), min_tokens=None).inputs())
+
+
 def test_with_bonus_is_log_of_the_difference_and_capped():
     assert float(with_bonus(math.log(2.0), 0.5)) == pytest.approx(math.log(1.5))
     assert float(with_bonus(math.log(2.0), 5.0)) == pytest.approx(math.log(1.0))
@@ -88,11 +129,15 @@ def test_with_bonus_is_log_of_the_difference_and_capped():
 
 def _frame(lr=True):
     rows = []
+    # measured losses scatter: noise-free curves make the posterior degenerate (the noise
+    # scale shrinks to 0 while the OU drift follows the curve instead of the law)
+    rng = np.random.default_rng(7)
     for n in (1e8, 3e8):
         for kind in ("constant", "cosine"):
             steps = np.arange(1000, 10001, 500.0)
             rate = np.full(steps.size, 3e-4) if kind == "constant" else _cosine(steps, total=10000)
             loss = 3.0 + 2.0 * (steps / 1000) ** -0.3 - 0.1 * (3e-4 - rate) / 3e-4
+            loss = loss * np.exp(rng.normal(0.0, 0.002, steps.size))
             for s, r, v in zip(steps, rate, loss, strict=True):
                 rows.append(("fam", f"{n:.0e}-{kind}", n, s * STEP, v, r))
     df = pd.DataFrame(rows, columns=["family", "run", "params", "tokens", "loss", "lr"])
@@ -133,7 +178,7 @@ def test_bad_learning_rates_are_refused(change, message):
         ScalingData.from_frame(change(_frame()), min_tokens=None)
 
 
-def _posterior(data, s=50):
+def _posterior(data, s=50, anneal_kappa=None, anneal_b=0.3):
     import xarray as xr
 
     from bayescale.fitting import FitConfig
@@ -154,11 +199,13 @@ def _posterior(data, s=50):
         "nu": np.full(s, 10.0),
         "alpha": np.full(s, 0.3),
         "beta": np.full(s, 0.3),
-        "anneal_B": np.full((s, 1), 0.3),
+        "anneal_B": np.full((s, 1), anneal_b),
         "anneal_C": np.full(s, 1e4),
         "anneal_beta": np.full(s, 0.5),
         "anneal_gamma": np.full(s, 0.5),
     }
+    if anneal_kappa is not None:
+        draws["anneal_kappa"] = np.full(s, anneal_kappa)
     post = Posterior.from_draws({k: v[None] for k, v in draws.items()}, data, FitConfig())
     post.tree["sample_stats"] = xr.DataTree(
         xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, s), dtype=bool))})
@@ -189,6 +236,16 @@ def test_fit_files_keep_the_schedules_and_predictions_use_them(tmp_path):
     assert again == pytest.approx(cos, rel=1e-12)
     with pytest.raises(ValueError, match="columns 'tokens' and 'lr'"):
         post.predict("fam", 3e8, end, schedule={"step": [1]})
+    # a fit where the bonus grows with size: predictions scale it by (N / 1e9)^kappa
+    # (a small bonus, far from the cap of half the loss)
+    none, flat = _posterior(data, anneal_b=0.0), _posterior(data, anneal_b=0.03)
+    grown = _posterior(data, anneal_kappa=0.5, anneal_b=0.03)
+    for n in (1e8, 3e8):
+        c = [
+            p.predict("fam", n, end, schedule=cosine)["median"].iloc[0] for p in (none, flat, grown)
+        ]
+        assert c[0] - c[1] > 0.01
+        assert (c[0] - c[2]) / (c[0] - c[1]) == pytest.approx((n / 1e9) ** 0.5, rel=1e-3)
     plain_post = _posterior(ScalingData.from_frame(_frame(lr=False), min_tokens=None))
     with pytest.raises(ValueError, match="no learning-rate schedules"):
         plain_post.predict("fam", 3e8, end, schedule=cosine)

@@ -329,6 +329,7 @@ def noise_table(post, ci_prob: float = 0.9) -> pd.DataFrame:
         "ell": "OU correlation length of checkpoint noise (log tokens)",
         "nu": "Student-t degrees of freedom of checkpoint noise",
         "e_mu": "population mean of E as a fraction of the family's smallest loss",
+        "anneal_kappa": "growth of the annealing bonus with model size, ∝ (N/1e9)^κ",
     }
     present = set(post.tree["posterior"].data_vars)
     rows = [
@@ -452,7 +453,8 @@ def model_description(post) -> list[str]:
             "Learning-rate schedules were given (`lr` column): D in the law is the area under "
             "each run's rate relative to its peak (the tokens, for a constant rate), and every "
             "drop of the rate lowers the loss by an annealing bonus that grows as training "
-            "follows it (the multi-power law of Luo et al., 2025), so intermediate checkpoints "
+            "follows it (the multi-power law of Luo et al., 2025; where a family anneals at "
+            "several sizes, the bonus also scales with size), so intermediate checkpoints "
             "of an annealed run are read as such. Runs without an `lr` are taken at a constant "
             "rate."
         )
