@@ -119,8 +119,8 @@ class Priors:
     anneal_kappa_sd : float
         The bonus of a run of ``N`` parameters is ``B_f (N / 1e9)^kappa``,
         ``kappa ~ Normal(0, 0.5)``: Luo et al. fit the bonus per model size,
-        and on their curves it grows with size; 0.5 lets it change by a
-        factor of about 2 per decade of size either way.
+        and on their curves it grows with size; one prior sd is a factor of
+        about 3 per decade of size, either way.
     """
 
     exponent_median: float = 0.3
