@@ -16,8 +16,9 @@ shape) and time measured in tokens::
 rate lowers the loss by up to ``B_f (N / N_REF)^kappa`` times its size, the
 more so the more training follows it. Luo et al. fit the bonus per model
 size; one family shares ``B_f`` across its sizes and ``kappa`` (shared by all
-families) lets it grow or shrink with size. With a constant rate ``S(t) = t`` (up to the warm-up)
-and ``LD = 0``, so the law is the Chinchilla law of a run without a schedule.
+families) lets it grow or shrink with size. With a constant rate
+``S(t) = t`` (up to the warm-up) and ``LD = 0``, so the law is the
+Chinchilla law of a run without a schedule.
 
 Before a run's first logged row the LR is taken to ramp linearly from 0
 (warm-up); between rows it is interpolated linearly; past the last row it
