@@ -152,11 +152,14 @@ def test_hoffmann_rounds_give_the_uninterrupted_loop_result(noisy):
         want = [lbfgs.minimize(fg, jnp.asarray(x0, float), *opts[2:]) for x0 in SMALL_GRID]
     # several rounds happened: some start needed more than the first round's 32 evaluations
     assert max(int(w[4]) for w in want) > 64
-    # same steps; batch widths only change the last digits of the vectorised sums
+    # same steps; batch widths only change the last digits of the vectorised sums, which
+    # can decide which of the two convergence tests fires first at the optimum
+    converged = {lbfgs.GTOL_OK, lbfgs.FTOL_OK}
     for j, (wx, wf, ws, _, _) in enumerate(want):
         np.testing.assert_allclose(x[0, j], np.asarray(wx), rtol=1e-5)
         np.testing.assert_allclose(f[0, j], float(wf), rtol=1e-9)
-        assert status[0, j] == int(ws)
+        got, ref = int(status[0, j]), int(ws)
+        assert got == ref or {got, ref} <= converged
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         bl.fit_hoffmann_many([noisy], grid=SMALL_GRID, batch_size=0)
 
