@@ -9,13 +9,15 @@ Importing bayescale changes nothing in the process. Two explicit calls do:
   second fit of a model in a new process skips most of its ~20 s of
   compilation.
 
-The ``bayescale`` command calls both.
+The ``bayescale`` command calls both. :func:`float64` switches JAX to 64-bit
+numbers for one block and restores the previous setting after it.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_DEVICES = 4  # the default number of chains
@@ -119,3 +121,22 @@ def enable_compile_cache(path=None, *, environ=None) -> str | None:
     # together they take seconds, so cache them all
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return str(path)
+
+
+@contextmanager
+def float64():
+    """64-bit JAX inside the block, for every thread; the previous setting after it.
+
+    ``jax.enable_x64`` holds for the calling thread only, but NumPyro's progress
+    bar runs host callbacks on XLA's threads: built in 32-bit mode there, their
+    results no longer match the 64-bit program, and parallel chains fail.
+    """
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        with jax.enable_x64(True):
+            yield
+    finally:
+        jax.config.update("jax_enable_x64", before)

@@ -117,6 +117,26 @@ def recovered():
         )
 
 
+def test_parallel_chains_sample_with_a_progress_bar():
+    """64-bit sampling survives NumPyro's progress-bar callbacks, which run on other threads."""
+    import jax
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        post = ds.fit_downstream(
+            simulated_frame(n_runs=6),
+            num_chains=2,
+            num_warmup=20,
+            num_samples=20,
+            map_starts=1,
+            seed=0,
+            progress_bar=True,
+        )
+    assert post.n_draws == 40
+    # the process's own setting is back
+    assert not jax.config.jax_enable_x64
+
+
 @pytest.mark.slow
 def test_recovers_task_laws_on_simulated_scores(recovered):
     post = recovered

@@ -13,6 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from bayescale import fitfile
+from bayescale.devices import float64
 from bayescale.downstream.data import TASK_SETS, DownstreamData
 from bayescale.downstream.model import TASK_VARS, DownstreamPriors, downstream_model
 from bayescale.inference import InferenceConfig, PosteriorBase, draws_tree, run
@@ -74,7 +75,6 @@ def fit_downstream(
     -------
     DownstreamPosterior
     """
-    import jax
 
     known = {f.name for f in fields(DownstreamConfig)}
     unknown = sorted(set(options) - known)
@@ -86,7 +86,7 @@ def fit_downstream(
     elif not isinstance(data, DownstreamData):
         raise TypeError("data must be a pandas DataFrame or a DownstreamData")
     kwargs = {"inputs": data.inputs(), "priors": config.priors}
-    with jax.enable_x64(True):
+    with float64():
         samples, mcmc = run(
             downstream_model, kwargs, config, progress_bar=progress_bar, what="downstream fit"
         )
