@@ -1,7 +1,8 @@
 """Executing the example notebooks with few posterior draws (BAYESCALE_NB_SAMPLES).
 
-Each notebook has a test module of its own, so that parallel test workers run
-them side by side (one worker runs one module).
+Each notebook has a test module of its own, marked ``notebook``: they leave the
+default run (about 7 minutes of fits on 2 cores together) for CI's second pass,
+``pytest -m "sbc or heavy or notebook"``, or run alone with ``pytest -m notebook``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ import pytest
 from notebook_runner import BUDGET_S, SAMPLES, execute, images, progress_shown, stdout
 
 
-@pytest.mark.slow
+@pytest.mark.notebook
 def test_quickstart_runs(tmp_path, monkeypatch):
     nb, outputs, elapsed = execute("01_quickstart.ipynb", tmp_path, monkeypatch)
     assert elapsed < BUDGET_S

@@ -6,7 +6,7 @@ import pytest
 from notebook_runner import BUDGET_S, execute, images, stdout
 
 
-@pytest.mark.slow
+@pytest.mark.notebook
 def test_one_run_transfer_runs(tmp_path, monkeypatch):
     nb, outputs, elapsed = execute("02_new_family_from_one_run.ipynb", tmp_path, monkeypatch)
     assert elapsed < BUDGET_S

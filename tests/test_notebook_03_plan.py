@@ -4,7 +4,7 @@ import pytest
 from notebook_runner import BUDGET_S, execute, images, stdout, summary
 
 
-@pytest.mark.slow
+@pytest.mark.notebook
 def test_seeds_or_large_model_runs(tmp_path, monkeypatch):
     nb, outputs, elapsed = execute("03_seeds_or_large_model.ipynb", tmp_path, monkeypatch)
     assert elapsed < BUDGET_S

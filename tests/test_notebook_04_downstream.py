@@ -4,7 +4,7 @@ import pytest
 from notebook_runner import BUDGET_S, execute, images, summary
 
 
-@pytest.mark.slow
+@pytest.mark.notebook
 def test_overtraining_and_downstream_runs(tmp_path, monkeypatch):
     nb, outputs, elapsed = execute("04_overtraining_and_downstream.ipynb", tmp_path, monkeypatch)
     assert elapsed < BUDGET_S
