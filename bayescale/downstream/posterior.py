@@ -75,7 +75,6 @@ def fit_downstream(
     -------
     DownstreamPosterior
     """
-
     known = {f.name for f in fields(DownstreamConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
