@@ -250,6 +250,7 @@ def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
         return min((float(x.min()) for x in finite(ds).values()), default=float("nan"))
 
     worst = sorted(((float(x.max()), v) for v, x in finite(rh).items()), reverse=True)[:3]
+    worst = [(r, worst_entry(rh[v])) for r, v in worst]
     out["rhat_max"] = worst[0][0] if worst else float("nan")
     out["ess_bulk_min"] = smallest(eb)
     out["ess_tail_min"] = smallest(et)
@@ -265,6 +266,23 @@ def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
         out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
     out["status"] = "warn" if out["problems"] else "pass"
     return out
+
+
+def worst_entry(values) -> str:
+    """``name[label, ...]`` of the largest finite entry of a labelled array.
+
+    The name alone for a scalar. A warning that says ``beta_f[olmo]`` tells
+    the user which family to look at; ``beta_f`` alone does not.
+    """
+    arr = np.asarray(values.values, dtype=float)
+    if arr.ndim == 0:
+        return str(values.name)
+    index = np.unravel_index(np.nanargmax(arr), arr.shape)
+    labels = [
+        str(values[dim].values[i]) if dim in values.coords else str(i)
+        for dim, i in zip(values.dims, index, strict=True)
+    ]
+    return f"{values.name}[{', '.join(labels)}]"
 
 
 def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python") -> str:

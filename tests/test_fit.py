@@ -143,6 +143,26 @@ def test_sampling_problems_warn_visibly_in_python_terms():
         assert clean.check(warn=True)["status"] == "pass"
 
 
+def test_the_warning_names_the_family_whose_chains_disagree():
+    from arviz_base import from_dict
+
+    from bayescale.inference import sampling_diagnostics
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 200, 3))
+    x[2:, :, 1] += 1.0  # two chains sit apart, for the middle family only
+    groups = {
+        "posterior": {"beta_f": x, "alpha": rng.normal(size=(4, 200))},
+        "sample_stats": {"diverging": np.zeros((4, 200), bool)},
+    }
+    tree = from_dict(
+        groups, coords={"family": ["fam-a", "fam-b", "fam-c"]}, dims={"beta_f": ["family"]}
+    )
+    diag = sampling_diagnostics(tree, "nuts")
+    assert next(iter(diag["rhat_worst"])) == "beta_f[fam-b]"
+    assert "worst: beta_f[fam-b] " in diag["problems"][0]
+
+
 def test_sequential_chains_are_announced():
     import jax
 
