@@ -277,7 +277,10 @@ def worst_entry(values) -> str:
     arr = np.asarray(values.values, dtype=float)
     if arr.ndim == 0:
         return str(values.name)
-    index = np.unravel_index(np.nanargmax(arr), arr.shape)
+    # the same entries the reported maximum is taken over: an infinite R-hat
+    # (a constant entry) must not lend its label to the largest finite one
+    arr = np.where(np.isfinite(arr), arr, -np.inf)
+    index = np.unravel_index(np.argmax(arr), arr.shape)
     labels = [
         str(values[dim].values[i]) if dim in values.coords else str(i)
         for dim, i in zip(values.dims, index, strict=True)

@@ -146,7 +146,7 @@ def test_sampling_problems_warn_visibly_in_python_terms():
 def test_the_warning_names_the_family_whose_chains_disagree():
     from arviz_base import from_dict
 
-    from bayescale.inference import sampling_diagnostics
+    from bayescale.inference import sampling_diagnostics, worst_entry
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 200, 3))
@@ -160,6 +160,9 @@ def test_the_warning_names_the_family_whose_chains_disagree():
     )
     diag = sampling_diagnostics(tree, "nuts")
     assert next(iter(diag["rhat_worst"])) == "beta_f[fam-b]"
+    # an entry whose R-hat is not finite does not take the label of the worst finite one
+    rh = tree["posterior"]["beta_f"].isel(chain=0, draw=0).copy(data=[np.inf, 1.2, 1.1])
+    assert worst_entry(rh) == "beta_f[fam-b]"
     assert "worst: beta_f[fam-b] " in diag["problems"][0]
 
 
