@@ -143,6 +143,26 @@ def test_sampling_problems_warn_visibly_in_python_terms():
         assert clean.check(warn=True)["status"] == "pass"
 
 
+def test_advice_asks_for_more_draws_when_the_ess_cannot_resolve_rhat():
+    """Below ~400 effective draws agreeing chains show R-hat > 1.01: draw more, not warm up."""
+    from bayescale.inference import convergence_advice
+
+    config = bs.FitConfig()  # 500 draws per chain
+    problems = ["R-hat 1.027 > 1.01 (worst: beta_f[olmo] 1.027)"]
+    short = {"problems": problems, "rhat_max": 1.027, "ess_bulk_min": 163.0}
+    advice = convergence_advice(short, config)
+    # 500 draws gave ESS 163: 400 effective draws take 500 * 400 / 163 = 1227
+    assert "num_samples=1300" in advice and "num_warmup" not in advice
+    assert "--samples=1300" in convergence_advice(short, config, "cli")
+    # chains far apart, or disagreeing although the ESS is ample: warm up longer too
+    for diag in (
+        {"rhat_max": 1.2, "ess_bulk_min": 163.0},
+        {"rhat_max": 1.02, "ess_bulk_min": 900.0},
+    ):
+        advice = convergence_advice({"problems": problems, **diag}, config)
+        assert "num_warmup=1000" in advice and "num_samples=1000" in advice
+
+
 def test_the_warning_names_the_family_whose_chains_disagree():
     from arviz_base import from_dict
 

@@ -81,6 +81,10 @@ def test_status_shows_every_convergence_warning():
     by_name = {name: (s, text) for name, s, text in stat.checks}
     assert by_name["divergences"] == ("warn", "3 divergent transitions of 400 draws")
     assert by_name["R-hat"][0] == "warn" and "alpha" in by_name["R-hat"][1]
+    # the report says what to change, as the warning does
+    assert "target_accept" in stat.advice and "num_samples" in stat.advice
+    words = sm.headline(bad, pd.DataFrame(columns=["kind"]), stat, 0.9)
+    assert stat.advice in words
     message = str(rec[0].message)
     assert "divergent" in message and "R-hat" in message
     sampling = [c for c in stat.checks if c[0] != "LOO Pareto k"]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale import laws
-from bayescale.inference import RHAT_MAX
+from bayescale.inference import RHAT_MAX, convergence_advice
 from bayescale.model import COEFS, GROUP_COEFS, Priors
 from bayescale.options import KINDS, Target, format_count
 from bayescale.queries import extrapolation, loss_draws, run_curve_draws
@@ -28,6 +28,7 @@ class Status:
 
     status: str
     checks: list
+    advice: str = ""  # what to change when sampling went wrong (convergence_advice)
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -135,6 +136,8 @@ def headline(post, predictions: pd.DataFrame, stat: Status, ci_prob: float) -> l
     else:
         problems = [f"{name}: {text}" for name, s, text in stat.checks if s == "warn"]
         out.append("Check before trusting the interval: " + "; ".join(problems) + ".")
+        if stat.advice:
+            out.append(stat.advice)
     return out
 
 
@@ -193,7 +196,8 @@ def status(post) -> Status:
         checks.extend(("sampling", "warn", p) for p in problems)
     checks.append(_loo_check(post))
     overall = "warn" if any(c[1] == "warn" for c in checks) else "pass"
-    return Status(overall, checks)
+    advice = convergence_advice(diag, post.config) if diag.get("problems") else ""
+    return Status(overall, checks, advice)
 
 
 def loo_pareto_k(post):
