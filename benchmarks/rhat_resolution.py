@@ -1,0 +1,182 @@
+"""What R-hat can resolve at a given ESS, and whether the demo's chains disagree or are short.
+
+Part 1 (about a minute): chains drawn from one and the same distribution
+(AR(1) draws, 4 chains x 500, the default fit's shape) with the lag-one
+correlation set for a range of bulk ESS. Their rank-normalised split R-hat
+is pure chance; the table gives its median, 95th percentile and how often it
+exceeds 1.01. This is the resolution of the R-hat <= 1.01 check: at an ESS of
+a couple of hundred, chains that agree fail it most of the time.
+
+Part 2 (``--fit``, about 8 minutes): the demo fit with 500 draws per chain
+(its former default) and 2000 (its default), seeds 0-2. If the chains only
+disagree by chance, the worst R-hat falls towards 1 as the ESS grows; if
+they sit in different places, it does not.
+
+Writes the section ``rhat_resolution`` of RESULTS.md and
+``results/rhat_resolution.json``.
+
+Run: ``uv run python benchmarks/rhat_resolution.py [--fit] [--no-write]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import frame_to_markdown, machine_info, write_json, write_section  # noqa: E402
+
+SECTION = "rhat_resolution"
+CHAINS, DRAWS = 4, 500
+TARGET_ESS = (100, 200, 300, 400, 600, 1000, 2000)
+# the demo fit: its former default (500 draws per chain) and its default now, three seeds
+FIT_RUNS = ((500, 0), (500, 1), (500, 2), (2000, 0), (2000, 1), (2000, 2))
+
+
+def ar1_chains(phi: float, n_rep: int, rng) -> np.ndarray:
+    """``n_rep`` sets of stationary AR(1) chains, shape (n_rep, CHAINS, DRAWS)."""
+    from scipy.signal import lfilter
+
+    e = rng.standard_normal((n_rep, CHAINS, DRAWS))
+    e[..., 0] /= np.sqrt(1.0 - phi**2)  # the first draw from the stationary law
+    return lfilter([np.sqrt(1.0 - phi**2)], [1.0, -phi], e, axis=-1)
+
+
+def null_table(n_rep: int, seed: int) -> pd.DataFrame:
+    """R-hat of agreeing chains at each target ESS (phi from ESS = n (1 - phi) / (1 + phi))."""
+    from arviz_stats import ess, rhat
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    n = CHAINS * DRAWS
+    for target in TARGET_ESS:
+        phi = (n - target) / (n + target)
+        x = ar1_chains(phi, n_rep, rng)
+        rh = np.array([rhat(x[i]) for i in range(n_rep)])
+        eb = np.array([ess(x[i], method="bulk") for i in range(n_rep)])
+        rows.append(
+            {
+                "target_ess": target,
+                "phi": round(phi, 4),
+                "median_ess": float(np.median(eb)),
+                "rhat_median": float(np.median(rh)),
+                "rhat_q95": float(np.quantile(rh, 0.95)),
+                "p_above_1.01": float(np.mean(rh > 1.01)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def chain_medians(posterior, entry: str) -> np.ndarray:
+    """Per-chain median of one entry labelled as in the warnings, e.g. ``log_E[t5-pile]``."""
+    name, _, rest = entry.partition("[")
+    da = posterior[name]
+    if rest:
+        labels = [x.strip() for x in rest.rstrip("]").split(",")]
+        dims = [d for d in da.dims if d not in ("chain", "draw")]
+        da = da.sel(dict(zip(dims, labels, strict=True)))
+    return np.asarray(da.median("draw").values, dtype=float)
+
+
+def demo_fits(runs: tuple) -> pd.DataFrame:
+    """The demo's training fit for each ``(draws per chain, seed)``: R-hat and ESS."""
+    from bayescale import enable_compile_cache, set_host_device_count
+
+    set_host_device_count()  # as the CLI does: one device per chain
+    enable_compile_cache()
+    from bayescale.demo import SETTINGS, demo_frame, split_largest
+    from bayescale.fitting import fit
+
+    train, _ = split_largest(demo_frame())
+    rows = []
+    for n, seed in runs:
+        settings = {**SETTINGS["default"], "num_samples": n}
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            post = fit(train, seed=seed, progress_bar=False, check=False, **settings)
+        seconds = time.perf_counter() - start
+        d = post.diagnostics()
+        worst = ", ".join(f"{k} {v:.3f}" for k, v in d["rhat_worst"].items())
+        medians = chain_medians(post.tree["posterior"], next(iter(d["rhat_worst"])))
+        rows.append(
+            {
+                "draws_per_chain": n,
+                "seed": seed,
+                "rhat_max": d["rhat_max"],
+                "ess_bulk_min": d["ess_bulk_min"],
+                "divergences": d["divergences"],
+                "worst": worst,
+                "worst_chain_medians": " / ".join(f"{m:.3g}" for m in medians),
+                "seconds": seconds,
+            }
+        )
+        print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fit", action="store_true", help="also refit the demo at 500 and 2000 draws")
+    p.add_argument("--reps", type=int, default=400, help="replicates per ESS level")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    args = p.parse_args(argv)
+    null = null_table(args.reps, args.seed)
+    print(null.to_string(index=False))
+    fits = demo_fits(FIT_RUNS) if args.fit else None
+    if fits is not None:
+        print(fits.to_string(index=False))
+    if args.no_write:
+        return
+    body = [
+        "## R-hat's resolution at a given ESS (`benchmarks/rhat_resolution.py`)",
+        "",
+        machine_info(),
+        "",
+        f"Chains drawn from one distribution (AR(1), {CHAINS} chains x {DRAWS} draws, "
+        f"{args.reps} replicates per row): rank-normalised split R-hat by chance alone.",
+        "",
+        frame_to_markdown(null),
+        "",
+        "Below a bulk ESS of about 400, agreeing chains exceed 1.01 often: an R-hat of "
+        "1.02-1.04 with a smallest ESS of 100-200 says the chains are short, not that "
+        "they disagree. The fit's warning then asks for more draws "
+        "(`bayescale.inference.ESS_RESOLVE`).",
+    ]
+    payload = {"chains": CHAINS, "draws": DRAWS, "reps": args.reps, "null": null}
+    if fits is not None:
+        body += [
+            "",
+            "The demo fit (4 chains, 500 warm-up steps) with 500 and 2000 draws per chain:",
+            "",
+            frame_to_markdown(fits),
+        ]
+        body += [
+            "",
+            "At 500 draws the smallest bulk ESS (olmo's token exponent and offset: two "
+            "sizes, one run each) is where agreeing chains exceed 1.01 most of the time; at "
+            "2000 draws the same chains agree to within the table's R-hat wherever they "
+            "stayed in one region. Where R-hat stays far above 1.01 at 2000 draws, one "
+            "chain left for a second region of one family's law (per-chain medians of the "
+            "worst entry in the last column): with three sizes, a higher E with a steeper "
+            "size exponent and a lower E with a flatter one fit the same points. That is "
+            "a real mixing problem, which 500 draws were too short to show.",
+        ]
+        payload["demo_fits"] = fits
+        for r in fits.itertuples():
+            key = f"{r.draws_per_chain}_seed{r.seed}"
+            payload[f"demo_rhat_max_{key}"] = r.rhat_max
+            payload[f"demo_ess_bulk_min_{key}"] = r.ess_bulk_min
+    write_section(SECTION, "\n".join(body))
+    write_json(SECTION, payload)
+
+
+if __name__ == "__main__":
+    main()
