@@ -77,7 +77,7 @@ def main(argv=None):
             f"median ARE **{float(np.median(t['are %'])):.2f}%**. Wall time **{wall:.0f} s** "
             f"with an empty compile cache, as on a new machine (fit and predictions "
             f"{result.seconds:.0f} s); `bayescale demo` run again with that cache: "
-            f"**{warm:.0f} s** (the same table: {same}). Diagnostics: max R-hat "
+            f"**{warm:.0f} s** (the same table: {'yes' if same else 'no'}). Diagnostics: max R-hat "
             f"{diag['rhat_max']:.3f}, {diag['divergences']} divergences, min bulk ESS "
             f"{diag['ess_bulk_min']:.0f}"
             + (f"; warning shown: {'; '.join(warned)}." if warned else "; no warning."),
