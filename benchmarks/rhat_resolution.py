@@ -13,7 +13,7 @@ disagree by chance, the worst R-hat falls towards 1 as the ESS grows; if
 they sit in different places, it does not.
 
 Writes the section ``rhat_resolution`` of RESULTS.md and
-``results/rhat_resolution.json``.
+``results/rhat_resolution.json`` (part 1 alone without ``--fit``).
 
 Run: ``uv run python benchmarks/rhat_resolution.py [--fit] [--no-write]``.
 """
@@ -165,7 +165,7 @@ def main(argv=None):
             "2000 draws the same chains agree to within the table's R-hat wherever they "
             "stayed in one region. Where R-hat stays far above 1.01 at 2000 draws, one "
             "chain left for a second region of one family's law (per-chain medians of the "
-            "worst entry in the last column): with three sizes, a higher E with a steeper "
+            "worst entry in `worst_chain_medians`): with three sizes, a higher E with a steeper "
             "size exponent and a lower E with a flatter one fit the same points. That is "
             "a real mixing problem, which 500 draws were too short to show.",
         ]
