@@ -309,6 +309,23 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
     assert lines[1].startswith("[fit 1] one-model fam-a from 1e+09")
 
 
+def test_gadre_fits_default_to_a_higher_target_accept(monkeypatch):
+    """Five single-checkpoint runs per corpus: the protocol's own sampler default."""
+    configs = []
+
+    def recording_fit(frame, config=None, **kwargs):
+        configs.append(config)
+        return fake_fit(frame, config, **kwargs)
+
+    monkeypatch.setattr(fitting, "fit", recording_fit)
+    one = {"laws": ("overtrain",), "methods": ("bayescale-hier",)}
+    ev.evaluate_gadre(**one)
+    ev.evaluate_gadre(settings=ev.DEFAULT, **one)
+    assert [c.target_accept for c in configs] == [ev.gadre.TARGET_ACCEPT, ev.DEFAULT.target_accept]
+    assert ev.gadre.TARGET_ACCEPT > ev.DEFAULT.target_accept
+    assert configs[0].num_warmup == ev.DEFAULT.num_warmup
+
+
 @pytest.mark.slow
 def test_cli_evaluate_gadre_quick_json(monkeypatch, capsys):
     # the CLI's --quick path, with a MAP fit instead of short chains to stay fast
