@@ -321,9 +321,16 @@ def test_gadre_fits_default_to_a_higher_target_accept(monkeypatch):
     one = {"laws": ("overtrain",), "methods": ("bayescale-hier",)}
     ev.evaluate_gadre(**one)
     ev.evaluate_gadre(settings=ev.DEFAULT, **one)
-    assert [c.target_accept for c in configs] == [ev.gadre.TARGET_ACCEPT, ev.DEFAULT.target_accept]
-    assert ev.gadre.TARGET_ACCEPT > ev.DEFAULT.target_accept
+    gadre = ev.default_settings("gadre")
+    assert [c.target_accept for c in configs] == [gadre.target_accept, ev.DEFAULT.target_accept]
+    assert gadre.target_accept > ev.DEFAULT.target_accept
     assert configs[0].num_warmup == ev.DEFAULT.num_warmup
+    # sampler options from the command line change only themselves
+    configs.clear()
+    assert cli.main(["evaluate", "--protocol", "gadre", "--samples", "700", "--json"]) == 0
+    assert configs and {(c.target_accept, c.num_samples) for c in configs} == {(0.95, 700)}
+    assert ev.default_settings("chinchilla") == ev.DEFAULT
+    assert ev.default_settings("gadre", quick=True) == ev.QUICK
 
 
 @pytest.mark.slow

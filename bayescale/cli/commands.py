@@ -466,7 +466,7 @@ def cmd_demo(args) -> int:
 def cmd_evaluate(args) -> int:
     from dataclasses import replace
 
-    from bayescale.evaluation import DEFAULT, QUICK, evaluate, format_summary
+    from bayescale.evaluation import default_settings, evaluate, format_summary
 
     settings = None
     overrides = {
@@ -479,7 +479,7 @@ def cmd_evaluate(args) -> int:
         if v is not None
     }
     if overrides:
-        settings = replace(QUICK if args.quick else DEFAULT, **overrides)
+        settings = replace(default_settings(args.protocol, args.quick), **overrides)
     result = evaluate(args.protocol, quick=args.quick, seed=args.seed, settings=settings)
     if args.json:
         emit_json(records(result.points))

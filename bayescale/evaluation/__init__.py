@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from bayescale.evaluation.chinchilla import chinchilla_outliers, evaluate_chinchilla
 from bayescale.evaluation.common import DEFAULT, MAP, QUICK, Evaluation
+from bayescale.evaluation.gadre import SETTINGS as GADRE_SETTINGS
 from bayescale.evaluation.gadre import evaluate_gadre, gadre_headline
 from bayescale.evaluation.hitchhiker import (
     context_families,
@@ -43,6 +44,7 @@ from bayescale.evaluation.metrics import (
     summarize,
 )
 from bayescale.evaluation.one_model import evaluate_one_model
+from bayescale.options import check_choice
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,6 +63,7 @@ __all__ = [
     "chinchilla_outliers",
     "context_families",
     "crps",
+    "default_settings",
     "evaluate",
     "evaluate_chinchilla",
     "evaluate_gadre",
@@ -87,9 +90,14 @@ def evaluate(protocol: str, *, quick: bool = False, seed: int = 0, **kwargs) -> 
         "gadre": evaluate_gadre,
         "chinchilla": evaluate_chinchilla,
     }
-    if protocol not in funcs:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    check_choice("protocol", protocol, PROTOCOLS)
     return funcs[protocol](quick=quick, seed=seed, **kwargs)
+
+
+def default_settings(protocol: str, quick: bool = False):
+    """The fit settings a protocol runs with when given none (``--quick``: :data:`QUICK`)."""
+    check_choice("protocol", protocol, PROTOCOLS)
+    return QUICK if quick else {"gadre": GADRE_SETTINGS}.get(protocol, DEFAULT)
 
 
 def headline_targets(points):

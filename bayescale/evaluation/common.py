@@ -35,9 +35,11 @@ def fit_columns(frame_: pd.DataFrame) -> pd.DataFrame:
     return frame_[[c for c in FIT_COLUMNS if c in frame_]]
 
 
-def settings_for(config: FitConfig | None, quick: bool, seed: int) -> FitConfig:
-    """The protocol's fit settings: ``config``, else :data:`QUICK` or :data:`DEFAULT`."""
-    return replace(config or (QUICK if quick else DEFAULT), seed=seed)
+def settings_for(
+    config: FitConfig | None, quick: bool, seed: int, default: FitConfig = DEFAULT
+) -> FitConfig:
+    """The protocol's fit settings: ``config``, else :data:`QUICK` or the protocol's ``default``."""
+    return replace(config or (QUICK if quick else default), seed=seed)
 
 
 @dataclass(frozen=True)

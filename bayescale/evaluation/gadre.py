@@ -25,11 +25,11 @@ from bayescale.evaluation.common import (
 )
 from bayescale.fitting import FitConfig
 
-#: NUTS target acceptance of the protocol's default fits. Five single-checkpoint
-#: runs per corpus leave the law mostly to its priors, whose funnels the default
-#: step size (0.9) diverges in: 456 divergences in the 8 fits, 36 at 0.95 (max
-#: R-hat 1.196 -> 1.040).
-TARGET_ACCEPT = 0.95
+#: The protocol's default fits: :data:`~bayescale.evaluation.common.DEFAULT` with
+#: NUTS target acceptance 0.95. Five single-checkpoint runs per corpus leave the law
+#: mostly to its priors, whose funnels the default step size (0.9) diverges in: 456
+#: divergences in the 8 fits, 36 at 0.95 (max R-hat 1.196 -> 1.040).
+SETTINGS = replace(DEFAULT, target_accept=0.95)
 
 
 def gadre_headline(df: pd.DataFrame) -> pd.Series:
@@ -64,7 +64,7 @@ def evaluate_gadre(
     laws : sequence of {"overtrain", "chinchilla"}
         bayescale laws to try (``overtrain``: alpha = beta, Gadre's form).
     settings : FitConfig, optional
-        Default: the protocols' ``DEFAULT`` with ``target_accept`` :data:`TARGET_ACCEPT`.
+        Default: :data:`SETTINGS`.
     methods : sequence of str
     quick : bool
         ``law="overtrain"``, the hierarchical fit and the baseline only, short
@@ -84,9 +84,7 @@ def evaluate_gadre(
     if quick:
         laws = ("overtrain",)
         methods = [m for m in methods if m != "bayescale-family"]
-    if settings is None and not quick:
-        settings = replace(DEFAULT, target_accept=TARGET_ACCEPT)
-    settings = settings_for(settings, quick, seed)
+    settings = settings_for(settings, quick, seed, default=SETTINGS)
     df = df.assign(headline=gadre_headline(df))
     fit_mask = df["default_fit_loss"].astype(bool)
     train, test = df[fit_mask], df[~fit_mask].assign(actual=lambda t: t["loss"])
