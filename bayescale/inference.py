@@ -276,19 +276,24 @@ def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
     return out
 
 
+def worst_index(values) -> tuple:
+    """Position of the largest finite entry of an array (``()`` for a scalar)."""
+    arr = np.asarray(getattr(values, "values", values), dtype=float)
+    # the same entries the reported maximum is taken over: an infinite R-hat
+    # (a constant entry) must not lend its label to the largest finite one
+    arr = np.where(np.isfinite(arr), arr, -np.inf)
+    return tuple(int(i) for i in np.unravel_index(np.argmax(arr), arr.shape))
+
+
 def worst_entry(values) -> str:
     """``name[label, ...]`` of the largest finite entry of a labelled array.
 
     The name alone for a scalar. A warning that says ``beta_f[olmo]`` tells
     the user which family to look at; ``beta_f`` alone does not.
     """
-    arr = np.asarray(values.values, dtype=float)
-    if arr.ndim == 0:
+    if np.ndim(values.values) == 0:
         return str(values.name)
-    # the same entries the reported maximum is taken over: an infinite R-hat
-    # (a constant entry) must not lend its label to the largest finite one
-    arr = np.where(np.isfinite(arr), arr, -np.inf)
-    index = np.unravel_index(np.argmax(arr), arr.shape)
+    index = worst_index(values)
     labels = [
         str(values[dim].values[i]) if dim in values.coords else str(i)
         for dim, i in zip(values.dims, index, strict=True)

@@ -73,14 +73,15 @@ def null_table(n_rep: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def chain_medians(posterior, entry: str) -> np.ndarray:
-    """Per-chain median of one entry labelled as in the warnings, e.g. ``log_E[t5-pile]``."""
-    name, _, rest = entry.partition("[")
+def chain_medians(posterior, name: str) -> np.ndarray:
+    """Per-chain median of the entry of variable ``name`` with the largest R-hat."""
+    from arviz_stats import rhat
+
+    from bayescale.inference import worst_index
+
     da = posterior[name]
-    if rest:
-        labels = [x.strip() for x in rest.rstrip("]").split(",")]
-        dims = [d for d in da.dims if d not in ("chain", "draw")]
-        da = da.sel(dict(zip(dims, labels, strict=True)))
+    dims = [d for d in da.dims if d not in ("chain", "draw")]
+    da = da.isel(dict(zip(dims, worst_index(rhat(da)), strict=True)))
     return np.asarray(da.median("draw").values, dtype=float)
 
 
@@ -104,7 +105,8 @@ def demo_fits(runs: tuple) -> pd.DataFrame:
         seconds = time.perf_counter() - start
         d = post.diagnostics()
         worst = ", ".join(f"{k} {v:.3f}" for k, v in d["rhat_worst"].items())
-        medians = chain_medians(post.tree["posterior"], next(iter(d["rhat_worst"])))
+        name = next(iter(d["rhat_worst"])).partition("[")[0]  # the variable, without its labels
+        medians = chain_medians(post.tree["posterior"], name)
         rows.append(
             {
                 "draws_per_chain": n,
