@@ -66,6 +66,10 @@ class FitConfig(InferenceConfig):
         (:func:`~bayescale.data.warmup_cut`); ``None``: ``min_tokens`` alone.
     max_points_per_run : int or None
         Thin dense curves to at most this many log-spaced checkpoints per run.
+    discrepancy : bool
+        Model how each family's sizes depart from its power law
+        (:mod:`~bayescale.discrepancy`) apart from the seed effects, so that
+        a prediction far from the fitted sizes carries more uncertainty.
     priors : Priors
     """
 
@@ -77,6 +81,7 @@ class FitConfig(InferenceConfig):
     min_tokens_by_family: dict | None = None
     warmup_fraction: float | None = DEFAULT_WARMUP_FRACTION
     max_points_per_run: int | None = DEFAULT_MAX_POINTS
+    discrepancy: bool = False
     priors: Priors = field(default_factory=Priors)
 
     _PRIORS = Priors
@@ -114,6 +119,7 @@ def model_kwargs(inputs, config: FitConfig, observe: bool = True) -> dict:
         "exponents": config.exponents,
         "law": config.law,
         "priors": config.priors,
+        "discrepancy": config.discrepancy,
         "observe": observe,
     }
 
@@ -228,7 +234,7 @@ def pointwise_log_likelihood(inputs, samples: dict) -> np.ndarray:
     from bayescale.model import log_likelihood
 
     names = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "u", "sigma_seed", "ell", "nu")
-    names += ("anneal_B", "anneal_C", "anneal_beta", "anneal_gamma", "anneal_kappa")
+    names += ("anneal_B", "anneal_C", "anneal_beta", "anneal_gamma", "anneal_kappa", "delta")
     sites = {k: samples[k] for k in names if k in samples}
     flat = jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:]), sites)
     ll = jax.lax.map(lambda d: log_likelihood(inputs, d), flat, batch_size=256)

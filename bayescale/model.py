@@ -12,6 +12,14 @@ with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
 The run effects of a family are its runs' seeds around their average
 (:func:`centered_run_effects`): ``sigma_seed`` is the population seed spread.
 
+With ``discrepancy=True`` the run offset is ``u_r + delta_f(N_r)``: the
+size-level discrepancy, an OU process in log N per family with pooled scale
+``sigma_delta`` and length ``ell_delta`` (:mod:`bayescale.discrepancy`;
+sites ``sigma_delta``, ``ell_delta``, ``z_delta`` on plate ``size``, and
+``delta`` per run), shared by the runs of one size, single-checkpoint runs
+included. Seed scatter is what replicates of one size differ by; the
+discrepancy is what a replicate would not change.
+
 Family coefficients ``(a_f, b_f)`` and exponents are partially pooled around
 population means. With family groups (``inputs.family_group``: one lab's
 suite of families, or families evaluated on one metric) the means are
@@ -116,6 +124,14 @@ class Priors:
         (area in units of 1e11 tokens; wide, since tokens per step are often
         unknown); ``beta_LD, gamma ~ LogNormal(log 0.5, 0.7)`` (Luo et al.
         fit values near 0.5).
+    delta_sd, delta_ell_loc, delta_ell_scale : float
+        Only with the size-level discrepancy (:mod:`bayescale.discrepancy`):
+        its scale ``sigma_delta ~ HalfNormal(0.03)``, as large as the seed
+        scatter a priori (published laws miss single sizes by a few percent),
+        and its correlation length in log parameters ``ell_delta ~
+        LogNormal(log 1.5, 0.5)``: sizes 4.5 times apart correlate by
+        ``exp(-1)``, so a family's neighbouring sizes share most of their
+        departure from the law, and sizes a decade away little of it.
     anneal_kappa_sd : float
         The bonus of a run of ``N`` parameters is ``B_f (N / 1e9)^kappa``,
         ``kappa ~ Normal(0, 0.5)``: Luo et al. fit the bonus per model size,
@@ -146,6 +162,9 @@ class Priors:
     anneal_shape_loc: float = math.log(0.5)
     anneal_shape_scale: float = 0.7
     anneal_kappa_sd: float = 0.5
+    delta_sd: float = 0.03
+    delta_ell_loc: float = math.log(1.5)
+    delta_ell_scale: float = 0.5
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -367,12 +386,15 @@ def scaling_model(
     exponents: str = "pooled",
     law: str = "chinchilla",
     priors: Priors = Priors(),  # noqa: B008 - frozen, immutable default
+    discrepancy: bool = False,
     observe: bool = True,
 ):
     """Hierarchical scaling-law model (plates ``family``, ``run``; observed ``y``).
 
     The observed site ``y`` is the whole vector of log relative losses under
-    :class:`~bayescale.trajectory.OUTrajectory`.
+    :class:`~bayescale.trajectory.OUTrajectory`. ``discrepancy`` adds the
+    size-level discrepancy to every run's offset (plate ``size``,
+    :func:`_discrepancy_block`).
     """
     check_choice("exponents", exponents, EXPONENT_FORMS)
     check_choice("law", law, LAWS)
@@ -386,10 +408,38 @@ def scaling_model(
         z_u = numpyro.sample("z_u", dist.Normal(0.0, 1.0))
     u = numpyro.deterministic("u", sigma_seed * centered_run_effects(z_u, inputs))
     anneal = _anneal_block(inputs, p) if inputs.anneal is not None else None
+    offset = u + _discrepancy_block(inputs, p) if discrepancy else u
     if not observe:
         return
-    traj = trajectory(inputs, fam_law, u, sigma_f, sigma_seed, ell, nu, anneal)
+    traj = trajectory(inputs, fam_law, offset, sigma_f, sigma_seed, ell, nu, anneal)
     numpyro.sample("y", traj, obs=inputs.y)
+
+
+def _discrepancy_block(inputs: ModelInputs, p: Priors):
+    """Sites of the size-level discrepancy; returns each run's share, (R,).
+
+    ``delta`` at each family's distinct sizes is an OU path in log N drawn
+    non-centred from ``z_delta`` (its scale and length are shared by all
+    families; :mod:`bayescale.discrepancy`), centred within the family:
+    its family average is part of the law, as the run effects' is. Runs of
+    one size share it (site ``delta``, per run).
+    """
+    from bayescale.discrepancy import family_means, size_slots, slot_values
+
+    slots = size_slots(inputs.run_family, inputs.log_n)
+    sigma = numpyro.sample("sigma_delta", dist.HalfNormal(p.delta_sd))
+    length = numpyro.sample("ell_delta", dist.LogNormal(p.delta_ell_loc, p.delta_ell_scale))
+    with numpyro.plate("size", slots.family.size):
+        z = numpyro.sample("z_delta", dist.Normal(0.0, 1.0))
+    values = slot_values(slots, z, sigma, length)
+    centred = values - family_means(slots, values, inputs.n_families)[slots.family]
+    return numpyro.deterministic("delta", centred[slots.run_slot])
+
+
+def run_offsets(sites: dict):
+    """Each run's offset from its family's law: seed effect plus discrepancy, (..., R)."""
+    u = sites["u"]
+    return u + sites["delta"] if "delta" in sites else u
 
 
 def _anneal_block(inputs: ModelInputs, p: Priors):
@@ -474,7 +524,7 @@ def log_likelihood(inputs: ModelInputs, sites: dict):
     traj = trajectory(
         inputs,
         family_law(sites),
-        sites["u"],
+        run_offsets(sites),
         sites["sigma_obs"],
         sites["sigma_seed"],
         sites["ell"],

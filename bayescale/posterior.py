@@ -11,6 +11,7 @@ experiment design, evaluation and reports all go through them.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, replace
 
@@ -38,6 +39,8 @@ _DIMS = {
     "anneal_B": ["family"],
     "z_u": ["run"],
     "u": ["run"],
+    "delta": ["run"],
+    "z_delta": ["size"],
     "mu_theta": ["coef"],
     "sigma_theta": ["coef"],
     "L_omega": ["coef", "coef_bis"],
@@ -55,7 +58,19 @@ class UnseenFamilyWarning(UserWarning):
 
 def _coords(data: ScalingData) -> dict:
     groups = {"group": list(data.groups), "group_coef": list(GROUP_COEFS)} if data.groups else {}
+    from bayescale.discrepancy import size_slots
+
+    inputs = data.inputs()
+    slots = size_slots(inputs.run_family, inputs.log_n)
+    sizes = [
+        f"{data.families[f]} {format_count(math.exp(n))}"
+        for f, n in zip(slots.family, slots.log_n, strict=True)
+    ]
+    if len(set(sizes)) < len(sizes):
+        # sizes within a rounding of each other: keep the labels apart
+        sizes = [f"{label} #{i}" for i, label in enumerate(sizes)]
     return groups | {
+        "size": sizes,
         "family": list(data.families),
         "run": list(data.runs),
         "obs": np.arange(data.n_obs),
@@ -275,13 +290,40 @@ class Posterior(PosteriorBase):
         k = int(law_offset_runs(self.data.inputs())[self.families.index(family)])
         return sigma_seed / np.sqrt(k) if k else np.zeros_like(sigma_seed)
 
-    def level_offsets(self, family: str, n_queries: int, rng, idx=None) -> np.ndarray:
-        """Draws of how far the family's law may sit from the fitted one, (S, P).
+    def level_offsets(self, family: str, params, rng, idx=None) -> np.ndarray:
+        """Draws of how far the family's law may sit from the fitted one at ``params``, (S, P).
 
-        One offset per draw (:meth:`level_offset_sd`), shared by all points.
+        The seed average of the fitted runs (:meth:`level_offset_sd`), one
+        offset per draw shared by all points, and, in fits with the size-level
+        discrepancy, its value at each query size relative to the family's
+        fitted sizes (:func:`bayescale.discrepancy.query_offsets`).
+        ``params`` is (P,), or (S, P) for sizes that differ by draw.
         """
+        params = np.asarray(params, dtype=float)
         sd = self.level_offset_sd(family, idx)
-        return (sd * rng.standard_normal(sd.shape[0]))[:, None] * np.ones(n_queries)
+        out = (sd * rng.standard_normal(sd.shape[0]))[:, None] * np.ones(params.shape[-1])
+        if "z_delta" in self.tree["posterior"]:
+            from bayescale.discrepancy import query_offsets, size_slots
+
+            inputs = self.data.inputs()
+            slots = size_slots(inputs.run_family, inputs.log_n)
+            f = self.families.index(family) if family in self.families else None
+            z, sigma = self._pick("z_delta", idx), self._pick("sigma_delta", idx)
+            out = out + query_offsets(
+                slots, f, z, sigma, self._pick("ell_delta", idx), np.log(params), rng
+            )
+        return out
+
+    def run_offsets(self) -> np.ndarray:
+        """Draws of each fitted run's offset from its family's law, (S, R).
+
+        Its seed effect ``u`` plus, in fits with the size-level discrepancy,
+        that of its size: the offset the likelihood centres its checkpoints on.
+        """
+        from bayescale.model import run_offsets
+
+        names = [k for k in ("u", "delta") if k in self.tree["posterior"]]
+        return np.asarray(run_offsets({k: self.draws(k) for k in names}))
 
     def _pick(self, name: str, idx=None) -> np.ndarray:
         d = self.draws(name)
@@ -338,6 +380,8 @@ class Posterior(PosteriorBase):
                 var_names += ["tau_alpha"] + (
                     ["tau_beta"] if self.config.law != "overtrain" else []
                 )
+            if "sigma_delta" in self.tree["posterior"]:
+                var_names += ["sigma_delta", "ell_delta"]
         kwargs.setdefault("ci_kind", "eti")
         if self.is_point_estimate:
             kwargs.setdefault("kind", "stats")

@@ -125,7 +125,7 @@ def loss_draws(
     s = law.alpha.shape[0]
     log_mu = log_law_draws(law, anneal, params, tokens, schedule_grid(post, schedule))
     idx = np.arange(s) % post.n_draws
-    log_mu = log_mu + post.level_offsets(family, params.size, rng, idx)
+    log_mu = log_mu + post.level_offsets(family, params, rng, idx)
     if kind == "new_run":
         log_mu = log_mu + post.new_run_offsets(family, params, tokens, rng, idx)
     return np.exp(log_mu)
@@ -244,7 +244,7 @@ def compute_optimal(
     law = post.law(family, seed=seed).map(lambda v: np.asarray(v)[:, None])
     n_opt, d_opt = (np.asarray(x) for x in laws.compute_optimal(flops[None, :], law))
     log_loss = np.asarray(laws.log_loss(law, np.log(n_opt), np.log(d_opt)))
-    loss = np.exp(log_loss + post.level_offsets(family, flops.size, rng))
+    loss = np.exp(log_loss + post.level_offsets(family, n_opt, rng))
     out = {"family": family, "flops": flops, "ci_prob": ci_prob}
     for name, arr in (
         ("params_opt", n_opt),
@@ -312,7 +312,7 @@ def optimal_tok_per_param(
 
 
 def run_curve_draws(post, run: int, tokens) -> np.ndarray:
-    """Draws of a fitted run's curve, the law times ``exp(u_run)``: shape (S, P).
+    """Draws of a fitted run's curve, the law times ``exp(offset_run)``: shape (S, P).
 
     This is the curve the likelihood centres that run's checkpoints on.
     """
@@ -321,7 +321,7 @@ def run_curve_draws(post, run: int, tokens) -> np.ndarray:
     n = float(post.data.run_params[run])
     sched = post.data.schedule(int(run))
     log_mu = log_law_draws(post.law(family), post.anneal(family), n, tokens, sched)
-    return np.exp(log_mu + post.draws("u")[:, run][:, None])
+    return np.exp(log_mu + post.run_offsets()[:, run][:, None])
 
 
 def run_index(post, run: str) -> int:
@@ -369,7 +369,7 @@ def continue_run_draws(post, run: str, tokens, *, seed: int = 0, schedule=None) 
     law, anneal = post.law(family, seed=seed), post.anneal(family)
     sched = data.schedule(r) if schedule is None else schedule_grid(post, schedule)
     n = float(data.run_params[r])
-    u = post.draws("u")[:, r][:, None]
+    u = post.run_offsets()[:, r][:, None]
     sigma = post.draws("sigma_obs")[:, f]
     inputs = data.inputs()
     if inputs.run_single[r]:

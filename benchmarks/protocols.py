@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +105,18 @@ def main(argv=None):
         help="one-model: this column of the data becomes the families' group (e.g. "
         "source); written to its own section, eval_one_model_by_COLUMN",
     )
+    p.add_argument(
+        "--discrepancy",
+        action="store_true",
+        help="fit with the size-level discrepancy (FitConfig(discrepancy=True)); written "
+        "to its own section, eval_PROTOCOL_discrepancy",
+    )
     args = p.parse_args(argv)
     extra = {}
+    if args.discrepancy:
+        extra["settings"] = replace(
+            ev.default_settings(args.protocol, args.quick), discrepancy=True
+        )
     if args.hier_folds is not None:
         if args.protocol != "hitchhiker":
             p.error("--hier-folds applies to the hitchhiker protocol only")
@@ -127,7 +138,8 @@ def main(argv=None):
     # every row on disk before anything is formatted: a protocol takes up to an hour
     saved = args.save
     if saved is None and not (args.quick or args.no_write):
-        saved = Path(__file__).resolve().parent / "results" / f"last_{args.protocol}.csv"
+        tag = "_discrepancy" if args.discrepancy else ""
+        saved = Path(__file__).resolve().parent / "results" / f"last_{args.protocol}{tag}.csv"
     if saved is not None:
         atomic_write(saved, lambda path: result.points.to_csv(path, index=False), overwrite=True)
     head = ev.headline_summary(result.points, fallback=True)
@@ -141,7 +153,10 @@ def main(argv=None):
     name = f"eval_{args.protocol.replace('-', '_')}"
     if args.group_by:
         name += f"_by_{args.group_by}"
+    if args.discrepancy:
+        name += "_discrepancy"
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in extra)
+    flags += " --discrepancy" if args.discrepancy else ""
     grouped = f"families grouped by `{args.group_by}`" if args.group_by else "no family groups"
     body = "\n\n".join(
         [

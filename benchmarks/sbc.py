@@ -13,7 +13,11 @@ rank histograms ``results/sbc_ranks.png``.
 Replicates are saved as they finish (``results/sbc_replicates.csv``), and
 ``--resume`` continues from them, so a long run can be split.
 
-Run: ``uv run python benchmarks/sbc.py [--n 200] [--resume] [--no-write]``.
+``--discrepancy`` calibrates the model with the size-level discrepancy
+(``FitConfig(discrepancy=True)``), ranking its scale ``sigma_delta`` too; it
+writes the section ``sbc_discrepancy`` and files named after it.
+
+Run: ``uv run python benchmarks/sbc.py [--n 200] [--resume] [--no-write] [--discrepancy]``.
 """
 
 from __future__ import annotations
@@ -31,12 +35,11 @@ from _results import frame_to_markdown, machine_info, write_json, write_section 
 from bayescale import enable_compile_cache, set_host_device_count  # noqa: E402
 from bayescale.fitfile import atomic_write  # noqa: E402
 
-SECTION = "sbc"
-PARTIAL = Path(__file__).resolve().parent / "results" / "sbc_replicates.csv"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _save(records: pd.DataFrame) -> None:
-    atomic_write(PARTIAL, lambda path: records.to_csv(path, index=False), overwrite=True)
+def _save(records: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: records.to_csv(tmp, index=False), overwrite=True)
 
 
 def main(argv=None):
@@ -47,10 +50,15 @@ def main(argv=None):
         "--overwrite", action="store_true", help="start over, discarding the saved replicates"
     )
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument(
+        "--discrepancy", action="store_true", help="the model with the size-level discrepancy"
+    )
     args = p.parse_args(argv)
-    if PARTIAL.exists() and not (args.resume or args.overwrite):
+    section = "sbc_discrepancy" if args.discrepancy else "sbc"
+    partial = RESULTS / f"{section}_replicates.csv"
+    if partial.exists() and not (args.resume or args.overwrite):
         p.error(
-            f"{PARTIAL} holds {len(pd.read_csv(PARTIAL))} saved replicates: pass --resume to "
+            f"{partial} holds {len(pd.read_csv(partial))} saved replicates: pass --resume to "
             "continue them or --overwrite to start over"
         )
     set_host_device_count(4)
@@ -66,15 +74,15 @@ def main(argv=None):
     )
     from bayescale.fitting import FitConfig
 
-    config = FitConfig()
+    config = FitConfig(discrepancy=args.discrepancy)
     inputs = design_inputs(Design())
-    done = pd.read_csv(PARTIAL) if args.resume and PARTIAL.exists() else pd.DataFrame()
+    done = pd.read_csv(partial) if args.resume and partial.exists() else pd.DataFrame()
     rows = done.to_dict(orient="records")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for rec in replicates(range(len(rows), args.n), inputs, config):
             rows.append(rec)
-            _save(pd.DataFrame(rows))
+            _save(pd.DataFrame(rows), partial)
             print(
                 f"replicate {rec['replicate']}: {rec['seconds']:.0f} s, "
                 f"{rec['divergences']} divergences, R-hat {rec['rhat_max']:.3f}",
@@ -99,8 +107,12 @@ def main(argv=None):
         return
     body = "\n\n".join(
         [
-            "## Simulation-based calibration (`benchmarks/sbc.py`)",
-            f"{machine_info()}. {n} data sets drawn from the prior (2 families x 3 sizes x "
+            "## Simulation-based calibration (`benchmarks/sbc.py"
+            + (" --discrepancy" if args.discrepancy else "")
+            + "`)",
+            f"{machine_info()}. {n} data sets drawn from the prior"
+            + (" of the model with the size-level discrepancy" if args.discrepancy else "")
+            + " (2 families x 3 sizes x "
             "2 seeds x 8 checkpoints, loss constants fixed at 1), each fitted with the default "
             "inference (NUTS 4 x 500+500). Coverage of the 50% and 90% equal-tailed intervals; "
             f"with exact intervals it falls in {lo50:.2f}-{hi50:.2f} (50%) and {lo90:.2f}-"
@@ -112,13 +124,13 @@ def main(argv=None):
     )
     from bayescale.plots import plot_sbc_ranks
 
-    figure = PARTIAL.with_name("sbc_ranks.png")
+    figure = RESULTS / f"{section}_ranks.png"
     fig = plot_sbc_ranks(records)
     atomic_write(figure, lambda path: fig.savefig(path, format="png", dpi=110), overwrite=True)
     body += f"\n\nRank histograms: `results/{figure.name}`."
-    write_section(SECTION, body)
+    write_section(section, body)
     write_json(
-        SECTION,
+        section,
         {**fits, "summary": table.to_dict(orient="records"), "band90": [lo90, hi90]},
     )
 

@@ -229,3 +229,17 @@ def test_demo_hides_the_near_twin_of_a_target():
     assert list(hidden["run"]) == ["d2"]
     # pythia's 12B run is near-twin data: gone from training, not a target
     assert list(train["run"]) == ["d1", "p1"]
+
+
+def test_fit_with_the_discrepancy_saves_it_and_describes_it(tmp_path, capsys, csv):
+    from bayescale.posterior import load
+    from bayescale.reporting.summaries import model_description, noise_table
+
+    out = tmp_path / "disc.nc"
+    argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--discrepancy"]
+    assert main(argv) == 0, capsys.readouterr().err
+    post = load(out)
+    assert post.config.discrepancy
+    assert {"z_delta", "sigma_delta", "delta"} <= set(post.tree["posterior"].data_vars)
+    assert "size-level discrepancy" in " ".join(model_description(post))
+    assert "sigma_delta" in set(noise_table(post)["parameter"])

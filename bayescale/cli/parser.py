@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pooled: each family its own exponents around shared ones; shared: one pair",
     )
     p.add_argument(
+        "--discrepancy",
+        action="store_true",
+        help="model how each family's sizes depart from its law apart from the seed "
+        "scatter (predictions far from the fitted sizes get wider intervals)",
+    )
+    p.add_argument(
         "--min-tokens",
         type=_count,
         default=1e10,

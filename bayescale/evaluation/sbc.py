@@ -24,6 +24,7 @@ PARAMETERS = (
     ("alpha", None),
     ("beta", None),
     ("sigma_seed", None),
+    ("sigma_delta", None),
     ("log_E", 0),
     ("a", 0),
     ("b", 0),

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-DIAGNOSTIC_VARS = ("alpha", "beta", "tau_alpha", "tau_beta", "sigma_seed", "ell", "nu")
+DIAGNOSTIC_VARS = (
+    "alpha",
+    "beta",
+    "tau_alpha",
+    "tau_beta",
+    "sigma_seed",
+    "sigma_delta",
+    "ell",
+    "nu",
+)
 
 
 def diagnostic_vars(post) -> list:

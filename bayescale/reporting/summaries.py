@@ -334,6 +334,8 @@ def noise_table(post, ci_prob: float = 0.9) -> pd.DataFrame:
         "nu": "Student-t degrees of freedom of checkpoint noise",
         "e_mu": "population mean of E as a fraction of the family's smallest loss",
         "anneal_kappa": "growth of the annealing bonus with model size, ∝ (N/1e9)^κ",
+        "sigma_delta": "size-level discrepancy: how far a family's sizes depart from its law",
+        "ell_delta": "correlation length of the discrepancy (log parameters)",
     }
     present = set(post.tree["posterior"].data_vars)
     rows = [
@@ -480,12 +482,31 @@ def model_description(post) -> list[str]:
         "around the family's law, which a new run gets. " + replicate_note(post.data) + " The "
         "checkpoints of a run deviate from its curve by an Ornstein–Uhlenbeck process in "
         "log-token time with Student-t innovations, so that hundreds of correlated "
-        "checkpoints do not count as independent evidence.",
+        "checkpoints do not count as independent evidence." + discrepancy_note(post),
         sched,
-        "Predictions come in two kinds: `mean` is the law itself; `new_run` adds a fresh "
-        "run's seed effect and evaluation noise, i.e. what one new training run would reach.",
+        "Predictions come in two kinds: `mean` is the law itself"
+        + (" plus the discrepancy at the queried size" if _has_discrepancy(post) else "")
+        + "; `new_run` adds a fresh run's seed effect and evaluation noise, i.e. what one "
+        "new training run would reach.",
         f"Data preparation: {cut}; {thin}. " + method,
     ]
+
+
+def _has_discrepancy(post) -> bool:
+    return "sigma_delta" in post.tree["posterior"]
+
+
+def discrepancy_note(post) -> str:
+    """How the size-level discrepancy enters, if the fit has one."""
+    if not _has_discrepancy(post):
+        return ""
+    return (
+        " Apart from the seed effects, each family's sizes depart from its power law by a "
+        "size-level discrepancy: a Gaussian process in log N (exponential kernel, scale "
+        "σ_δ and length ℓ_δ shared by all families) that runs of one size share. A "
+        "prediction near a fitted size inherits that size's departure; one far from every "
+        "fitted size carries up to σ_δ of new uncertainty."
+    )
 
 
 def group_note(data) -> str:

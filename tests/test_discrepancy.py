@@ -1,0 +1,137 @@
+"""The size-level discrepancy: its prior, its conditionals, its place in the model."""
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from numpyro import handlers
+
+from bayescale.data import ScalingData
+from bayescale.discrepancy import conditional, query_offsets, size_slots, slot_values
+from bayescale.model import family_law, log_likelihood, scaling_model
+from bayescale.simulate import simulate_frame
+
+
+def _kernel(x, y, sigma, length):
+    return sigma**2 * np.exp(-np.abs(np.subtract.outer(x, y)) / length)
+
+
+def test_slots_group_runs_by_family_and_size_sorted_by_size():
+    run_family = np.array([1, 0, 0, 1, 0, 1])
+    log_n = np.log([3e9, 1e9, 1e8, 3e9, 1e9 * (1 + 1e-9), 1e8])
+    slots = size_slots(run_family, log_n)
+    np.testing.assert_array_equal(slots.family, [0, 0, 1, 1])
+    np.testing.assert_allclose(np.exp(slots.log_n), [1e8, 1e9, 1e8, 3e9])
+    np.testing.assert_array_equal(slots.first, [True, False, True, False])
+    # runs of one size (up to float noise) share a slot
+    np.testing.assert_array_equal(slots.run_slot, [3, 1, 0, 3, 1, 2])
+
+
+def test_prior_path_has_the_exponential_kernel_exactly():
+    log_n = np.log([7e7, 1.6e8, 4.1e8, 1e9, 1.4e9, 6.9e9, 2e8, 3e10])
+    run_family = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    slots = size_slots(run_family, log_n)
+    sigma, length = 0.03, 1.3
+    # the path is linear in z: its columns under z = identity give the covariance
+    m = np.asarray(slot_values(slots, np.eye(slots.family.size), sigma, length)).T
+    want = np.zeros((8, 8))
+    for f in (0, 1):
+        sel = slots.family == f
+        want[np.ix_(sel, sel)] = _kernel(slots.log_n[sel], slots.log_n[sel], sigma, length)
+    np.testing.assert_allclose(m @ m.T, want, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("x_query", [0.2, 1.0, 2.7, 3.0, 5.5, 9.0, -1.0])
+def test_conditional_matches_gaussian_conditioning_on_every_fitted_size(x_query):
+    x_fit = np.array([0.0, 1.0, 3.0, 3.5, 6.0])
+    sigma, length = np.array([0.02, 0.05]), np.array([1.5, 0.7])
+    rng = np.random.default_rng(0)
+    v_fit = rng.normal(0, 0.03, size=(2, x_fit.size))
+    mean, sd = conditional(x_fit, v_fit, np.array([x_query]), sigma, length)
+    for s in range(2):
+        k = _kernel(x_fit, x_fit, sigma[s], length[s])
+        k_star = _kernel(np.array([x_query]), x_fit, sigma[s], length[s])
+        w = np.linalg.solve(k, k_star.T).T
+        want_mean = w @ v_fit[s]
+        want_var = sigma[s] ** 2 - (w @ k_star.T)[0, 0]
+        np.testing.assert_allclose(mean[s, 0], want_mean[0], atol=1e-12)
+        np.testing.assert_allclose(sd[s, 0], np.sqrt(max(want_var, 0.0)), atol=1e-9)
+
+
+def test_query_offsets_are_exact_at_fitted_sizes_and_widen_away_from_them():
+    log_n = np.log([1e8, 1e9, 1e10])
+    slots = size_slots(np.zeros(3, int), log_n)
+    s = 4000
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((s, 3))
+    sigma, length = np.full(s, 0.03), np.full(s, 1.5)
+    values = np.asarray(slot_values(slots, z, sigma, length))
+    at_fit = query_offsets(slots, 0, z, sigma, length, log_n[1:2], rng)
+    np.testing.assert_allclose(at_fit[:, 0], values[:, 1] - values.mean(axis=1), atol=1e-12)
+    near = query_offsets(slots, 0, z, sigma, length, np.log([1.2e10]), rng)
+    far = query_offsets(slots, 0, z, sigma, length, np.log([1e12]), rng)
+    spread = [np.std(x[:, 0] - (values[:, 2] - values.mean(axis=1))) for x in (near, far)]
+    assert spread[0] < 0.4 * spread[1]
+    # a hundred times past the largest size: delta* - delta_3 = (rho - 1) delta_3 + a new
+    # innovation, variance sigma^2 (1 - rho)^2 + sigma^2 (1 - rho^2) = 2 sigma^2 (1 - rho)
+    rho = np.exp(-np.log(100.0) / 1.5)
+    np.testing.assert_allclose(spread[1], 0.03 * np.sqrt(2 * (1 - rho)), rtol=0.05)
+    # points of one size share their draw
+    two = query_offsets(slots, 0, z, sigma, length, np.log([3e10, 3e10]), rng)
+    np.testing.assert_array_equal(two[:, 0], two[:, 1])
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    frame, _ = simulate_frame(n_families=2, sizes=(1e8, 4e8, 1e9), n_checkpoints=5, seed=2)
+    return ScalingData.from_frame(frame, min_tokens=None).inputs()
+
+
+def _trace(inputs, discrepancy):
+    model = handlers.seed(scaling_model, jax.random.PRNGKey(0))
+    return handlers.trace(model).get_trace(inputs, discrepancy=discrepancy)
+
+
+def test_discrepancy_sites_exist_only_when_asked(inputs):
+    assert "z_delta" not in _trace(inputs, False)
+    tr = _trace(inputs, True)
+    slots = size_slots(inputs.run_family, inputs.log_n)
+    assert tr["size"]["type"] == "plate" and tr["size"]["args"][0] == slots.family.size
+    delta = np.asarray(tr["delta"]["value"])
+    assert delta.shape == inputs.run_family.shape
+    # centred within each family over its sizes; runs of one size share it
+    per_slot = np.zeros(slots.family.size)
+    per_slot[slots.run_slot] = delta
+    np.testing.assert_allclose(np.bincount(slots.family, per_slot), 0.0, atol=1e-7)
+    np.testing.assert_allclose(delta, per_slot[slots.run_slot])
+
+
+def test_likelihood_centres_runs_on_the_law_plus_seed_and_discrepancy(inputs):
+    tr = _trace(inputs, True)
+    sites = {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "deterministic")}
+    want = float(tr["y"]["fn"].log_prob(tr["y"]["value"]))
+    assert float(np.sum(log_likelihood(inputs, sites))) == pytest.approx(want, rel=1e-6)
+    without = dict(sites, delta=np.zeros_like(sites["delta"]))
+    assert float(np.sum(log_likelihood(inputs, without))) != pytest.approx(want, rel=1e-6)
+    assert family_law(sites).alpha.shape == (inputs.n_families,)
+
+
+def test_fit_and_predict_carry_the_discrepancy():
+    from bayescale import fit
+
+    frame, _ = simulate_frame(n_families=2, sizes=(1e8, 4e8, 1e9), n_checkpoints=5, seed=3)
+    post = fit(frame, method="map", discrepancy=True, min_tokens=None, progress_bar=False)
+    assert "z_delta" in post.tree["posterior"] and "delta" in post.tree["posterior"]
+    assert list(post.tree["posterior"]["z_delta"].dims)[-1] == "size"
+    pred = post.predict("fam0", [1e9, 1e11], 2e10, kind="mean")
+    assert pred.shape[0] == 2 and np.all(pred["lower"] < pred["upper"])
+    assert isinstance(pd.DataFrame(pred), pd.DataFrame)
+
+
+def test_planning_refuses_a_fit_with_the_discrepancy_rather_than_ignore_it():
+    from bayescale import fit, plan
+
+    frame, _ = simulate_frame(n_families=1, sizes=(1e8, 4e8), n_checkpoints=4, seed=4)
+    post = fit(frame, method="map", discrepancy=True, min_tokens=None, progress_bar=False)
+    with pytest.raises(NotImplementedError, match="discrepancy"):
+        plan(post, "fam0:1e9:2e10", 1e20)
