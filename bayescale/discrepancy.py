@@ -13,10 +13,16 @@ a size the fit did not see depends only on its two nearest fitted sizes.
 So a prediction near a fitted size inherits that size's discrepancy, and one
 far from every fitted size carries up to ``sigma_delta`` of new uncertainty.
 
-The model sees the discrepancy centred within each family (its average over
-the family's sizes is part of the family's law, as the run effects' average
-is), so a prediction adds ``delta(N*) - mean(delta)`` to the fitted law
-(:func:`query_offsets`).
+Families that span several token budgets at one size (isoFLOP and
+over-training grids of final losses, :func:`budget_families`) add a second,
+independent process of the same kind in the log tokens of those runs, with
+its own pooled scale and length: there the law's misfit can lie in D as much
+as in N, and the two add.
+
+The model sees each discrepancy centred within each family (its average over
+the family's positions is part of the family's law, as the run effects'
+average is), so a prediction adds ``delta(x*) - mean(delta)`` to the fitted
+law (:func:`query_offsets`).
 """
 
 from __future__ import annotations
@@ -25,51 +31,98 @@ from typing import NamedTuple
 
 import numpy as np
 
-# sizes closer than this in log N are one size (float noise in a params column)
-_SAME_SIZE = 1e-6
+# positions closer than this in log N or log D are one (float noise in a column)
+_SAME = 1e-6
 
 
-class SizeSlots(NamedTuple):
-    """The distinct (family, size) pairs of a fit, sorted by family, then size.
+class Slots(NamedTuple):
+    """The distinct (family, position) pairs of a fit, sorted by family, then position.
+
+    A position is a run's log parameters (sizes) or, for the token-budget
+    term, a single-checkpoint run's log tokens (budgets).
 
     Attributes
     ----------
-    run_slot : (R,) int, the slot of each run.
+    run_slot : (R,) int, the slot of each run (-1: the run has none).
     family : (S,) int, the family of each slot.
-    log_n : (S,) float, log parameters of each slot.
-    first : (S,) bool, True at each family's smallest size.
+    x : (S,) float, the position of each slot.
+    first : (S,) bool, True at each family's smallest position.
     """
 
     run_slot: np.ndarray
     family: np.ndarray
-    log_n: np.ndarray
+    x: np.ndarray
     first: np.ndarray
 
 
-def size_slots(run_family, log_n) -> SizeSlots:
-    """Group runs by family and size (:class:`SizeSlots`)."""
+def group_slots(run_family, x, runs=None) -> Slots:
+    """Group ``runs`` (bool mask, default all) by family and position ``x`` (:class:`Slots`)."""
     run_family = np.asarray(run_family, dtype=int)
-    key = np.round(np.asarray(log_n, dtype=float) / _SAME_SIZE)
-    pairs, run_slot = np.unique(np.stack([run_family, key], axis=1), axis=0, return_inverse=True)
+    x = np.asarray(x, dtype=float)
+    runs = np.ones(run_family.size, bool) if runs is None else np.asarray(runs, bool)
+    run_slot = np.full(run_family.size, -1)
+    if not runs.any():
+        return Slots(run_slot, np.zeros(0, int), np.zeros(0), np.zeros(0, bool))
+    key = np.round(x[runs] / _SAME)
+    pairs, inverse = np.unique(
+        np.stack([run_family[runs], key], axis=1), axis=0, return_inverse=True
+    )
+    inverse = inverse.ravel()
+    run_slot[runs] = inverse
     family = pairs[:, 0].astype(int)
-    run_slot = run_slot.ravel()
-    # each slot's size as given (not the rounded key): that of its first run
+    # each slot's position as given (not the rounded key): that of its first run
     first_run = np.zeros(len(pairs), dtype=int)
-    first_run[run_slot[::-1]] = np.arange(run_slot.size)[::-1]
-    slot_log_n = np.asarray(log_n, dtype=float)[first_run]
+    first_run[inverse[::-1]] = np.arange(inverse.size)[::-1]
     first = np.ones(len(pairs), dtype=bool)
     first[1:] = family[1:] != family[:-1]
-    return SizeSlots(run_slot, family, slot_log_n, first)
+    return Slots(run_slot, family, x[runs][first_run], first)
 
 
-def slot_rho(slots: SizeSlots, length):
-    """Correlation of each slot with the family's next smaller size (0 at the smallest)."""
+def size_slots(inputs) -> Slots:
+    """Every run by family and size (log N): where ``delta_f(log N)`` lives."""
+    return group_slots(inputs.run_family, inputs.log_n)
+
+
+def budget_families(inputs) -> np.ndarray:
+    """Which families span several token budgets at one size, (F,) bool.
+
+    The rule for the token-budget term: a family has it when two or more of
+    its single-checkpoint runs share a size but not a token count (isoFLOP
+    and over-training grids). Loss curves do not qualify: along one run the
+    trajectory noise already follows the tokens.
+    """
+    single = np.asarray(inputs.run_single, bool)
+    fam = np.asarray(inputs.run_family)[single]
+    log_n = np.round(np.asarray(inputs.log_n)[single] / _SAME)
+    log_d = np.round(run_log_tokens(inputs)[single] / _SAME)
+    out = np.zeros(inputs.n_families, bool)
+    for f, n in set(zip(fam.tolist(), log_n.tolist(), strict=True)):
+        sel = (fam == f) & (log_n == n)
+        out[f] |= np.unique(log_d[sel]).size > 1
+    return out
+
+
+def run_log_tokens(inputs) -> np.ndarray:
+    """Log tokens of each run's last kept checkpoint, (R,)."""
+    out = np.zeros(np.shape(inputs.run_family))
+    out[np.asarray(inputs.obs_run)] = np.asarray(inputs.log_d)  # runs are sorted by tokens
+    return out
+
+
+def budget_slots(inputs) -> Slots:
+    """Single-checkpoint runs of :func:`budget_families` by family and log tokens."""
+    runs = np.asarray(inputs.run_single, bool) & budget_families(inputs)[inputs.run_family]
+    return group_slots(inputs.run_family, run_log_tokens(inputs), runs)
+
+
+def slot_rho(slots: Slots, length):
+    """Correlation of each slot with the family's next smaller position (0 at the smallest)."""
     from bayescale.trajectory import ou_rho
 
-    return ou_rho(slots.log_n, slots.first, length)
+    return ou_rho(slots.x, slots.first, length)
 
 
-def slot_values(slots: SizeSlots, z, sigma, length):
+def slot_values(slots: Slots, z, sigma, length):
     """The discrepancy at each slot from standard normal ``z`` (..., S): the OU recursion.
 
     ``sigma`` and ``length`` broadcast against ``z``'s leading axes (one per
@@ -85,7 +138,7 @@ def slot_values(slots: SizeSlots, z, sigma, length):
     return sigma * ou_paths(rho, scale * z)
 
 
-def family_means(slots: SizeSlots, values, n_families: int):
+def family_means(slots: Slots, values, n_families: int):
     """Each family's average discrepancy over its sizes, (..., F)."""
     import jax.numpy as jnp
 
@@ -132,28 +185,30 @@ def conditional(x_fit, v_fit, x_query, sigma, length):
     return mean, sigma * np.sqrt(np.clip(var, 0.0, 1.0))
 
 
-def query_offsets(slots: SizeSlots, family, z, sigma, length, log_n_query, rng) -> np.ndarray:
-    """Draws of ``delta(N*) - mean_f(delta)`` at query sizes, (S, P).
+def query_offsets(slots: Slots, family, z, sigma, length, x_query, rng) -> np.ndarray:
+    """Draws of ``delta(x*) - mean_f(delta)`` at query positions, (S, P).
 
     ``z`` (S, n_slots), ``sigma``, ``length`` (S,): posterior draws of the
-    discrepancy. ``log_n_query`` is (P,), or (S, P) for sizes that differ by
-    draw. Each distinct query size is drawn from its conditional given the
-    family's fitted sizes (points of one size share the draw; distinct query
-    sizes are not conditioned on each other). ``family=None``: a family the
-    fit did not see, whose discrepancy is a fresh draw of the prior process.
+    discrepancy. ``x_query`` is (P,), or (S, P) for positions that differ by
+    draw. Each distinct query position is drawn from its conditional given
+    the family's fitted positions (points at one position share the draw;
+    distinct query positions are not conditioned on each other).
+    ``family=None``: a family the fit did not see, whose discrepancy is a
+    fresh draw of the prior process.
     """
     sigma = np.asarray(sigma, dtype=float)
-    log_n_query = np.asarray(log_n_query, dtype=float)
+    x_query = np.asarray(x_query, dtype=float)
     s = sigma.shape[0]
-    if log_n_query.ndim == 1:
-        uniq, inverse = np.unique(log_n_query, return_inverse=True)
+    if x_query.ndim == 1:
+        uniq, inverse = np.unique(x_query, return_inverse=True)
         uniq, inverse = np.broadcast_to(uniq, (s, uniq.size)), inverse.ravel()
     else:
-        uniq, inverse = log_n_query, np.arange(log_n_query.shape[-1])
+        uniq, inverse = x_query, np.arange(x_query.shape[-1])
     if family is None:
         return (sigma[:, None] * rng.standard_normal(uniq.shape))[:, inverse]
+    cols = slots.family == family
     values = np.asarray(slot_values(slots, z, sigma, length))
-    v_fit = values[:, slots.family == family]
-    mean, sd = conditional(slots.log_n[slots.family == family], v_fit, uniq, sigma, length)
+    v_fit = values[:, cols]
+    mean, sd = conditional(slots.x[cols], v_fit, uniq, sigma, length)
     draw = mean + sd * rng.standard_normal(mean.shape)
     return (draw - v_fit.mean(axis=1, keepdims=True))[:, inverse]

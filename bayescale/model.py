@@ -131,7 +131,8 @@ class Priors:
         and its correlation length in log parameters ``ell_delta ~
         LogNormal(log 1.5, 0.5)``: sizes 4.5 times apart correlate by
         ``exp(-1)``, so a family's neighbouring sizes share most of their
-        departure from the law, and sizes a decade away little of it.
+        departure from the law, and sizes a decade away little of it. The
+        token-budget term of grid families has the same priors, in log tokens.
     anneal_kappa_sd : float
         The bonus of a run of ``N`` parameters is ``B_f (N / 1e9)^kappa``,
         ``kappa ~ Normal(0, 0.5)``: Luo et al. fit the bonus per model size,
@@ -416,24 +417,40 @@ def scaling_model(
 
 
 def _discrepancy_block(inputs: ModelInputs, p: Priors):
-    """Sites of the size-level discrepancy; returns each run's share, (R,).
+    """Sites of the discrepancy; returns each run's share, (R,).
 
     ``delta`` at each family's distinct sizes is an OU path in log N drawn
     non-centred from ``z_delta`` (its scale and length are shared by all
     families; :mod:`bayescale.discrepancy`), centred within the family:
     its family average is part of the law, as the run effects' is. Runs of
-    one size share it (site ``delta``, per run).
+    one size share it. Families with token-budget grids add a second path
+    over their final losses' log tokens (sites ``sigma_delta_d``,
+    ``ell_delta_d``, ``z_delta_d`` on plate ``budget``). Site ``delta``: the
+    sum, per run.
     """
-    from bayescale.discrepancy import family_means, size_slots, slot_values
+    from bayescale.discrepancy import budget_slots, size_slots
 
-    slots = size_slots(inputs.run_family, inputs.log_n)
-    sigma = numpyro.sample("sigma_delta", dist.HalfNormal(p.delta_sd))
-    length = numpyro.sample("ell_delta", dist.LogNormal(p.delta_ell_loc, p.delta_ell_scale))
-    with numpyro.plate("size", slots.family.size):
-        z = numpyro.sample("z_delta", dist.Normal(0.0, 1.0))
+    delta = _ou_offsets(size_slots(inputs), inputs.n_families, p, "", "size")
+    budgets = budget_slots(inputs)
+    if budgets.family.size:
+        delta = delta + _ou_offsets(budgets, inputs.n_families, p, "_d", "budget")
+    return numpyro.deterministic("delta", delta)
+
+
+def _ou_offsets(slots, n_families: int, p: Priors, suffix: str, plate: str):
+    """One family-centred OU discrepancy over ``slots``, per run (0 for runs without a slot)."""
+    from bayescale.discrepancy import family_means, slot_values
+
+    sigma = numpyro.sample(f"sigma_delta{suffix}", dist.HalfNormal(p.delta_sd))
+    length = numpyro.sample(
+        f"ell_delta{suffix}", dist.LogNormal(p.delta_ell_loc, p.delta_ell_scale)
+    )
+    with numpyro.plate(plate, slots.family.size):
+        z = numpyro.sample(f"z_delta{suffix}", dist.Normal(0.0, 1.0))
     values = slot_values(slots, z, sigma, length)
-    centred = values - family_means(slots, values, inputs.n_families)[slots.family]
-    return numpyro.deterministic("delta", centred[slots.run_slot])
+    centred = values - family_means(slots, values, n_families)[slots.family]
+    has = slots.run_slot >= 0
+    return jnp.where(has, centred[np.maximum(slots.run_slot, 0)], 0.0)
 
 
 def run_offsets(sites: dict):

@@ -41,6 +41,7 @@ _DIMS = {
     "u": ["run"],
     "delta": ["run"],
     "z_delta": ["size"],
+    "z_delta_d": ["budget"],
     "mu_theta": ["coef"],
     "sigma_theta": ["coef"],
     "L_omega": ["coef", "coef_bis"],
@@ -58,25 +59,33 @@ class UnseenFamilyWarning(UserWarning):
 
 def _coords(data: ScalingData) -> dict:
     groups = {"group": list(data.groups), "group_coef": list(GROUP_COEFS)} if data.groups else {}
-    from bayescale.discrepancy import size_slots
+    from bayescale.discrepancy import budget_slots, size_slots
 
     inputs = data.inputs()
-    slots = size_slots(inputs.run_family, inputs.log_n)
-    sizes = [
-        f"{data.families[f]} {format_count(math.exp(n))}"
-        for f, n in zip(slots.family, slots.log_n, strict=True)
-    ]
-    if len(set(sizes)) < len(sizes):
-        # sizes within a rounding of each other: keep the labels apart
-        sizes = [f"{label} #{i}" for i, label in enumerate(sizes)]
-    return groups | {
-        "size": sizes,
-        "family": list(data.families),
-        "run": list(data.runs),
-        "obs": np.arange(data.n_obs),
-        "coef": list(COEFS),
-        "coef_bis": list(COEFS),
-    }
+    slot_labels = {}
+    for dim, slots, unit in (
+        ("size", size_slots(inputs), ""),
+        ("budget", budget_slots(inputs), " tokens"),
+    ):
+        labels = [
+            f"{data.families[f]} {format_count(math.exp(x))}{unit}"
+            for f, x in zip(slots.family, slots.x, strict=True)
+        ]
+        if len(set(labels)) < len(labels):
+            # positions within a rounding of each other: keep the labels apart
+            labels = [f"{label} #{i}" for i, label in enumerate(labels)]
+        slot_labels[dim] = labels
+    return (
+        groups
+        | slot_labels
+        | {
+            "family": list(data.families),
+            "run": list(data.runs),
+            "obs": np.arange(data.n_obs),
+            "coef": list(COEFS),
+            "coef_bis": list(COEFS),
+        }
+    )
 
 
 def build_tree(samples: dict, data: ScalingData, *, mcmc=None, log_likelihood=None):
@@ -290,27 +299,38 @@ class Posterior(PosteriorBase):
         k = int(law_offset_runs(self.data.inputs())[self.families.index(family)])
         return sigma_seed / np.sqrt(k) if k else np.zeros_like(sigma_seed)
 
-    def level_offsets(self, family: str, params, rng, idx=None) -> np.ndarray:
-        """Draws of how far the family's law may sit from the fitted one at ``params``, (S, P).
+    def level_offsets(self, family: str, params, tokens, rng, idx=None) -> np.ndarray:
+        """Draws of how far the family's law may sit from the fitted one at each query, (S, P).
 
         The seed average of the fitted runs (:meth:`level_offset_sd`), one
-        offset per draw shared by all points, and, in fits with the size-level
-        discrepancy, its value at each query size relative to the family's
-        fitted sizes (:func:`bayescale.discrepancy.query_offsets`).
-        ``params`` is (P,), or (S, P) for sizes that differ by draw.
+        offset per draw shared by all points, and, in fits with the
+        discrepancy, its value at each query's size (and token count, for
+        families with token-budget grids) relative to the family's fitted
+        ones (:func:`bayescale.discrepancy.query_offsets`). ``params`` and
+        ``tokens`` are (P,), or (S, P) where they differ by draw.
         """
-        params = np.asarray(params, dtype=float)
+        from bayescale.discrepancy import budget_slots, query_offsets, size_slots
+
+        params, tokens = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
         sd = self.level_offset_sd(family, idx)
         out = (sd * rng.standard_normal(sd.shape[0]))[:, None] * np.ones(params.shape[-1])
-        if "z_delta" in self.tree["posterior"]:
-            from bayescale.discrepancy import query_offsets, size_slots
-
-            inputs = self.data.inputs()
-            slots = size_slots(inputs.run_family, inputs.log_n)
-            f = self.families.index(family) if family in self.families else None
-            z, sigma = self._pick("z_delta", idx), self._pick("sigma_delta", idx)
+        posterior = self.tree["posterior"]
+        inputs = self.data.inputs()
+        f = self.families.index(family) if family in self.families else None
+        for suffix, slots_of, x in (("", size_slots, params), ("_d", budget_slots, tokens)):
+            if f"z_delta{suffix}" not in posterior:
+                continue
+            slots = slots_of(inputs)
+            if suffix and (f is None or not np.any(slots.family == f)):
+                continue  # no token-budget grid in this family
             out = out + query_offsets(
-                slots, f, z, sigma, self._pick("ell_delta", idx), np.log(params), rng
+                slots,
+                f,
+                self._pick(f"z_delta{suffix}", idx),
+                self._pick(f"sigma_delta{suffix}", idx),
+                self._pick(f"ell_delta{suffix}", idx),
+                np.log(x),
+                rng,
             )
         return out
 

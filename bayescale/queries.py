@@ -125,7 +125,7 @@ def loss_draws(
     s = law.alpha.shape[0]
     log_mu = log_law_draws(law, anneal, params, tokens, schedule_grid(post, schedule))
     idx = np.arange(s) % post.n_draws
-    log_mu = log_mu + post.level_offsets(family, params, rng, idx)
+    log_mu = log_mu + post.level_offsets(family, params, tokens, rng, idx)
     if kind == "new_run":
         log_mu = log_mu + post.new_run_offsets(family, params, tokens, rng, idx)
     return np.exp(log_mu)
@@ -244,7 +244,7 @@ def compute_optimal(
     law = post.law(family, seed=seed).map(lambda v: np.asarray(v)[:, None])
     n_opt, d_opt = (np.asarray(x) for x in laws.compute_optimal(flops[None, :], law))
     log_loss = np.asarray(laws.log_loss(law, np.log(n_opt), np.log(d_opt)))
-    loss = np.exp(log_loss + post.level_offsets(family, n_opt, rng))
+    loss = np.exp(log_loss + post.level_offsets(family, n_opt, d_opt, rng))
     out = {"family": family, "flops": flops, "ci_prob": ci_prob}
     for name, arr in (
         ("params_opt", n_opt),

@@ -7,7 +7,15 @@ import pytest
 from numpyro import handlers
 
 from bayescale.data import ScalingData
-from bayescale.discrepancy import conditional, query_offsets, size_slots, slot_values
+from bayescale.discrepancy import (
+    budget_families,
+    budget_slots,
+    conditional,
+    group_slots,
+    query_offsets,
+    size_slots,
+    slot_values,
+)
 from bayescale.model import family_law, log_likelihood, scaling_model
 from bayescale.simulate import simulate_frame
 
@@ -19,25 +27,27 @@ def _kernel(x, y, sigma, length):
 def test_slots_group_runs_by_family_and_size_sorted_by_size():
     run_family = np.array([1, 0, 0, 1, 0, 1])
     log_n = np.log([3e9, 1e9, 1e8, 3e9, 1e9 * (1 + 1e-9), 1e8])
-    slots = size_slots(run_family, log_n)
+    slots = group_slots(run_family, log_n)
     np.testing.assert_array_equal(slots.family, [0, 0, 1, 1])
-    np.testing.assert_allclose(np.exp(slots.log_n), [1e8, 1e9, 1e8, 3e9])
+    np.testing.assert_allclose(np.exp(slots.x), [1e8, 1e9, 1e8, 3e9])
     np.testing.assert_array_equal(slots.first, [True, False, True, False])
     # runs of one size (up to float noise) share a slot
     np.testing.assert_array_equal(slots.run_slot, [3, 1, 0, 3, 1, 2])
+    some = group_slots(run_family, log_n, runs=run_family == 1)
+    np.testing.assert_array_equal(some.run_slot, [1, -1, -1, 1, -1, 0])
 
 
 def test_prior_path_has_the_exponential_kernel_exactly():
     log_n = np.log([7e7, 1.6e8, 4.1e8, 1e9, 1.4e9, 6.9e9, 2e8, 3e10])
     run_family = np.array([0, 0, 0, 0, 0, 0, 1, 1])
-    slots = size_slots(run_family, log_n)
+    slots = group_slots(run_family, log_n)
     sigma, length = 0.03, 1.3
     # the path is linear in z: its columns under z = identity give the covariance
     m = np.asarray(slot_values(slots, np.eye(slots.family.size), sigma, length)).T
     want = np.zeros((8, 8))
     for f in (0, 1):
         sel = slots.family == f
-        want[np.ix_(sel, sel)] = _kernel(slots.log_n[sel], slots.log_n[sel], sigma, length)
+        want[np.ix_(sel, sel)] = _kernel(slots.x[sel], slots.x[sel], sigma, length)
     np.testing.assert_allclose(m @ m.T, want, rtol=1e-5, atol=1e-12)
 
 
@@ -60,7 +70,7 @@ def test_conditional_matches_gaussian_conditioning_on_every_fitted_size(x_query)
 
 def test_query_offsets_are_exact_at_fitted_sizes_and_widen_away_from_them():
     log_n = np.log([1e8, 1e9, 1e10])
-    slots = size_slots(np.zeros(3, int), log_n)
+    slots = group_slots(np.zeros(3, int), log_n)
     s = 4000
     rng = np.random.default_rng(1)
     z = rng.standard_normal((s, 3))
@@ -95,7 +105,7 @@ def _trace(inputs, discrepancy):
 def test_discrepancy_sites_exist_only_when_asked(inputs):
     assert "z_delta" not in _trace(inputs, False)
     tr = _trace(inputs, True)
-    slots = size_slots(inputs.run_family, inputs.log_n)
+    slots = size_slots(inputs)
     assert tr["size"]["type"] == "plate" and tr["size"]["args"][0] == slots.family.size
     delta = np.asarray(tr["delta"]["value"])
     assert delta.shape == inputs.run_family.shape
@@ -135,3 +145,42 @@ def test_planning_refuses_a_fit_with_the_discrepancy_rather_than_ignore_it():
     post = fit(frame, method="map", discrepancy=True, min_tokens=None, progress_bar=False)
     with pytest.raises(NotImplementedError, match="discrepancy"):
         plan(post, "fam0:1e9:2e10", 1e20)
+
+
+def _grid_inputs():
+    """Family "grid": final losses at two sizes x three budgets; "curve": loss curves."""
+    rows = [
+        {"family": "grid", "run": f"g{n:.0e}-{d:.0e}", "params": n, "tokens": d, "loss": 3.0}
+        for n in (1e8, 1e9)
+        for d in (2e9, 2e10, 2e11)
+    ]
+    rows += [
+        {"family": "curve", "run": f"c{n:.0e}", "params": n, "tokens": d, "loss": 3.0 - 0.1 * i}
+        for n in (1e8, 1e9)
+        for i, d in enumerate((1e10, 3e10, 1e11))
+    ]
+    return ScalingData.from_frame(pd.DataFrame(rows), min_tokens=None).inputs()
+
+
+def test_token_budget_term_only_for_families_with_budget_grids():
+    inputs = _grid_inputs()
+    np.testing.assert_array_equal(budget_families(inputs), [False, True])  # curve, grid
+    slots = budget_slots(inputs)
+    assert slots.family.tolist() == [1, 1, 1]
+    np.testing.assert_allclose(np.exp(slots.x), [2e9, 2e10, 2e11])
+    grid_runs = np.asarray(inputs.run_family) == 1
+    assert np.all(slots.run_slot[grid_runs] >= 0) and np.all(slots.run_slot[~grid_runs] == -1)
+    tr = _trace(inputs, True)
+    assert tr["budget"]["args"][0] == 3 and "sigma_delta_d" in tr
+    # the grid family's delta varies with tokens at one size; the curves' does not see tokens
+    delta = np.asarray(tr["delta"]["value"])
+    n = np.asarray(inputs.log_n)
+    at_small = grid_runs & (n == n.min())
+    assert np.ptp(delta[at_small]) > 0
+    assert "sigma_delta_d" not in _trace(
+        ScalingData.from_frame(
+            simulate_frame(n_families=1, sizes=(1e8, 1e9), n_checkpoints=4, seed=5)[0],
+            min_tokens=None,
+        ).inputs(),
+        True,
+    )

@@ -9,6 +9,7 @@ DIAGNOSTIC_VARS = (
     "tau_beta",
     "sigma_seed",
     "sigma_delta",
+    "sigma_delta_d",
     "ell",
     "nu",
 )

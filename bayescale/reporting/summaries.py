@@ -336,6 +336,8 @@ def noise_table(post, ci_prob: float = 0.9) -> pd.DataFrame:
         "anneal_kappa": "growth of the annealing bonus with model size, ∝ (N/1e9)^κ",
         "sigma_delta": "size-level discrepancy: how far a family's sizes depart from its law",
         "ell_delta": "correlation length of the discrepancy (log parameters)",
+        "sigma_delta_d": "token-budget discrepancy of grid families (final losses)",
+        "ell_delta_d": "correlation length of the token-budget discrepancy (log tokens)",
     }
     present = set(post.tree["posterior"].data_vars)
     rows = [
@@ -506,6 +508,12 @@ def discrepancy_note(post) -> str:
         "σ_δ and length ℓ_δ shared by all families) that runs of one size share. A "
         "prediction near a fitted size inherits that size's departure; one far from every "
         "fitted size carries up to σ_δ of new uncertainty."
+        + (
+            " Families whose final losses span several token budgets at one size (isoFLOP "
+            "or over-training grids) have a second process of the same kind in log D."
+            if "sigma_delta_d" in post.tree["posterior"]
+            else ""
+        )
     )
 
 
