@@ -184,3 +184,34 @@ def test_token_budget_term_only_for_families_with_budget_grids():
         ).inputs(),
         True,
     )
+
+
+def test_predictions_of_a_grid_family_widen_with_distance_in_tokens():
+    from bayescale import fit
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (1e8, 3e8, 1e9):
+        for d in (2e9, 6e9, 2e10, 6e10):
+            loss = (1.8 + 400 / n**0.34 + 2000 / d**0.36) * np.exp(rng.normal(0, 0.005))
+            rows.append({"family": "grid", "run": f"{n:.0e}-{d:.0e}", "params": n, "tokens": d})
+            rows[-1]["loss"] = loss
+    post = fit(
+        pd.DataFrame(rows),
+        discrepancy=True,
+        min_tokens=None,
+        num_chains=1,
+        num_warmup=150,
+        num_samples=150,
+        progress_bar=False,
+        check=False,
+    )
+    assert "z_delta_d" in post.tree["posterior"]
+    assert post.tree["posterior"]["z_delta_d"].sizes["budget"] == 4
+    # at a fitted (size, budget) the offset is that fitted point's; a thousand times past
+    # the largest budget it carries a fresh draw of the token-budget process as well
+    offsets = post.level_offsets("grid", [3e8, 3e8], [6e9, 6e13], np.random.default_rng(0))
+    sd_d = float(np.median(post.draws("sigma_delta_d")))
+    assert np.std(offsets[:, 1] - offsets[:, 0]) > 0.5 * sd_d
+    opt = post.compute_optimal(1e20, family="grid")
+    assert np.isfinite(opt["loss_opt"]).all()
