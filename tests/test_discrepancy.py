@@ -126,25 +126,27 @@ def test_likelihood_centres_runs_on_the_law_plus_seed_and_discrepancy(inputs):
     assert family_law(sites).alpha.shape == (inputs.n_families,)
 
 
-def test_fit_and_predict_carry_the_discrepancy():
+@pytest.fixture(scope="module")
+def map_post():
     from bayescale import fit
 
     frame, _ = simulate_frame(n_families=2, sizes=(1e8, 4e8, 1e9), n_checkpoints=5, seed=3)
-    post = fit(frame, method="map", discrepancy=True, min_tokens=None, progress_bar=False)
+    return fit(frame, method="map", discrepancy=True, min_tokens=None, progress_bar=False)
+
+
+def test_fit_and_predict_carry_the_discrepancy(map_post):
+    post = map_post
     assert "z_delta" in post.tree["posterior"] and "delta" in post.tree["posterior"]
     assert list(post.tree["posterior"]["z_delta"].dims)[-1] == "size"
     pred = post.predict("fam0", [1e9, 1e11], 2e10, kind="mean")
     assert pred.shape[0] == 2 and np.all(pred["lower"] < pred["upper"])
-    assert isinstance(pd.DataFrame(pred), pd.DataFrame)
 
 
-def test_planning_refuses_a_fit_with_the_discrepancy_rather_than_ignore_it():
-    from bayescale import fit, plan
+def test_planning_refuses_a_fit_with_the_discrepancy_rather_than_ignore_it(map_post):
+    from bayescale import plan
 
-    frame, _ = simulate_frame(n_families=1, sizes=(1e8, 4e8), n_checkpoints=4, seed=4)
-    post = fit(frame, method="map", discrepancy=True, min_tokens=None, progress_bar=False)
     with pytest.raises(NotImplementedError, match="discrepancy"):
-        plan(post, "fam0:1e9:2e10", 1e20)
+        plan(map_post, "fam0:1e9:2e10", 1e20)
 
 
 def _grid_inputs():
@@ -186,6 +188,7 @@ def test_token_budget_term_only_for_families_with_budget_grids():
     )
 
 
+@pytest.mark.heavy
 def test_predictions_of_a_grid_family_widen_with_distance_in_tokens():
     from bayescale import fit
 
