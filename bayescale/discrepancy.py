@@ -115,6 +115,23 @@ def budget_slots(inputs) -> Slots:
     return group_slots(inputs.run_family, run_log_tokens(inputs), runs)
 
 
+class Term(NamedTuple):
+    """One discrepancy process: its site suffix, plate, slots and query axis."""
+
+    suffix: str  # sites sigma_delta{suffix}, ell_delta{suffix}, z_delta{suffix}
+    plate: str
+    slots_of: object  # ModelInputs -> Slots
+    axis: str  # "params" or "tokens": what a query's position is the log of
+    for_unseen: bool  # a family the fit did not see gets a fresh draw of it
+
+
+#: The size term of every family and the token-budget term of grid families.
+TERMS = (
+    Term("", "size", size_slots, "params", True),
+    Term("_d", "budget", budget_slots, "tokens", False),
+)
+
+
 def slot_rho(slots: Slots, length):
     """Correlation of each slot with the family's next smaller position (0 at the smallest)."""
     from bayescale.trajectory import ou_rho

@@ -428,12 +428,13 @@ def _discrepancy_block(inputs: ModelInputs, p: Priors):
     ``ell_delta_d``, ``z_delta_d`` on plate ``budget``). Site ``delta``: the
     sum, per run.
     """
-    from bayescale.discrepancy import budget_slots, size_slots
+    from bayescale.discrepancy import TERMS
 
-    delta = _ou_offsets(size_slots(inputs), inputs.n_families, p, "", "size")
-    budgets = budget_slots(inputs)
-    if budgets.family.size:
-        delta = delta + _ou_offsets(budgets, inputs.n_families, p, "_d", "budget")
+    delta = 0.0
+    for term in TERMS:
+        slots = term.slots_of(inputs)
+        if slots.family.size:
+            delta = delta + _ou_offsets(slots, inputs.n_families, p, term.suffix, term.plate)
     return numpyro.deterministic("delta", delta)
 
 

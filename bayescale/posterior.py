@@ -59,14 +59,13 @@ class UnseenFamilyWarning(UserWarning):
 
 def _coords(data: ScalingData) -> dict:
     groups = {"group": list(data.groups), "group_coef": list(GROUP_COEFS)} if data.groups else {}
-    from bayescale.discrepancy import budget_slots, size_slots
+    from bayescale.discrepancy import TERMS
 
     inputs = data.inputs()
     slot_labels = {}
-    for dim, slots, unit in (
-        ("size", size_slots(inputs), ""),
-        ("budget", budget_slots(inputs), " tokens"),
-    ):
+    for term in TERMS:
+        slots = term.slots_of(inputs)
+        unit = "" if term.axis == "params" else " tokens"
         labels = [
             f"{data.families[f]} {format_count(math.exp(x))}{unit}"
             for f, x in zip(slots.family, slots.x, strict=True)
@@ -74,7 +73,7 @@ def _coords(data: ScalingData) -> dict:
         if len(set(labels)) < len(labels):
             # positions within a rounding of each other: keep the labels apart
             labels = [f"{label} #{i}" for i, label in enumerate(labels)]
-        slot_labels[dim] = labels
+        slot_labels[term.plate] = labels
     return (
         groups
         | slot_labels
@@ -309,7 +308,7 @@ class Posterior(PosteriorBase):
         ones (:func:`bayescale.discrepancy.query_offsets`). ``params`` and
         ``tokens`` are (P,), or (S, P) where they differ by draw.
         """
-        from bayescale.discrepancy import budget_slots, query_offsets, size_slots
+        from bayescale.discrepancy import TERMS, query_offsets
 
         params, tokens = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
         sd = self.level_offset_sd(family, idx)
@@ -317,19 +316,19 @@ class Posterior(PosteriorBase):
         posterior = self.tree["posterior"]
         inputs = self.data.inputs()
         f = self.families.index(family) if family in self.families else None
-        for suffix, slots_of, x in (("", size_slots, params), ("_d", budget_slots, tokens)):
-            if f"z_delta{suffix}" not in posterior:
+        for term in TERMS:
+            if f"z_delta{term.suffix}" not in posterior:
                 continue
-            slots = slots_of(inputs)
-            if suffix and (f is None or not np.any(slots.family == f)):
-                continue  # no token-budget grid in this family
+            slots = term.slots_of(inputs)
+            if not (term.for_unseen if f is None else np.any(slots.family == f)):
+                continue  # e.g. a family without a token-budget grid
             out = out + query_offsets(
                 slots,
                 f,
-                self._pick(f"z_delta{suffix}", idx),
-                self._pick(f"sigma_delta{suffix}", idx),
-                self._pick(f"ell_delta{suffix}", idx),
-                np.log(x),
+                self._pick(f"z_delta{term.suffix}", idx),
+                self._pick(f"sigma_delta{term.suffix}", idx),
+                self._pick(f"ell_delta{term.suffix}", idx),
+                np.log(params if term.axis == "params" else tokens),
                 rng,
             )
         return out
