@@ -71,8 +71,8 @@ def group_slots(run_family, x, runs=None) -> Slots:
     run_slot[runs] = inverse
     family = pairs[:, 0].astype(int)
     # each slot's position as given (not the rounded key): that of its first run
-    first_run = np.zeros(len(pairs), dtype=int)
-    first_run[inverse[::-1]] = np.arange(inverse.size)[::-1]
+    first_run = np.full(len(pairs), inverse.size)
+    np.minimum.at(first_run, inverse, np.arange(inverse.size))
     first = np.ones(len(pairs), dtype=bool)
     first[1:] = family[1:] != family[:-1]
     return Slots(run_slot, family, x[runs][first_run], first)
@@ -104,8 +104,8 @@ def budget_families(inputs) -> np.ndarray:
 
 def run_log_tokens(inputs) -> np.ndarray:
     """Log tokens of each run's last kept checkpoint, (R,)."""
-    out = np.zeros(np.shape(inputs.run_family))
-    out[np.asarray(inputs.obs_run)] = np.asarray(inputs.log_d)  # runs are sorted by tokens
+    out = np.full(np.shape(inputs.run_family), -np.inf)
+    np.maximum.at(out, np.asarray(inputs.obs_run), np.asarray(inputs.log_d, dtype=float))
     return out
 
 
