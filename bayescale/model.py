@@ -18,7 +18,10 @@ size-level discrepancy, an OU process in log N per family with pooled scale
 sites ``sigma_delta``, ``ell_delta``, ``z_delta`` on plate ``size``, and
 ``delta`` per run), shared by the runs of one size, single-checkpoint runs
 included. Seed scatter is what replicates of one size differ by; the
-discrepancy is what a replicate would not change.
+discrepancy is what a replicate would not change. Families whose final
+losses span several token budgets at one size add a second such process in
+log D (sites ``sigma_delta_d``, ``ell_delta_d``, ``z_delta_d`` on plate
+``budget``; :func:`bayescale.discrepancy.budget_families`).
 
 Family coefficients ``(a_f, b_f)`` and exponents are partially pooled around
 population means. With family groups (``inputs.family_group``: one lab's
