@@ -231,6 +231,7 @@ def test_demo_hides_the_near_twin_of_a_target():
     assert list(train["run"]) == ["d1", "p1"]
 
 
+@pytest.mark.heavy
 def test_fit_with_the_discrepancy_saves_it_and_describes_it(tmp_path, capsys, csv):
     from bayescale.posterior import load
     from bayescale.reporting.summaries import model_description, noise_table

@@ -134,6 +134,7 @@ def map_post():
     return fit(frame, method="map", discrepancy=True, min_tokens=None, progress_bar=False)
 
 
+@pytest.mark.heavy
 def test_fit_and_predict_carry_the_discrepancy(map_post):
     post = map_post
     assert "z_delta" in post.tree["posterior"] and "delta" in post.tree["posterior"]
@@ -142,6 +143,7 @@ def test_fit_and_predict_carry_the_discrepancy(map_post):
     assert pred.shape[0] == 2 and np.all(pred["lower"] < pred["upper"])
 
 
+@pytest.mark.heavy
 def test_planning_refuses_a_fit_with_the_discrepancy_rather_than_ignore_it(map_post):
     from bayescale import plan
 
