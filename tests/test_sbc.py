@@ -73,7 +73,7 @@ def test_twenty_prior_worlds_fitted_with_the_default_inference_are_covered():
     assert n == 20
     for level in (90, 50):
         checks = records.filter(like=f"in{level}.")
-        assert checks.shape[1] == len(sbc.PARAMETERS)
+        assert checks.shape[1] == len(sbc.ranked(FitConfig()))
         lo, hi = sbc.coverage_band(n, level / 100, prob=0.999)
         per_parameter = checks.mean()
         assert per_parameter.between(lo, hi).all(), per_parameter

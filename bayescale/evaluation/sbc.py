@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-#: Scalar parameters whose ranks are recorded, with the index of their family if any.
+#: Scalar parameters whose ranks are recorded, with the index of their family if any
+#: (``sigma_delta`` only for the model with the discrepancy: :func:`ranked`).
 PARAMETERS = (
     ("alpha", None),
     ("beta", None),
@@ -31,6 +32,11 @@ PARAMETERS = (
     ("sigma_obs", 0),
     ("ell", None),
 )
+
+
+def ranked(config) -> tuple:
+    """The :data:`PARAMETERS` of the model ``config`` fits."""
+    return tuple(p for p in PARAMETERS if config.discrepancy or p[0] != "sigma_delta")
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,7 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
     samples, mcmc = sample_inputs(fit_inputs, config, progress_bar=False)
     record = {"replicate": i}
     rhats = []
-    for name, j in PARAMETERS:
-        if name not in samples:
-            continue
+    for name, j in ranked(config):
         draws = np.asarray(samples[name])
         draws = draws if j is None else draws[..., j]
         true = float(truth[name] if j is None else truth[name][j])
