@@ -164,7 +164,7 @@ def family_means(slots: Slots, values, n_families: int):
     return jnp.asarray(values) @ onehot / counts
 
 
-def conditional(x_fit, v_fit, x_query, sigma, length):
+def conditional(x_fit, v_fit, x_query, sigma, length, xp=np):
     """Mean and sd of an OU path at ``x_query`` given its values ``v_fit`` at sorted ``x_fit``.
 
     Parameters
@@ -173,6 +173,8 @@ def conditional(x_fit, v_fit, x_query, sigma, length):
     v_fit : (S, K) values per draw.
     x_query : (P,) or (S, P) positions.
     sigma, length : (S,) stationary sd and correlation length per draw.
+    xp : array namespace
+        ``numpy`` (float64, default) or ``jax.numpy`` (traceable).
 
     Returns
     -------
@@ -180,52 +182,81 @@ def conditional(x_fit, v_fit, x_query, sigma, length):
         Conditioned on the nearest fitted position on each side only, which is
         exact for the exponential kernel (Markov).
     """
-    x_fit = np.asarray(x_fit, dtype=float)
-    v_fit = np.asarray(v_fit, dtype=float)
-    sigma = np.asarray(sigma, dtype=float)[:, None]
-    length = np.asarray(length, dtype=float)[:, None]
-    x_query = np.broadcast_to(
-        np.asarray(x_query, dtype=float), (v_fit.shape[0],) + np.shape(x_query)[-1:]
-    )
-    k = x_fit.size
-    hi = np.searchsorted(x_fit, x_query, side="left")  # first fitted >= query
+    x_fit = xp.asarray(x_fit)
+    v_fit = xp.asarray(v_fit)
+    sigma = xp.asarray(sigma)[:, None]
+    length = xp.asarray(length)[:, None]
+    x_query = xp.broadcast_to(xp.asarray(x_query), (v_fit.shape[0],) + np.shape(x_query)[-1:])
+    k = x_fit.shape[0]
+    hi = xp.searchsorted(x_fit, x_query, side="left")  # first fitted >= query
     lo = hi - 1
-    lo_c, hi_c = np.clip(lo, 0, k - 1), np.clip(hi, 0, k - 1)
+    lo_c, hi_c = xp.clip(lo, 0, k - 1), xp.clip(hi, 0, k - 1)
     # a, b: correlation with the nearest fitted size below and above (0 where none)
-    a = np.where(lo >= 0, np.exp(-np.abs(x_query - x_fit[lo_c]) / length), 0.0)
-    b = np.where(hi < k, np.exp(-np.abs(x_fit[hi_c] - x_query) / length), 0.0)
-    v_lo = np.take_along_axis(v_fit, lo_c, axis=1)
-    v_hi = np.take_along_axis(v_fit, hi_c, axis=1)
-    denom = np.maximum(1.0 - a**2 * b**2, 1e-12)
+    a = xp.where(lo >= 0, xp.exp(-xp.abs(x_query - x_fit[lo_c]) / length), 0.0)
+    b = xp.where(hi < k, xp.exp(-xp.abs(x_fit[hi_c] - x_query) / length), 0.0)
+    v_lo = xp.take_along_axis(v_fit, lo_c, axis=1)
+    v_hi = xp.take_along_axis(v_fit, hi_c, axis=1)
+    denom = xp.maximum(1.0 - a**2 * b**2, 1e-12)
     mean = (a * (1.0 - b**2) * v_lo + b * (1.0 - a**2) * v_hi) / denom
-    var = (1.0 - a**2) * (1.0 - b**2) / denom
-    return mean, sigma * np.sqrt(np.clip(var, 0.0, 1.0))
+    var = xp.clip((1.0 - a**2) * (1.0 - b**2) / denom, 0.0, 1.0)
+    # at a known position the sd is exactly 0; the double where keeps its gradient finite
+    sd = xp.where(var > 0.0, xp.sqrt(xp.where(var > 0.0, var, 1.0)), 0.0)
+    return mean, sigma * sd
+
+
+def joint_draws(x_fit, v_fit, x_query, sigma, length, normals) -> np.ndarray:
+    """Joint draws of an OU path at distinct positions ``x_query`` (P,), given ``v_fit``.
+
+    Each position, in the order given, is drawn from its conditional given
+    the fitted positions and the positions drawn before it (for a Markov
+    path, its nearest known neighbour on each side), from ``normals[p]``
+    (S,). So the draw at the first position is the same whatever follows it.
+    Shapes as in :func:`conditional`; returns (S, P).
+    """
+    known_x = np.asarray(x_fit, dtype=float)
+    known_v = np.asarray(v_fit, dtype=float)
+    out = np.empty((known_v.shape[0], len(x_query)))
+    for p, x in enumerate(np.asarray(x_query, dtype=float)):
+        mean, sd = conditional(known_x, known_v, np.array([x]), sigma, length)
+        out[:, p] = mean[:, 0] + sd[:, 0] * normals[p]
+        at = int(np.searchsorted(known_x, x))
+        known_x = np.insert(known_x, at, x)
+        known_v = np.insert(known_v, at, out[:, p], axis=1)
+    return out
 
 
 def query_offsets(slots: Slots, family, z, sigma, length, x_query, rng) -> np.ndarray:
     """Draws of ``delta(x*) - mean_f(delta)`` at query positions, (S, P).
 
     ``z`` (S, n_slots), ``sigma``, ``length`` (S,): posterior draws of the
-    discrepancy. ``x_query`` is (P,), or (S, P) for positions that differ by
-    draw. Each distinct query position is drawn from its conditional given
-    the family's fitted positions (points at one position share the draw;
-    distinct query positions are not conditioned on each other).
-    ``family=None``: a family the fit did not see, whose discrepancy is a
-    fresh draw of the prior process.
+    discrepancy. ``x_query`` (P,) positions are drawn jointly
+    (:func:`joint_draws`, in order of first appearance, points at one
+    position sharing their draw), so a query near another moves with it;
+    ``x_query`` (S, P), positions that differ by draw, are drawn each from
+    its own conditional. ``family=None``: a family the fit did not see, whose
+    discrepancy is a fresh draw of the prior process.
     """
     sigma = np.asarray(sigma, dtype=float)
     x_query = np.asarray(x_query, dtype=float)
     s = sigma.shape[0]
-    if x_query.ndim == 1:
-        uniq, inverse = np.unique(x_query, return_inverse=True)
-        uniq, inverse = np.broadcast_to(uniq, (s, uniq.size)), inverse.ravel()
-    else:
-        uniq, inverse = x_query, np.arange(x_query.shape[-1])
     if family is None:
-        return (sigma[:, None] * rng.standard_normal(uniq.shape))[:, inverse]
+        if x_query.ndim == 1:
+            # one draw per distinct position, whatever its order
+            uniq, inverse = np.unique(x_query, return_inverse=True)
+            return (sigma[:, None] * rng.standard_normal((s, uniq.size)))[:, inverse.ravel()]
+        return sigma[:, None] * rng.standard_normal(x_query.shape)
     cols = slots.family == family
     values = np.asarray(slot_values(slots, z, sigma, length))
     v_fit = values[:, cols]
-    mean, sd = conditional(slots.x[cols], v_fit, uniq, sigma, length)
-    draw = mean + sd * rng.standard_normal(mean.shape)
-    return (draw - v_fit.mean(axis=1, keepdims=True))[:, inverse]
+    if x_query.ndim == 1:
+        uniq, first, inverse = np.unique(x_query, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        normals = rng.standard_normal((order.size, s))
+        draw = joint_draws(slots.x[cols], v_fit, uniq[order], sigma, length, normals)
+        draw = draw[:, rank[inverse.ravel()]]
+    else:
+        mean, sd = conditional(slots.x[cols], v_fit, x_query, sigma, length)
+        draw = mean + sd * rng.standard_normal(mean.shape)
+    return draw - v_fit.mean(axis=1, keepdims=True)

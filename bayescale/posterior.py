@@ -298,38 +298,50 @@ class Posterior(PosteriorBase):
         k = int(law_offset_runs(self.data.inputs())[self.families.index(family)])
         return sigma_seed / np.sqrt(k) if k else np.zeros_like(sigma_seed)
 
-    def level_offsets(self, family: str, params, tokens, rng, idx=None) -> np.ndarray:
+    def level_offsets(self, family: str, params, tokens, rng, idx=None, single=None) -> np.ndarray:
         """Draws of how far the family's law may sit from the fitted one at each query, (S, P).
 
         The seed average of the fitted runs (:meth:`level_offset_sd`), one
         offset per draw shared by all points, and, in fits with the
         discrepancy, its value at each query's size (and token count, for
         families with token-budget grids) relative to the family's fitted
-        ones (:func:`bayescale.discrepancy.query_offsets`). ``params`` and
-        ``tokens`` are (P,), or (S, P) where they differ by draw.
+        ones (:func:`bayescale.discrepancy.query_offsets`), drawn jointly
+        across the queries. ``params`` and ``tokens`` are (P,), or (S, P)
+        where they differ by draw. ``single`` (P,) marks the points that are
+        final losses of single-checkpoint runs, the only ones the token-budget
+        term applies to (default: all, as for a prediction).
+
+        The discrepancy of each term is drawn from a stream of its own spawned
+        from ``rng``, the first query first: the draws at a query do not
+        depend on the queries after it, nor does what ``rng`` draws next.
         """
         from bayescale.discrepancy import TERMS, query_offsets
 
         params, tokens = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
+        p = params.shape[-1]
+        single = np.ones(p, bool) if single is None else np.asarray(single, bool)
         sd = self.level_offset_sd(family, idx)
-        out = (sd * rng.standard_normal(sd.shape[0]))[:, None] * np.ones(params.shape[-1])
+        out = (sd * rng.standard_normal(sd.shape[0]))[:, None] * np.ones(p)
         posterior = self.tree["posterior"]
         inputs = self.data.inputs()
         f = self.families.index(family) if family in self.families else None
         for term in TERMS:
             if f"z_delta{term.suffix}" not in posterior:
                 continue
+            term_rng = rng.spawn(1)[0]
             slots = term.slots_of(inputs)
             if not (term.for_unseen if f is None else np.any(slots.family == f)):
                 continue  # e.g. a family without a token-budget grid
-            out = out + query_offsets(
+            cols = np.ones(p, bool) if term.axis == "params" else single
+            x = np.log(params if term.axis == "params" else tokens)[..., cols]
+            out[:, cols] += query_offsets(
                 slots,
                 f,
                 self._pick(f"z_delta{term.suffix}", idx),
                 self._pick(f"sigma_delta{term.suffix}", idx),
                 self._pick(f"ell_delta{term.suffix}", idx),
-                np.log(params if term.axis == "params" else tokens),
-                rng,
+                x,
+                term_rng,
             )
         return out
 

@@ -64,12 +64,14 @@ def _posterior(
     seed: int = 0,
     min_tokens: float | None = None,
     warmup_fraction: float | None = 0.1,
+    discrepancy: tuple | None = None,
 ) -> Posterior:
     """One family, ``len(SIZES) * seeds`` runs; draws vary only where asked.
 
     ``a_sd`` spreads the family's reducible term ``a`` across draws. Run
     effects sum to zero within the family, so the target carries the offset of
-    the family's average run.
+    the family's average run. ``discrepancy=(sigma, length)`` adds the
+    size-level discrepancy, drawn from its prior at the fitted sizes.
     """
     cut = {"min_tokens": min_tokens, "warmup_fraction": warmup_fraction}
     data = ScalingData.from_frame(_frame(seeds), max_points_per_run=None, **cut)
@@ -92,8 +94,17 @@ def _posterior(
         "alpha": np.full(s, ALPHA),
         "beta": np.full(s, BETA),
     }
+    if discrepancy is not None:
+        samples["z_delta"] = rng.standard_normal((s, len(SIZES)))
+        samples["sigma_delta"] = np.full(s, discrepancy[0])
+        samples["ell_delta"] = np.full(s, discrepancy[1])
     samples = {k: v[None] for k, v in samples.items()}  # one chain
-    config = FitConfig(exponents="shared", max_points_per_run=None, **cut)
+    config = FitConfig(
+        exponents="shared",
+        max_points_per_run=None,
+        discrepancy=discrepancy is not None,
+        **cut,
+    )
     post = Posterior.from_draws(samples, data, config)
     post.tree["sample_stats"] = xr.DataTree(
         xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, s), dtype=bool))})
@@ -210,6 +221,53 @@ def test_more_seeds_shrink_the_family_offset_as_conjugate_theory_says(seeds_post
     row = new_run[(new_run["params"] == 2e8) & (new_run["n_runs"] == 8)].iloc[0]
     expected = math.sqrt(0.03**2 / (k_fit + 8) + var_fixed)
     assert row["expected_sd"] == pytest.approx(t_law * expected, rel=0.06)
+
+
+def test_a_run_near_the_target_measures_its_discrepancy_as_gaussian_theory_says():
+    """Family offset and discrepancy uncertain, the law fixed: a conjugate Gaussian problem.
+
+    In logs the target is ``T = d0 + delta(x_t) - mean(delta_fit)`` and k new
+    runs at ``x_c`` average ``d0 + delta(x_c) - mean(delta_fit) + seeds / sqrt(k)``,
+    with ``d0 ~ N(0, sigma_seed^2 / K)`` and ``delta`` the exponential-kernel
+    process; the sd after observing them is
+    ``sqrt(Var T - Cov(T, y)^2 / Var y)``. A run at the target's size
+    measures its discrepancy; one at a fitted size cannot.
+    """
+    sigma_seed, sigma_d, ell = 0.03, 0.03, 1.5
+    post = _posterior(3000, sigma_seed=sigma_seed, discrepancy=(sigma_d, ell))
+    k_fit = post.data.n_runs
+    sizes = (2e8, 1e9, 2e9)
+    menu = [{"params": n, "tokens": 1e11, "n_runs": 4} for n in sizes]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = design.plan(post, TARGET, 1e23, candidates=menu, seed=1, **PLAN_KW).table
+
+    x = np.log([*SIZES, TARGET["params"]])
+    k = sigma_d**2 * np.exp(-np.abs(np.subtract.outer(x, x)) / ell)
+
+    def cov(c1, c2):
+        return sigma_seed**2 / k_fit + c1 @ k @ c2
+
+    a_t = np.array([-0.5, -0.5, 1.0])
+    var_t = cov(a_t, a_t)
+    t_law = _law_at_target(post)
+    assert table["current_sd"].iloc[0] == pytest.approx(t_law * math.sqrt(var_t), rel=0.06)
+    expected = {}
+    for n in sizes:
+        x_c = np.log(n)
+        # covariance over (fitted sizes, target, candidate)
+        xs = np.append(x, x_c)
+        k = sigma_d**2 * np.exp(-np.abs(np.subtract.outer(xs, xs)) / ell)
+        a_t4, a_c4 = np.append(a_t, 0.0), np.array([-0.5, -0.5, 0.0, 1.0])
+        c_ty = sigma_seed**2 / k_fit + a_t4 @ k @ a_c4
+        var_y = sigma_seed**2 / k_fit + a_c4 @ k @ a_c4 + sigma_seed**2 / 4
+        expected[n] = math.sqrt((var_t - c_ty**2 / var_y) / var_t)
+    for _, row in table.iterrows():
+        assert row["expected_sd"] / row["current_sd"] == pytest.approx(
+            expected[row["params"]], rel=0.08
+        ), row["experiment"]
+    by_size = table.set_index("params")["expected_sd"]
+    assert by_size[2e9] < by_size[1e9] < by_size[2e8]
 
 
 # -- costs, budget, errors ----------------------------------------------------------------

@@ -144,11 +144,16 @@ def test_fit_and_predict_carry_the_discrepancy(map_post):
 
 
 @pytest.mark.heavy
-def test_planning_refuses_a_fit_with_the_discrepancy_rather_than_ignore_it(map_post):
+def test_planning_a_point_fit_values_a_run_at_the_target_size(map_post):
+    """The Laplace refits carry the discrepancy: a run at the target's size measures it."""
     from bayescale import plan
 
-    with pytest.raises(NotImplementedError, match="discrepancy"):
-        plan(map_post, "fam0:1e9:2e10", 1e20)
+    menu = [{"params": n, "tokens": 2e10, "n_runs": 2} for n in (1e8, 1e10)]
+    result = plan(map_post, "fam0:1e10:2e10", 1e23, candidates=menu, n_refit_outcomes=4)
+    table = result.table.set_index("params")
+    assert set(table["method"]) == {"laplace"}
+    assert np.isfinite(table["expected_sd"]).all()
+    assert table.loc[1e10, "expected_sd"] < 0.6 * table.loc[1e8, "expected_sd"]
 
 
 def _grid_inputs():

@@ -33,13 +33,6 @@ def checked_target(post, target) -> Target:
     """A :class:`~bayescale.options.Target` of a fitted family (``plan`` needs one)."""
     from bayescale.options import did_you_mean
 
-    if "z_delta" in post.tree["posterior"]:
-        # a new run at a new size would measure the discrepancy there, and the
-        # target's is correlated with it: the simulated experiments model neither yet
-        raise NotImplementedError(
-            "planning does not model the size-level discrepancy yet; plan with a fit "
-            "made without discrepancy=True"
-        )
     tgt = Target.parse(target)
     if tgt.family not in post.families:
         raise ValueError(
@@ -57,7 +50,7 @@ class Setup:
     kind: str
     f: int
     params: dict  # (S, ...) jnp arrays
-    delta: np.ndarray  # (S,)
+    run_delta: dict  # (params, tokens) of a run design -> (S,) offsets of its new runs
     t_draws: np.ndarray  # (S,)
     gen: np.ndarray  # (M,) generating draw per outcome
     base_key: jax.Array
@@ -84,17 +77,17 @@ def outcome_key(base_key, m, r):
 def _items_log_marginals(designs, masks, items, z, params, delta, base_key):
     """Log marginal likelihood of simulated new runs under every draw: (items, S).
 
-    ``designs`` stacks padded single-run inputs (G designs); item ``i`` is run
-    ``r`` of outcome ``m`` of design ``g``, simulated from draw ``j``, with
-    seed normal ``z[i]``.
+    ``designs`` stacks padded single-run inputs (G designs) and ``delta``
+    their runs' offsets (G, S); item ``i`` is run ``r`` of outcome ``m`` of
+    design ``g``, simulated from draw ``j``, with seed normal ``z[i]``.
     """
 
     def per_item(args):
         (g, m, r, j), zi = args
         inputs1 = run_inputs_from({k: a[g] for k, a in designs.items()})
-        mask = masks[g]
-        y = simulate_run(outcome_key(base_key, m, r), inputs1, one_draw(params, j), delta[j], zi)
-        return jax.vmap(lambda draw, d: run_log_marginal(inputs1, draw, d, y, mask))(params, delta)
+        mask, d_g = masks[g], delta[g]
+        y = simulate_run(outcome_key(base_key, m, r), inputs1, one_draw(params, j), d_g[j], zi)
+        return jax.vmap(lambda draw, d: run_log_marginal(inputs1, draw, d, y, mask))(params, d_g)
 
     return jax.lax.map(per_item, (tuple(items.T), z))
 
@@ -140,7 +133,7 @@ def importance_groups(setup: Setup, groups: dict, checkpoints: dict) -> dict:
             jnp.asarray(items),
             z,
             setup.params,
-            jnp.asarray(setup.delta),
+            jnp.asarray(np.stack([setup.run_delta[k] for k in keys])),
             setup.base_key,
         )
         for key in keys:
@@ -155,8 +148,18 @@ def importance_groups(setup: Setup, groups: dict, checkpoints: dict) -> dict:
     return out
 
 
-def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int):
-    """Posterior draws used (a fixed subsample), their target values and family offsets."""
+def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int, designs=()):
+    """Posterior draws used (a fixed subsample), their target values and new runs' offsets.
+
+    ``designs`` lists the ``(params, tokens)`` of new runs. Per draw, the
+    family's offset from the fitted law at the target and at each design is
+    drawn jointly (:meth:`~bayescale.posterior.Posterior.level_offsets`): the
+    seed average of the fitted runs, shared by all, and in fits with the
+    discrepancy its value at each size, so that a new run near the target
+    measures the target's discrepancy. The target's draws do not depend on
+    ``designs``. Returns ``idx``, the draws' parameters, the target values
+    (S,) and ``{design: offsets (S,)}``.
+    """
     rng = np.random.default_rng([seed, 7])
     s_all = post.n_draws
     if s_all > max_draws:
@@ -164,9 +167,20 @@ def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int):
     else:
         idx = np.arange(s_all)
     params = draw_params(post, idx)
-    delta = post.level_offset_sd(tgt.family, idx) * rng.standard_normal(idx.size)
-    t_draws = target_draws(post, tgt, kind, idx, delta, rng)
-    return idx, params, t_draws, delta
+    designs = list(dict.fromkeys((float(n), float(d)) for n, d in designs))
+    fam = family_design(post, tgt.family)
+    # the token-budget term is a property of final losses: new runs with a curve have none
+    single = [True] + [fam.checkpoints(d).size == 1 for _, d in designs]
+    offsets = post.level_offsets(
+        tgt.family,
+        [tgt.params] + [n for n, _ in designs],
+        [tgt.tokens] + [d for _, d in designs],
+        rng,
+        idx,
+        single=single,
+    )
+    t_draws = target_draws(post, tgt, kind, idx, offsets[:, 0], rng)
+    return idx, params, t_draws, {k: offsets[:, i + 1] for i, k in enumerate(designs)}
 
 
 def draw_efficiency(post, t_draws: np.ndarray) -> float:
@@ -248,7 +262,11 @@ def outcome_log_weights(post, target, candidate: Candidate, loss, *, kind, max_d
     ckpt = family_design(post, target.family).checkpoints(candidate.tokens)
     y = np.log(np.asarray(loss, dtype=float).reshape(-1, candidate.n_runs, ckpt.size))
     y = jnp.asarray(y - np.log(post.data.family_scale[f]))
-    _, params, t_draws, delta = draws_and_target(post, target, kind, max_draws, seed)
+    design = (float(candidate.params), float(candidate.tokens))
+    _, params, t_draws, run_delta = draws_and_target(
+        post, target, kind, max_draws, seed, designs=[design]
+    )
+    delta = run_delta[design]
     inputs1, _ = run_inputs(f, post.data.n_families, candidate.params, ckpt)
 
     @jax.jit

@@ -55,7 +55,18 @@ def _latent_shapes(post, inputs: ModelInputs) -> dict:
 # effects the joint mode inflates sigma_seed (several times its posterior
 # median in tests), which would inflate the family offset's variance. The
 # Laplace approximation is conditional on them, held at their posterior median.
-_GROUP_SCALES = ("sigma_theta", "tau_alpha", "tau_beta", "sigma_group", "sigma_seed")
+# The discrepancy's scale and length are held likewise.
+_GROUP_SCALES = (
+    "sigma_theta",
+    "tau_alpha",
+    "tau_beta",
+    "sigma_group",
+    "sigma_seed",
+    "sigma_delta",
+    "ell_delta",
+    "sigma_delta_d",
+    "ell_delta_d",
+)
 
 
 class Laplace:
@@ -64,7 +75,10 @@ class Laplace:
     The log posterior after the experiment is the fitted model's (on its own
     data) plus, for each new run, its likelihood with the seed effect
     integrated out (:func:`run_log_marginal`), plus the family offset
-    ``delta`` when run effects are centred (module notes). This is the same
+    ``delta`` when run effects are centred (module notes), plus, in fits with
+    the size-level discrepancy, its values at the target and at the new runs'
+    size (standard normal latents of their joint conditional given the
+    family's fitted sizes, :meth:`_discrepancy`). This is the same
     posterior a refit on the augmented data targets, written so that every
     candidate (padded to ``k_pad`` runs of ``n_pad`` checkpoints) shares one
     compiled function.
@@ -85,6 +99,8 @@ class Laplace:
         self.inputs0 = post.data.inputs()
         self.k_family = int(law_offset_runs(self.inputs0)[self.f])
         self.centred = self.k_family > 0
+        self.terms = _discrepancy_terms(post, self.inputs0, self.f)
+        self.n_extra = int(self.centred) + 2 * len(self.terms)
         self.n_pad, self.k_pad = int(n_pad), int(k_pad)
         shapes = _latent_shapes(post, self.inputs0)
         tree = post.tree["posterior"]
@@ -114,8 +130,7 @@ class Laplace:
         pot = jax.jit(jax.vmap(self._fit_potential))(flat)
         pot = np.where(np.isfinite(np.asarray(pot)), np.asarray(pot), np.inf)
         x_start = flat[int(np.argmin(pot))]
-        if self.centred:
-            x_start = jnp.concatenate([x_start, jnp.zeros(1)])
+        x_start = jnp.concatenate([x_start, jnp.zeros(self.n_extra, x_start.dtype)])
         # one experiment at a time: compiling the Newton solver dominates its
         # cost, and a batch of another size would compile it again
         self._solve = jax.jit(self._solve_one)
@@ -150,8 +165,44 @@ class Laplace:
         )
 
     def _split(self, x):
+        """Free latents, the family offset and the discrepancy normals (terms, 2)."""
         delta = x[self.n_free] if self.centred else jnp.zeros(())
-        return x[: self.n_free], delta
+        e = x[self.n_free + int(self.centred) :].reshape(len(self.terms), 2)
+        return x[: self.n_free], delta, e
+
+    def _discrepancy(self, c, e, arrays=None, mask=None):
+        """The discrepancy, relative to the family's fitted sizes, at the target and a new run.
+
+        The target's value is drawn from its conditional given the fitted
+        sizes (normal ``e[:, 0]``), the new run's from its conditional given
+        those and the target (``e[:, 1]``): the two are jointly Gaussian as
+        the prior says. The token-budget term applies to a new run only when
+        it is a single final loss.
+        """
+        from bayescale.discrepancy import conditional, slot_values
+
+        d_t, d_c = jnp.zeros(()), jnp.zeros(())
+        for i, (term, slots, cols) in enumerate(self.terms):
+            sigma = jnp.reshape(c[f"sigma_delta{term.suffix}"], (1,))
+            ell = jnp.reshape(c[f"ell_delta{term.suffix}"], (1,))
+            v = slot_values(slots, c[f"z_delta{term.suffix}"], sigma[0], ell[0])[cols]
+            x_fit = slots.x[cols]
+            x_t = math.log(self.target.params if term.axis == "params" else self.target.tokens)
+            m, sd = conditional(x_fit, v[None], np.array([x_t]), sigma, ell, xp=jnp)
+            v_t = m[0, 0] + sd[0, 0] * e[i, 0]
+            d_t = d_t + v_t - jnp.mean(v)
+            if arrays is None:
+                continue
+            at = int(np.searchsorted(x_fit, x_t))
+            x_known, v_known = np.insert(x_fit, at, x_t), jnp.insert(v, at, v_t)
+            if term.axis == "params":
+                x_c, applies = arrays["log_n"][0], 1.0
+            else:
+                x_c = jnp.max(jnp.where(mask, arrays["log_d"], -jnp.inf))
+                applies = (jnp.sum(mask) == 1).astype(v.dtype)
+            m, sd = conditional(x_known, v_known[None], jnp.reshape(x_c, (1,)), sigma, ell, xp=jnp)
+            d_c = d_c + applies * (m[0, 0] + sd[0, 0] * e[i, 1] - jnp.mean(v))
+        return d_t, d_c
 
     def _constrained(self, x_free) -> dict:
         from numpyro.infer.util import constrain_fn
@@ -165,24 +216,27 @@ class Laplace:
         )
 
     def _potential(self, x, arrays, mask, y, run_mask):
-        x_free, delta = self._split(x)
+        x_free, delta, e = self._split(x)
         pot = self._fit_potential(x_free)
         c = self._constrained(x_free)
         draw = {k: c[k] for k in PARAM_KEYS if k != "u"}
         if self.centred:
             sd = draw["sigma_seed"] / math.sqrt(self.k_family)
             pot = pot - dist.Normal(0.0, sd).log_prob(delta)
+        pot = pot + 0.5 * jnp.sum(e**2)
+        _, d_c = self._discrepancy(c, e, arrays, mask)
         inputs1 = run_inputs_from(arrays)
-        ll = jax.vmap(lambda yr: run_log_marginal(inputs1, draw, delta, yr, mask))(y)
+        ll = jax.vmap(lambda yr: run_log_marginal(inputs1, draw, delta + d_c, yr, mask))(y)
         return pot - jnp.sum(run_mask * ll)
 
     def _log_target(self, x):
         tgt, f = self.target, self.f
-        x_free, delta = self._split(x)
+        x_free, delta, e = self._split(x)
         c = self._constrained(x_free)
         law = family_law(c).map(lambda v: v[f])
         log_mu = laws.log_loss(law, math.log(tgt.params), math.log(tgt.tokens))
-        return log_mu + delta, (c["sigma_seed"], c["sigma_obs"][f])
+        d_t, _ = self._discrepancy(c, e)
+        return log_mu + delta + d_t, (c["sigma_seed"], c["sigma_obs"][f])
 
     def _solve_one(self, x_init, arrays, mask, y, run_mask):
         x, h = _newton(lambda z: self._potential(z, arrays, mask, y, run_mask), x_init)
@@ -206,19 +260,40 @@ class Laplace:
         ]
         return np.array([float(o[2]) for o in out]), np.array([float(o[3]) for o in out])
 
-    def sample_draws(self, key, n: int):
-        """Parameter draws (and family offsets) from the approximation at the fitted data."""
+    def sample_draws(self, key, n: int, arrays, mask):
+        """Parameter draws from the approximation at the fitted data, and new runs' offsets.
+
+        ``arrays``/``mask``: the new runs' padded design; their offset is the
+        family offset plus, with the discrepancy, its value at their size.
+        The same ``key`` gives the same draws for every design.
+        """
         eps = jax.random.normal(key, (n, self.x0.shape[0]))
         w, v = jnp.linalg.eigh(self.h0)
         w = jnp.maximum(jnp.abs(w), 1e-6 * jnp.max(jnp.abs(w)))
         xs = self.x0 + (eps / jnp.sqrt(w)) @ v.T
 
         def one(x):
-            x_free, delta = self._split(x)
+            x_free, delta, e = self._split(x)
             c = self._constrained(x_free)
-            return {k: c[k] for k in PARAM_KEYS}, delta
+            _, d_c = self._discrepancy(c, e, arrays, mask)
+            return {k: c[k] for k in PARAM_KEYS}, delta + d_c
 
         return jax.vmap(one)(xs)
+
+
+def _discrepancy_terms(post, inputs, f: int) -> list:
+    """The discrepancy terms family ``f`` has in this fit: ``(term, slots, family's columns)``."""
+    from bayescale.discrepancy import TERMS
+
+    out = []
+    for term in TERMS:
+        if f"z_delta{term.suffix}" not in post.tree["posterior"]:
+            continue
+        slots = term.slots_of(inputs)
+        cols = slots.family == f
+        if cols.any():
+            out.append((term, slots, cols))
+    return out
 
 
 def _floored_solve(h, g, floor):
@@ -303,18 +378,22 @@ def laplace_all(setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace)
     """Laplace sd ratios (after / before) for every refitted candidate and outcome."""
     post = setup.post
     m = int(min(n_outcomes, setup.z_seed.shape[0]))
-    if post.n_draws > 1:
-        params, delta = setup.params, jnp.asarray(setup.delta)
-        gen = setup.gen[np.arange(m) % setup.gen.shape[0]]
-    else:
-        params, delta = laplace.sample_draws(jax.random.fold_in(setup.base_key, 99), m)
-        gen = np.arange(m)
+    gen = setup.gen[np.arange(m) % setup.gen.shape[0]] if post.n_draws > 1 else np.arange(m)
     batch = []  # (candidate, outcome)
     arrays, masks, ys, run_masks = [], [], [], []
     for key, group in refit.items():
         new1, mask = run_inputs(
             setup.f, post.data.n_families, key[0], checkpoints[key], laplace.n_pad
         )
+        if post.n_draws > 1:
+            params, delta = setup.params, jnp.asarray(setup.run_delta[key])
+        else:
+            params, delta = laplace.sample_draws(
+                jax.random.fold_in(setup.base_key, 99),
+                m,
+                {k: jnp.asarray(getattr(new1, k)) for k in RUN_FIELDS},
+                jnp.asarray(mask),
+            )
         y = np.stack(
             [
                 np.stack(

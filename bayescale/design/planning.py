@@ -267,13 +267,14 @@ def plan(
 
 def _prepare(post, tgt, kind, affordable, max_draws, n_outcomes, n_refit_outcomes, ci_prob, seed):
     """Draws, target values, simulated-outcome bookkeeping and the current uncertainty."""
-    idx, params, t_draws, delta = draws_and_target(post, tgt, kind, max_draws, seed)
+    designs = [(c.params, c.tokens) for c in affordable]
+    idx, params, t_draws, run_delta = draws_and_target(post, tgt, kind, max_draws, seed, designs)
     if idx.size == post.n_draws:
         efficiency = draw_efficiency(post, t_draws)
     else:
         every = np.arange(post.n_draws)
         rng = np.random.default_rng([seed, 9])
-        d_all = post.level_offset_sd(tgt.family, every) * rng.standard_normal(every.size)
+        d_all = post.level_offsets(tgt.family, [tgt.params], [tgt.tokens], rng, every)[:, 0]
         efficiency = draw_efficiency(post, target_draws(post, tgt, kind, every, d_all, rng))
     rng = np.random.default_rng([seed, 8])
     n_out = int(min(n_outcomes, idx.size))
@@ -284,7 +285,7 @@ def _prepare(post, tgt, kind, affordable, max_draws, n_outcomes, n_refit_outcome
         kind=kind,
         f=post.data.family_index(tgt.family),
         params=params,
-        delta=delta,
+        run_delta=run_delta,
         t_draws=t_draws,
         gen=gen,
         base_key=jax.random.PRNGKey(seed),

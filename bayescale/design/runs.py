@@ -6,9 +6,12 @@ weighs an outcome is exactly what the fit assumes.
 
 Run effects. A new run's seed effect is ``Normal(0, sigma_seed)`` around the
 family's law, which sits an unknown ``delta`` away from the fitted law
-(:meth:`bayescale.posterior.Posterior.level_offset_sd`). ``delta`` is an
+(:meth:`bayescale.posterior.Posterior.level_offsets`). ``delta`` is an
 explicit latent per draw, shared by the target and the new runs, so that new
-seeds can inform it: that is where "more seeds" earns its keep.
+seeds can inform it: that is where "more seeds" earns its keep. In fits with
+the size-level discrepancy ``delta`` also holds the discrepancy at the run's
+size, drawn jointly with the target's, so that a run near the target measures
+it.
 """
 
 from __future__ import annotations
