@@ -12,6 +12,7 @@ from bayescale.discrepancy import (
     budget_slots,
     conditional,
     group_slots,
+    joint_draws,
     query_offsets,
     size_slots,
     slot_values,
@@ -66,6 +67,44 @@ def test_conditional_matches_gaussian_conditioning_on_every_fitted_size(x_query)
         want_var = sigma[s] ** 2 - (w @ k_star.T)[0, 0]
         np.testing.assert_allclose(mean[s, 0], want_mean[0], atol=1e-12)
         np.testing.assert_allclose(sd[s, 0], np.sqrt(max(want_var, 0.0)), atol=1e-9)
+
+
+def test_joint_draws_have_the_exact_joint_conditional_of_all_queries():
+    """Draws are linear in the normals: unit normals give the conditional covariance's factor."""
+    x_fit = np.array([0.0, 1.0, 3.0])
+    x_q = np.array([2.0, 5.0, 0.5, 2.2, -1.0])  # unsorted, on both sides and between
+    p = x_q.size
+    sigma, length = 0.04, 1.3
+    v = np.random.default_rng(4).normal(0, sigma, 3)
+    normals = np.zeros((p, p + 1))
+    normals[:, 1:] = np.eye(p)
+    out = joint_draws(
+        x_fit, np.tile(v, (p + 1, 1)), x_q, np.full(p + 1, sigma), np.full(p + 1, length), normals
+    )
+    mean, factor = out[0], (out[1:] - out[0]).T
+    k_ff = _kernel(x_fit, x_fit, sigma, length)
+    k_qf = _kernel(x_q, x_fit, sigma, length)
+    w = np.linalg.solve(k_ff, k_qf.T).T
+    np.testing.assert_allclose(mean, w @ v, atol=1e-12)
+    want = _kernel(x_q, x_q, sigma, length) - w @ k_qf.T
+    np.testing.assert_allclose(factor @ factor.T, want, atol=1e-12)
+    # the first query's draw depends on its own normal only
+    np.testing.assert_allclose(factor[0, 1:], 0.0, atol=1e-15)
+
+
+def test_a_query_draws_the_same_whatever_queries_follow_it():
+    slots = group_slots(np.zeros(3, int), np.log([1e8, 1e9, 1e10]))
+    # one fitted path in every draw: what varies across draws is the queries' own draw
+    z = np.tile(np.random.default_rng(2).standard_normal(3), (2000, 1))
+    sigma, length = np.full(2000, 0.03), np.full(2000, 1.5)
+    alone = query_offsets(slots, 0, z, sigma, length, np.log([3e10]), np.random.default_rng(5))
+    more = query_offsets(
+        slots, 0, z, sigma, length, np.log([3e10, 5e10, 3e10, 2e8]), np.random.default_rng(5)
+    )
+    np.testing.assert_array_equal(alone[:, 0], more[:, 0])
+    np.testing.assert_array_equal(more[:, 0], more[:, 2])
+    # a query next to another moves with it: their conditional correlation is 0.66
+    assert np.corrcoef(more[:, 0], more[:, 1])[0, 1] == pytest.approx(0.66, abs=0.06)
 
 
 def test_query_offsets_are_exact_at_fitted_sizes_and_widen_away_from_them():
