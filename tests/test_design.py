@@ -418,6 +418,32 @@ def _check_plan_figure(result):
     assert fig.name == "plan" and fig.png.startswith(b"\x89PNG")
 
 
+def test_negative_expected_reductions_are_explained_as_error_not_as_information():
+    from bayescale.design.planning import _honesty_notes
+
+    def table(reduction, mcse, method):
+        n = len(reduction)
+        return pd.DataFrame(
+            {
+                "reduction": reduction,
+                "reduction_pct": 100 * np.asarray(reduction) / 0.1,
+                "expected_sd_mcse": mcse,
+                "method": method,
+                "recommended": [True] + [False] * (n - 1),
+                "tied_with_best": [True] + [False] * (n - 1),
+                "experiment": [f"e{i}" for i in range(n)],
+            }
+        )
+
+    (note,) = _honesty_notes(table([0.01, -0.001], [0.001, 0.001], ["importance"] * 2))
+    assert "all within Monte-Carlo error" in note
+    (note,) = _honesty_notes(table([0.01, -0.003, -0.001], [0.001] * 3, ["laplace"] * 3))
+    assert note.startswith("2 candidate(s)") and "1 beyond Monte-Carlo error" in note
+    assert "by up to 3.0%" in note and "error of the Laplace refits" in note
+    mixed = table([0.01, -0.003, -0.004], [0.001] * 3, ["laplace", "importance", "laplace"])
+    assert "approximations (few effective draws" in _honesty_notes(mixed)[0]
+
+
 # -- command line -------------------------------------------------------------------------
 def test_cli_plan_prints_json_and_rejects_unknown_family(seeds_post, tmp_path, capsys):
     path = tmp_path / "fit.nc"

@@ -425,14 +425,24 @@ def _honesty_notes(table: pd.DataFrame) -> list[str]:
     negative = table[table["reduction"] < 0]
     if len(negative):
         noise = negative["reduction"] >= -2.0 * negative["expected_sd_mcse"].fillna(0.0)
+        beyond = negative[~noise]
+        # exact updating cannot raise the expected sd (law of total variance, then
+        # Jensen): what is beyond Monte-Carlo error is the approximations' error
         notes.append(
             f"{len(negative)} candidate(s) show a negative expected reduction: "
             + (
                 "all within Monte-Carlo error of zero (such an experiment is not expected to "
                 "sharpen the target)"
                 if noise.all()
-                else f"{int((~noise).sum())} beyond Monte-Carlo error, which happens when the "
-                "new data could move the posterior to a region of higher uncertainty"
+                else f"{len(beyond)} beyond Monte-Carlo error, by up to "
+                f"{-beyond['reduction_pct'].min():.1f}% of the current sd; an experiment "
+                "cannot raise the expected sd, so this is the error of the "
+                + (
+                    "Laplace refits"
+                    if (beyond["method"] == "laplace").all()
+                    else "approximations (few effective draws, or Laplace refits)"
+                )
+                + ", and smaller reductions are uncertain by as much"
             )
         )
     return notes
