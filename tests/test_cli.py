@@ -162,7 +162,7 @@ def test_report_refuses_to_overwrite_its_fit(capsys, fit_file):
     assert fit_file.read_bytes() == before
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_demo_quick_json(capsys, monkeypatch):
     from bayescale import demo
 

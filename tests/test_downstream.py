@@ -117,6 +117,7 @@ def recovered():
         )
 
 
+@pytest.mark.heavy
 def test_parallel_chains_sample_with_a_progress_bar():
     """64-bit sampling survives NumPyro's progress-bar callbacks, which run on other threads."""
     import jax

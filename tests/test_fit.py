@@ -197,7 +197,7 @@ def test_sequential_chains_are_announced():
         assert chain_method(have + 1) == "sequential"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_recovery_on_simulated_families():
     """6 families x 4 sizes x 2 seeds x 20 checkpoints: truth inside the 90% intervals.
 
@@ -234,6 +234,7 @@ def test_recovery_on_simulated_families():
     assert diag["rhat_max"] < 1.01 and diag["divergences"] == 0
 
 
+@pytest.mark.heavy
 def test_one_chain_fits():
     frame, _ = simulate_frame(n_families=2, sizes=(1e8, 1e9), n_checkpoints=4, seed=0)
     with warnings.catch_warnings():

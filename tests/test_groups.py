@@ -108,7 +108,7 @@ def test_groups_of_three_or_more_families_are_sampled_centred():
     np.testing.assert_allclose(group_coords(effect, sigma, centred), z, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_fit_with_groups_starts_and_samples_both_kinds_of_group():
     from bayescale import fit
 
