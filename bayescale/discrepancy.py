@@ -211,14 +211,19 @@ def joint_draws(x_fit, v_fit, x_query, sigma, length, normals) -> np.ndarray:
     the fitted positions and the positions drawn before it (for a Markov
     path, its nearest known neighbour on each side), from ``normals[p]``
     (S,). So the draw at the first position is the same whatever follows it.
-    Shapes as in :func:`conditional`; returns (S, P).
+    Shapes as in :func:`conditional`, except that ``x_fit`` may be empty (a
+    path nothing is known of: the first position is drawn from the stationary
+    law); returns (S, P).
     """
     known_x = np.asarray(x_fit, dtype=float)
     known_v = np.asarray(v_fit, dtype=float)
     out = np.empty((known_v.shape[0], len(x_query)))
     for p, x in enumerate(np.asarray(x_query, dtype=float)):
-        mean, sd = conditional(known_x, known_v, np.array([x]), sigma, length)
-        out[:, p] = mean[:, 0] + sd[:, 0] * normals[p]
+        if known_x.size == 0:
+            out[:, p] = np.asarray(sigma, dtype=float) * normals[p]
+        else:
+            mean, sd = conditional(known_x, known_v, np.array([x]), sigma, length)
+            out[:, p] = mean[:, 0] + sd[:, 0] * normals[p]
         at = int(np.searchsorted(known_x, x))
         known_x = np.insert(known_x, at, x)
         known_v = np.insert(known_v, at, out[:, p], axis=1)
@@ -234,29 +239,29 @@ def query_offsets(slots: Slots, family, z, sigma, length, x_query, rng) -> np.nd
     position sharing their draw), so a query near another moves with it;
     ``x_query`` (S, P), positions that differ by draw, are drawn each from
     its own conditional. ``family=None``: a family the fit did not see, whose
-    discrepancy is a fresh draw of the prior process.
+    discrepancy is a fresh path of the prior process (not centred: the
+    family's offset is a fresh draw too).
     """
     sigma = np.asarray(sigma, dtype=float)
     x_query = np.asarray(x_query, dtype=float)
     s = sigma.shape[0]
     if family is None:
-        if x_query.ndim == 1:
-            # one draw per distinct position, whatever its order
-            uniq, inverse = np.unique(x_query, return_inverse=True)
-            return (sigma[:, None] * rng.standard_normal((s, uniq.size)))[:, inverse.ravel()]
-        return sigma[:, None] * rng.standard_normal(x_query.shape)
-    cols = slots.family == family
-    values = np.asarray(slot_values(slots, z, sigma, length))
-    v_fit = values[:, cols]
+        if x_query.ndim == 2:
+            return sigma[:, None] * rng.standard_normal(x_query.shape)
+        x_known, v_fit = np.empty(0), np.empty((s, 0))
+    else:
+        cols = slots.family == family
+        x_known = slots.x[cols]
+        v_fit = np.asarray(slot_values(slots, z, sigma, length))[:, cols]
     if x_query.ndim == 1:
         uniq, first, inverse = np.unique(x_query, return_index=True, return_inverse=True)
         order = np.argsort(first)
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
         normals = rng.standard_normal((order.size, s))
-        draw = joint_draws(slots.x[cols], v_fit, uniq[order], sigma, length, normals)
+        draw = joint_draws(x_known, v_fit, uniq[order], sigma, length, normals)
         draw = draw[:, rank[inverse.ravel()]]
     else:
-        mean, sd = conditional(slots.x[cols], v_fit, x_query, sigma, length)
+        mean, sd = conditional(x_known, v_fit, x_query, sigma, length)
         draw = mean + sd * rng.standard_normal(mean.shape)
-    return draw - v_fit.mean(axis=1, keepdims=True)
+    return draw if family is None else draw - v_fit.mean(axis=1, keepdims=True)

@@ -107,6 +107,20 @@ def test_a_query_draws_the_same_whatever_queries_follow_it():
     assert np.corrcoef(more[:, 0], more[:, 1])[0, 1] == pytest.approx(0.66, abs=0.06)
 
 
+def test_an_unseen_family_draws_one_prior_path_across_its_queries():
+    slots = group_slots(np.zeros(3, int), np.log([1e8, 1e9, 1e10]))
+    s = 20000
+    sigma, length = np.full(s, 0.03), np.full(s, 1.5)
+    x = np.log([1e9, 3e9, 1e9, 1e12])
+    out = query_offsets(slots, None, None, sigma, length, x, np.random.default_rng(3))
+    np.testing.assert_array_equal(out[:, 0], out[:, 2])
+    np.testing.assert_allclose(out.std(axis=0), 0.03, rtol=0.03)
+    want = _kernel(x[[0, 1, 3]], x[[0, 1, 3]], 0.03, 1.5) / 0.03**2
+    np.testing.assert_allclose(np.corrcoef(out[:, [0, 1, 3]].T), want, atol=0.03)
+    alone = query_offsets(slots, None, None, sigma, length, x[:1], np.random.default_rng(3))
+    np.testing.assert_array_equal(alone[:, 0], out[:, 0])
+
+
 def test_query_offsets_are_exact_at_fitted_sizes_and_widen_away_from_them():
     log_n = np.log([1e8, 1e9, 1e10])
     slots = group_slots(np.zeros(3, int), log_n)
