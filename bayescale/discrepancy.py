@@ -132,6 +132,11 @@ TERMS = (
 )
 
 
+def fitted_terms(sites, inputs) -> list:
+    """The terms a fit has, those whose ``z_delta`` is among ``sites``: ``(term, slots)``."""
+    return [(t, t.slots_of(inputs)) for t in TERMS if f"z_delta{t.suffix}" in sites]
+
+
 def slot_rho(slots: Slots, length):
     """Correlation of each slot with the family's next smaller position (0 at the smallest)."""
     from bayescale.trajectory import ou_rho

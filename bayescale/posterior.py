@@ -315,7 +315,7 @@ class Posterior(PosteriorBase):
         from ``rng``, the first query first: the draws at a query do not
         depend on the queries after it, nor does what ``rng`` draws next.
         """
-        from bayescale.discrepancy import TERMS, query_offsets
+        from bayescale.discrepancy import fitted_terms, query_offsets
 
         params, tokens = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
         p = params.shape[-1]
@@ -325,11 +325,8 @@ class Posterior(PosteriorBase):
         posterior = self.tree["posterior"]
         inputs = self.data.inputs()
         f = self.families.index(family) if family in self.families else None
-        for term in TERMS:
-            if f"z_delta{term.suffix}" not in posterior:
-                continue
+        for term, slots in fitted_terms(posterior, inputs):
             term_rng = rng.spawn(1)[0]
-            slots = term.slots_of(inputs)
             if not (term.for_unseen if f is None else np.any(slots.family == f)):
                 continue  # e.g. a family without a token-budget grid
             cols = np.ones(p, bool) if term.axis == "params" else single

@@ -283,17 +283,10 @@ class Laplace:
 
 def _discrepancy_terms(post, inputs, f: int) -> list:
     """The discrepancy terms family ``f`` has in this fit: ``(term, slots, family's columns)``."""
-    from bayescale.discrepancy import TERMS
+    from bayescale.discrepancy import fitted_terms
 
-    out = []
-    for term in TERMS:
-        if f"z_delta{term.suffix}" not in post.tree["posterior"]:
-            continue
-        slots = term.slots_of(inputs)
-        cols = slots.family == f
-        if cols.any():
-            out.append((term, slots, cols))
-    return out
+    pairs = fitted_terms(post.tree["posterior"], inputs)
+    return [(t, s, s.family == f) for t, s in pairs if np.any(s.family == f)]
 
 
 def _floored_solve(h, g, floor):
