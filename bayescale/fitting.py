@@ -35,9 +35,6 @@ from bayescale.posterior import Posterior, build_tree
 # exponents tie all families together: a dense mass matrix over this block
 # (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
 DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f", "z_group")
-# With family groups a well-measured group pins the sum of the population mean and
-# its shift, a straight ridge between mu_theta and z_group that a dense block follows.
-GROUP_DENSE_BLOCK = ("mu_theta",)
 
 
 @dataclass(frozen=True)
@@ -215,13 +212,12 @@ def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
     Returns ``(samples, mcmc)`` as :func:`bayescale.inference.run`; ``fit``
     and simulation-based calibration (:mod:`bayescale.evaluation.sbc`) share it.
     """
-    dense = DENSE_BLOCK + (GROUP_DENSE_BLOCK if inputs.family_group is not None else ())
     return run(
         scaling_model,
         model_kwargs(inputs, config),
         config,
         start=functools.partial(chain_start, inputs=inputs),
-        dense_block=dense if config.dense_mass else (),
+        dense_block=DENSE_BLOCK if config.dense_mass else (),
         progress_bar=progress_bar,
         what="fit",
     )

@@ -53,6 +53,7 @@ import numpyro.distributions as dist
 
 from bayescale.laws import LawParams
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
+from bayescale.pooling import PooledOffsets, mean_given_offsets
 from bayescale.trajectory import OUTrajectory
 
 COEFS = ("a", "b")
@@ -286,6 +287,8 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     turned that into long, curved ridges between ``z`` and the population
     scale. The fit pairs this with a dense mass matrix over the law block
     (see ``fitting.DENSE_BLOCK``) for the E-A-alpha correlation within a family.
+    The population mean of the offsets, ``mu_theta``, is integrated out of
+    their prior and drawn after them (:mod:`bayescale.pooling`, site ``z_mu``).
     """
     p = priors
     n_families = inputs.n_families
@@ -300,7 +303,6 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     e_mu = numpyro.sample("e_mu", dist.Beta(*p.e_frac_mean))
     e_kappa = numpyro.sample("e_kappa", dist.Gamma(2.0, 2.0 / p.e_frac_concentration))
     loc = jnp.array([p.ab_loc, p.ab_loc])
-    mu_theta = numpyro.sample("mu_theta", dist.Normal(loc, p.ab_scale).to_event(1))
     m_theta = jnp.array(p.offset_sd)
     sigma_theta = numpyro.sample("sigma_theta", dist.Gamma(2.0, 2.0 / m_theta).to_event(1))
     l_omega = numpyro.sample("L_omega", dist.LKJCholesky(2, p.lkj_concentration))
@@ -312,16 +314,19 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
             else numpyro.sample("tau_beta", dist.Gamma(2.0, 2.0 / p.exponent_spread))
         )
     shift = _group_shift(inputs, p)
-    theta_loc = mu_theta if shift is None else mu_theta + shift[:, :2]
+    theta_shift = jnp.zeros((n_families, 2)) if shift is None else shift[:, :2]
+    scale_tril = sigma_theta[:, None] * l_omega
+    # the population mean integrated out of the offsets, then drawn given them
+    # (bayescale.pooling): the same joint law without the funnel between the two
+    theta = numpyro.sample("theta", PooledOffsets(loc, theta_shift, p.ab_scale, scale_tril))
+    z_mu = numpyro.sample("z_mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    numpyro.deterministic(
+        "mu_theta", mean_given_offsets(theta, theta_shift, loc, p.ab_scale, scale_tril, z_mu)
+    )
     log_alpha, log_beta = jnp.log(alpha), jnp.log(beta)
     if shift is not None:
         log_alpha, log_beta = log_alpha + shift[:, 2], log_beta + shift[:, 3]
     with numpyro.plate("family", n_families):
-        theta = numpyro.sample(
-            "theta",
-            dist.MultivariateNormal(theta_loc, scale_tril=sigma_theta[:, None] * l_omega),
-            infer={"event_dims": ["coef"]},
-        )
         e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
         sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":

@@ -43,6 +43,7 @@ _DIMS = {
     "z_delta": ["size"],
     "z_delta_d": ["budget"],
     "mu_theta": ["coef"],
+    "z_mu": ["coef"],
     "sigma_theta": ["coef"],
     "L_omega": ["coef", "coef_bis"],
     "sigma_group": ["group_coef"],

@@ -137,7 +137,8 @@ def test_sampling_problems_warn_visibly_in_python_terms():
     fields = set(bs.FitConfig.__dataclass_fields__)
     assert {"target_accept", "num_warmup", "num_samples"} <= fields
     assert diag["status"] == "warn"
-    clean = testing.posterior()
+    # i.i.d. draws: R-hat's chance excursions shrink with the draws, 1.011 at 250 a chain
+    clean = testing.posterior(draws=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("error", bs.ConvergenceWarning)
         assert clean.check(warn=True)["status"] == "pass"
