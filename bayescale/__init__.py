@@ -26,6 +26,7 @@ _EXPORTS = {
     "DownstreamPosterior": "bayescale.downstream",
     "DownstreamPriors": "bayescale.downstream",
     "FitConfig": "bayescale.fitting",
+    "FinalCheckpointWarning": "bayescale.data",
     "FitFileError": "bayescale.fitfile",
     "IdentifiabilityWarning": "bayescale.data",
     "LawParams": "bayescale.laws",

@@ -32,6 +32,10 @@ class IdentifiabilityWarning(UserWarning):
     """A family's data cannot pin part of its law (it is borrowed from the other families)."""
 
 
+class FinalCheckpointWarning(UserWarning):
+    """A run has several checkpoints marked as its final one."""
+
+
 class LossScaleWarning(UserWarning):
     """The loss column looks like perplexity rather than nats."""
 
@@ -309,6 +313,7 @@ class ScalingData:
             )
             has_final = clean.assign(_f=final).groupby(["family", "run"])["_f"].transform("any")
             final = final | (last & ~has_final.to_numpy())
+            _warn_several_finals(clean, final)
         else:
             final = (
                 clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
@@ -483,6 +488,23 @@ def _schedule_grids(clean: pd.DataFrame):
         # peak rates, and the law is about the schedule's shape, not the rate's scale
         grids[key] = constant if np.isnan(lr).all() else grid(g["tokens"].to_numpy(), lr, lr.max())
     return grids, lr_ref
+
+
+def _warn_several_finals(clean: pd.DataFrame, final: np.ndarray) -> None:
+    """Say when a run has more than one checkpoint marked final."""
+    n = clean.assign(_f=final).groupby(["family", "run"], sort=False)["_f"].sum()
+    hit = n[n > 1]
+    if hit.empty:
+        return
+    examples = ", ".join(f"'{run}' ({k})" for (_, run), k in hit.head(3).items())
+    warnings.warn(
+        f"{len(hit)} run(s) have several checkpoints marked is_final: {examples}"
+        f"{' ...' if len(hit) > 3 else ''}. They are read as checkpoints of one run, whose "
+        "trajectory noise ties close checkpoints tightly; if they are repeated readings of "
+        "one final loss, average them or give each its own run name",
+        FinalCheckpointWarning,
+        stacklevel=4,
+    )
 
 
 def _warn_cut_runs(clean: pd.DataFrame, keep: np.ndarray) -> None:

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayescale.data import IdentifiabilityWarning, LossScaleWarning, ScalingData, warmup_cut
+from bayescale.data import (
+    FinalCheckpointWarning,
+    IdentifiabilityWarning,
+    LossScaleWarning,
+    ScalingData,
+    warmup_cut,
+)
 from bayescale.tables import DataError, validate_frame
 
 
@@ -129,6 +135,17 @@ def test_warmup_cut_warns_with_counts_when_it_takes_most_of_a_run():
         IdentifiabilityWarning, match=r"most checkpoints of 2 run\(s\): 'r' \(8 of 12\)"
     ):
         ScalingData.from_frame(pd.concat([df, other]), min_tokens=1e10, warmup_fraction=None)
+
+
+def test_a_run_with_two_final_checkpoints_is_named_in_a_warning():
+    df = frame().assign(is_final=False)
+    df.loc[df["run"] == "run1", "is_final"] = [False] * 4 + [True, True]
+    with pytest.warns(FinalCheckpointWarning, match=r"1 run\(s\) .* 'run1' \(2\)"):
+        ScalingData.from_frame(df, min_tokens=None)
+    df.loc[df["run"] == "run1", "is_final"] = [False] * 5 + [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FinalCheckpointWarning)
+        ScalingData.from_frame(df, min_tokens=None)
 
 
 def test_thinning_is_log_spaced_and_counted():
