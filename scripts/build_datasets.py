@@ -68,6 +68,21 @@ def _check_constant(df: pd.DataFrame, keys: list[str], cols: list[str]) -> None:
         raise SystemExit(f"columns {bad} vary within duplicated {keys} groups; cannot average")
 
 
+def _split_final_readings(df: pd.DataFrame) -> pd.DataFrame:
+    """Give each extra final reading of a run its own run (``run#2``, ...).
+
+    Three digitised Chinchilla runs carry two readings of their final loss,
+    0.007-0.3% apart in tokens, both marked final. Kept as one run's two
+    checkpoints, their read-off scatter becomes a jump that the trajectory noise
+    ties almost perfectly (and NUTS diverges on); as two runs of one size and
+    budget it is scatter between runs, which the model has a term for, and it
+    is how the point fits read them.
+    """
+    k = df[df["is_final"]].groupby(["family", "run"], sort=False).cumcount()
+    k = k.reindex(df.index, fill_value=0)
+    return df.assign(run=df["run"].where(k == 0, df["run"] + "#" + (k + 1).astype(str)))
+
+
 def build_hitchhiker(source: Path) -> pd.DataFrame:
     """Tidy ColPret losses, duplicates averaged, over-training families removed.
 
@@ -109,7 +124,7 @@ def build_hitchhiker(source: Path) -> pd.DataFrame:
         # exact copies (the 4x-repeated `lambda` rows) keep their value bit for bit
         out[col] = mean.where(lo != hi, lo)
     out["n_source_rows"] = grouped.size().astype("int64")
-    out = out.reset_index()
+    out = _split_final_readings(out.reset_index())
     cols = [
         "family",
         "run",

@@ -216,17 +216,6 @@ def test_posterior_rows_have_intervals_and_coverage(monkeypatch):
     assert len(one.fits) == 3
 
 
-def test_the_bundled_chinchilla_points_become_one_run_each():
-    from bayescale.datasets import load_dataset
-    from bayescale.evaluation.chinchilla import one_run_per_point
-
-    df = load_dataset("hitchhiker", families=["chinchilla"])
-    assert df["run"].duplicated().sum() == 3  # two digitised final readings each
-    out = one_run_per_point(df)
-    assert not out["run"].duplicated().any() and len(out) == len(df)
-    pd.testing.assert_frame_equal(out.drop(columns="run"), df.drop(columns="run"))
-
-
 def test_chinchilla_protocol_structure(monkeypatch):
     monkeypatch.setattr(fitting, "fit", fake_fit)
     rng = np.random.default_rng(1)

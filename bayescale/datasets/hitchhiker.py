@@ -22,7 +22,7 @@ def load_hitchhiker(*, families: str | Iterable[str] | None = None) -> pd.DataFr
 
     The collection of pre-training loss curves assembled by Choshen, Zhang &
     Andreas for "A Hitchhiker's Guide to Scaling Law Estimation" (ICML 2025),
-    in uniform units. 71,578 rows, 32 families, 581 runs. The three Gadre et al.
+    in uniform units. 71,578 rows, 32 families, 584 runs. The three Gadre et al.
     over-training families of the collection are left out: load them from
     :func:`~bayescale.datasets.load_gadre`, which carries the paper's own loss.
 
@@ -90,8 +90,9 @@ def load_hitchhiker(*, families: str | Iterable[str] | None = None) -> pd.DataFr
       Pythia: thin them (``max_points_per_run``) or model the trajectory noise,
       or dense runs dominate the fit.
     - ``chinchilla`` holds final losses only: one run per (N, FLOP budget),
-      ``tokens = FLOPs / (6 N)``; three runs have two digitised final points
-      at slightly different token counts, both marked final.
+      ``tokens = FLOPs / (6 N)``. Three of its points were digitised twice, at
+      token counts 0.007-0.3% apart; the second reading is its own run
+      (``<run>#2``), a repeat of the first, so no run has two final points.
     - ``lambda`` (Alabdulmohsin et al.) counts **seen examples, not tokens**:
       its ``tokens`` column is the number of examples.
     - **Single-run families** ``K2(single)``, ``llm360Mamba(single)`` and

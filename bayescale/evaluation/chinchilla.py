@@ -28,19 +28,6 @@ def chinchilla_outliers(frame: pd.DataFrame, n: int = 5) -> pd.Index:
     return frame["loss"].nlargest(n).index
 
 
-def one_run_per_point(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each point its own run (``run#2``, ...), as the point fits read them.
-
-    Three Chinchilla runs carry two digitised readings of their final loss,
-    0.007-0.3% apart in tokens. Read as one run's two checkpoints, their read-off
-    scatter becomes a jump between two checkpoints the trajectory noise ties
-    almost perfectly, and NUTS diverges on it; as two runs of one size and
-    budget it is the scatter between repeated runs, which the model has a term for.
-    """
-    k = frame.groupby("run", sort=False).cumcount()
-    return frame.assign(run=frame["run"].where(k == 0, frame["run"] + "#" + (k + 1).astype(str)))
-
-
 def _coef_draws(post, family: str) -> dict:
     """Posterior draws of the published coefficients (E, A, B in nats, alpha, beta)."""
     E, A, B, alpha, beta = (np.asarray(v) for v in laws.to_published(post.law(family)))
@@ -84,7 +71,7 @@ def evaluate_chinchilla(
     if df is None:
         df = load_dataset("hitchhiker", families=["chinchilla"])
     settings = settings_for(settings, quick, seed)
-    df = one_run_per_point(df[df["family"] == "chinchilla"])
+    df = df[df["family"] == "chinchilla"]
     fam = "chinchilla"
     drop = chinchilla_outliers(df)
     subsets = {f"{len(df)} points": df, f"{len(df) - len(drop)} points": df.drop(index=drop)}
