@@ -304,21 +304,22 @@ class ScalingData:
                 )
             clean = clean[clean["family"].isin(families)]
         clean = clean.sort_values(["family", "run", "tokens"], kind="stable")
+        last = (
+            clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
+            == clean["tokens"].to_numpy()
+        )
+        final = last
         if "is_final" in clean.columns:
-            final = clean["is_final"].to_numpy(dtype=bool)  # parsed by validate_frame
+            marked = clean["is_final"].to_numpy(dtype=bool)  # parsed by validate_frame
+            n_marked = (
+                clean.assign(_f=marked)
+                .groupby(["family", "run"], sort=False)["_f"]
+                .transform("sum")
+                .to_numpy()
+            )
+            _warn_several_finals(clean, n_marked)
             # a run whose final checkpoint was removed upstream still needs one
-            last = (
-                clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
-                == clean["tokens"].to_numpy()
-            )
-            has_final = clean.assign(_f=final).groupby(["family", "run"])["_f"].transform("any")
-            final = final | (last & ~has_final.to_numpy())
-            _warn_several_finals(clean, final)
-        else:
-            final = (
-                clean.groupby(["family", "run"], sort=False)["tokens"].transform("max").to_numpy()
-                == clean["tokens"].to_numpy()
-            )
+            final = marked | (last & (n_marked == 0))
         clean = clean.assign(_final=final)
         grids, lr_ref = _schedule_grids(clean)
 
@@ -490,13 +491,16 @@ def _schedule_grids(clean: pd.DataFrame):
     return grids, lr_ref
 
 
-def _warn_several_finals(clean: pd.DataFrame, final: np.ndarray) -> None:
-    """Say when a run has more than one checkpoint marked final."""
-    n = clean.assign(_f=final).groupby(["family", "run"], sort=False)["_f"].sum()
-    hit = n[n > 1]
-    if hit.empty:
+def _warn_several_finals(clean: pd.DataFrame, n_marked: np.ndarray) -> None:
+    """Say when a run has more than one checkpoint marked final (``n_marked`` per row)."""
+    several = n_marked > 1
+    if not several.any():
         return
-    examples = ", ".join(f"'{run}' ({k})" for (_, run), k in hit.head(3).items())
+    hit = clean.loc[several, ["family", "run"]].assign(k=n_marked[several])
+    hit = hit.drop_duplicates(["family", "run"])
+    examples = ", ".join(
+        f"'{run}' ({k})" for run, k in hit[["run", "k"]].head(3).itertuples(index=False)
+    )
     warnings.warn(
         f"{len(hit)} run(s) have several checkpoints marked is_final: {examples}"
         f"{' ...' if len(hit) > 3 else ''}. They are read as checkpoints of one run, whose "
