@@ -151,6 +151,11 @@ class Laplace:
                 break
             pot0 = pot
         self.x0, self.h0 = x0, h0
+        # x0 + eps @ root.T draws from N(x0, H^-1), |eigenvalues| floored; one
+        # decomposition serves every design's draws
+        w, v = jnp.linalg.eigh(h0)
+        w = jnp.maximum(jnp.abs(w), 1e-6 * jnp.max(jnp.abs(w)))
+        self._root = v / jnp.sqrt(w)
         self.log_mu0, self.var0 = float(log_mu), float(var)
 
     # -- densities ---------------------------------------------------------------
@@ -268,9 +273,7 @@ class Laplace:
         The same ``key`` gives the same draws for every design.
         """
         eps = jax.random.normal(key, (n, self.x0.shape[0]))
-        w, v = jnp.linalg.eigh(self.h0)
-        w = jnp.maximum(jnp.abs(w), 1e-6 * jnp.max(jnp.abs(w)))
-        xs = self.x0 + (eps / jnp.sqrt(w)) @ v.T
+        xs = self.x0 + eps @ self._root.T
 
         def one(x):
             x_free, delta, e = self._split(x)
