@@ -34,7 +34,7 @@ from bayescale.posterior import Posterior, build_tree
 # Within a family E, A and alpha trade off along a curved ridge, and the shared
 # exponents tie all families together: a dense mass matrix over this block
 # (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
-DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "alpha_f", "beta_f", "z_group")
+DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "z_alpha", "z_beta", "z_group")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,10 @@ shifted per group, ``mu + g_g`` with ``g_g ~ Normal(0, sigma_group)`` (sites
 ``sigma_group``, ``z_group``, ``group_effect``; centred for groups of three
 or more families, non-centred below, :func:`centred_groups`), so a family
 with one run borrows first from its own group and only then from the rest.
+Pooled exponents, ``log alpha_f ~ Normal(log alpha (+ g), tau_alpha)`` and
+``beta_f`` likewise, are sampled centred for families with curves at several
+sizes and non-centred for the others (sites ``z_alpha``, ``z_beta``;
+:func:`centred_exponents`).
 
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
 run's normalised rate and ``mu`` loses the annealing bonus of
@@ -62,6 +66,10 @@ GROUP_COEFS = ("a", "b", "log_alpha", "log_beta")
 #: A group of this many families or more has its shift sampled centred
 #: (:func:`centred_groups`).
 CENTRED_GROUP_MIN = 3
+#: A family has its pooled exponents sampled centred when its runs span this
+#: many sizes and it has this many checkpoints (:func:`centred_exponents`).
+CENTRED_EXPONENT_SIZES = 3
+CENTRED_EXPONENT_CHECKPOINTS = 20
 
 
 @dataclass(frozen=True)
@@ -281,14 +289,17 @@ def trajectory(
 def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors):
     """Population and family-level sites; returns per-family arrays.
 
-    Family offsets and exponents are sampled *centred* (drawn directly from
-    their population distribution): every real family has tens to hundreds
-    of checkpoints, so its own data pin it down and the non-centred form
-    turned that into long, curved ridges between ``z`` and the population
-    scale. The fit pairs this with a dense mass matrix over the law block
-    (see ``fitting.DENSE_BLOCK``) for the E-A-alpha correlation within a family.
-    The population mean of the offsets, ``mu_theta``, is integrated out of
-    their prior and drawn after them (:mod:`bayescale.pooling`, site ``z_mu``).
+    Family offsets are sampled *centred* (drawn directly from their
+    population distribution): every real family has tens to hundreds of
+    checkpoints, so its own data pin it down and the non-centred form turned
+    that into long, curved ridges between ``z`` and the population scale.
+    Pooled exponents are centred for the families whose data pin them and
+    non-centred for the others (sites ``z_alpha``, ``z_beta``;
+    :func:`centred_exponents`). The fit pairs this with a dense mass matrix
+    over the law block (see ``fitting.DENSE_BLOCK``) for the E-A-alpha
+    correlation within a family. The population mean of the offsets,
+    ``mu_theta``, is integrated out of their prior and drawn after them
+    (:mod:`bayescale.pooling`, site ``z_mu``).
     """
     p = priors
     n_families = inputs.n_families
@@ -330,11 +341,16 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
         e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
         sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":
-            alpha_f = numpyro.sample("alpha_f", dist.LogNormal(log_alpha, tau_alpha))
+            centred = jnp.asarray(centred_exponents(inputs))
+            alpha_f = numpyro.deterministic(
+                "alpha_f", jnp.exp(_pooled_exponent("z_alpha", log_alpha, tau_alpha, centred))
+            )
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
-                beta_f = numpyro.sample("beta_f", dist.LogNormal(log_beta, tau_beta))
+                beta_f = numpyro.deterministic(
+                    "beta_f", jnp.exp(_pooled_exponent("z_beta", log_beta, tau_beta, centred))
+                )
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
             beta_f = numpyro.deterministic("beta_f", jnp.broadcast_to(beta, (n_families,)))
@@ -342,6 +358,35 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     numpyro.deterministic("a", theta[:, 0])
     numpyro.deterministic("b", theta[:, 1])
     return LawParams(log_e, theta[:, 0], theta[:, 1], alpha_f, beta_f), sigma_f
+
+
+def centred_exponents(inputs: ModelInputs) -> np.ndarray:
+    """Which families have their pooled exponents sampled centred, (F,) bool.
+
+    The rule: a family whose runs span :data:`CENTRED_EXPONENT_SIZES` or more
+    sizes, with :data:`CENTRED_EXPONENT_CHECKPOINTS` or more checkpoints, is
+    centred (``z_alpha`` is ``log alpha_f``); the others are non-centred
+    (``z_alpha = (log alpha_f - log alpha) / tau_alpha``). A family seen at
+    one or two sizes, or at a handful of points, does not pin its exponent, and
+    the centred form then is a funnel whose neck is a small ``tau_alpha``
+    (Gadre's five-point families diverged there); one with curves at many
+    sizes does, and non-centred it would lie on a ridge with ``tau_alpha``.
+    """
+    fam = np.asarray(inputs.run_family)
+    sizes = [
+        np.unique(np.round(np.asarray(inputs.log_n)[fam == f], 6)).size
+        for f in range(inputs.n_families)
+    ]
+    points = np.bincount(fam[np.asarray(inputs.obs_run)], minlength=inputs.n_families)
+    return (np.asarray(sizes) >= CENTRED_EXPONENT_SIZES) & (points >= CENTRED_EXPONENT_CHECKPOINTS)
+
+
+def _pooled_exponent(name: str, loc, tau, centred):
+    """A family's log exponent around ``loc`` with spread ``tau``, centred as ``centred`` says."""
+    z = numpyro.sample(
+        name, dist.Normal(jnp.where(centred, loc, 0.0), jnp.where(centred, tau, 1.0))
+    )
+    return jnp.where(centred, z, loc + tau * z)
 
 
 def centred_groups(inputs: ModelInputs) -> np.ndarray:

@@ -10,7 +10,14 @@ from numpyro import handlers
 
 from bayescale import testing
 from bayescale.data import ScalingData
-from bayescale.model import GROUP_COEFS, Priors, centred_groups, group_coords, scaling_model
+from bayescale.model import (
+    GROUP_COEFS,
+    Priors,
+    centred_exponents,
+    centred_groups,
+    group_coords,
+    scaling_model,
+)
 from bayescale.options import EXPONENT_FORMS, LAWS
 from bayescale.tables import DataError
 
@@ -82,11 +89,16 @@ def test_families_are_drawn_around_their_groups_shift(data, law, exponents):
     # the offsets' prior mean, the population mean integrated out (bayescale.pooling)
     np.testing.assert_allclose(tr["theta"]["fn"].loc, Priors().ab_loc + effect[g, :2], rtol=1e-6)
     if exponents == "pooled":
-        log_alpha = np.log(float(tr["alpha"]["value"]))
-        np.testing.assert_allclose(tr["alpha_f"]["fn"].loc, log_alpha + effect[g, 2], rtol=1e-6)
-        if law == "chinchilla":
-            log_beta = np.log(float(tr["beta"]["value"]))
-            np.testing.assert_allclose(tr["beta_f"]["fn"].loc, log_beta + effect[g, 3], rtol=1e-6)
+        centred = centred_exponents(data.inputs())
+        pairs = [("alpha", 2)] + ([("beta", 3)] if law == "chinchilla" else [])
+        for name, col in pairs:
+            loc = np.log(float(tr[name]["value"])) + effect[g, col]
+            z, tau = tr[f"z_{name}"]["value"], tr[f"tau_{name}"]["value"]
+            expected = np.where(centred, z, loc + tau * z)
+            np.testing.assert_allclose(np.log(tr[f"{name}_f"]["value"]), expected, rtol=1e-5)
+            np.testing.assert_allclose(
+                tr[f"z_{name}"]["fn"].loc, np.where(centred, loc, 0.0), rtol=1e-6, atol=1e-7
+            )
 
 
 def test_groups_of_three_or_more_families_are_sampled_centred():

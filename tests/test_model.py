@@ -14,6 +14,7 @@ from bayescale.data import ScalingData
 from bayescale.model import centered_run_effects, family_law, log_likelihood, scaling_model
 from bayescale.options import EXPONENT_FORMS, LAWS
 from bayescale.simulate import simulate_frame
+from bayescale.testing import synthetic_frame
 
 FORMS = [(law, exp) for law in LAWS for exp in EXPONENT_FORMS]
 
@@ -141,3 +142,31 @@ def test_numpyro_prior_sample_runs_without_observations(data):
     pred = numpyro.infer.Predictive(scaling_model, num_samples=3)
     out = pred(jax.random.PRNGKey(0), data.inputs(), observe=False)
     assert out["alpha"].shape == (3,) and out["u"].shape == (3, data.n_runs)
+
+
+def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same():
+    from numpyro.infer import Predictive
+
+    from bayescale.model import centred_exponents
+
+    wide = synthetic_frame(families=("wide",), sizes=(1e8, 3e8, 1e9), n_ckpt=8)
+    one_size = synthetic_frame(families=("one-size",), sizes=(1e9,), n_ckpt=30)
+    few = synthetic_frame(families=("few",), sizes=(1e8, 3e8, 1e9, 3e9), n_ckpt=2)
+    with pytest.warns(UserWarning, match="'one-size' has runs at one size only"):
+        data = ScalingData.from_frame(pd.concat([wide, one_size, few]), min_tokens=None)
+    inputs = data.inputs()
+    centred = centred_exponents(inputs)
+    assert dict(zip(data.families, centred, strict=True)) == {
+        "wide": True,  # 3 sizes, 24 checkpoints
+        "one-size": False,  # 30 checkpoints at one size
+        "few": False,  # 4 sizes, 8 checkpoints
+    }
+    # both forms draw log alpha_f ~ Normal(log alpha, tau_alpha)
+    draws = Predictive(scaling_model, num_samples=4000)(
+        jax.random.PRNGKey(0), inputs, law="chinchilla", exponents="pooled", observe=False
+    )
+    for site, mean, tau in (("alpha_f", "alpha", "tau_alpha"), ("beta_f", "beta", "tau_beta")):
+        z = (np.log(draws[site]) - np.log(draws[mean])[:, None]) / draws[tau][:, None]
+        np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
+        np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.05)
+    assert set(draws["z_alpha"].shape) == {4000, 3}

@@ -16,11 +16,13 @@ from bayescale.fitting import FitConfig
 #: ``benchmarks/protocols.py`` shows them on stderr.
 log_fits = logging.getLogger("bayescale.evaluation")
 
-#: Protocol defaults: NUTS 4 x (1500 + 500), <= 50 checkpoints per run. Protocol fits
+#: Protocol defaults: NUTS 4 x (1500 + 1000), <= 50 checkpoints per run. Protocol fits
 #: hold up to 26 families, whose dense mass matrix (5 per family) 500 warm-up steps
 #: estimate poorly: one-model Pythia from 1.41B gave R-hat 1.35 / 1.09 / 1.03 (bulk ESS
-#: 10 / 32 / 98) after 500 / 1000 / 1500 warm-up steps.
-DEFAULT = FitConfig(num_warmup=1500, max_points_per_run=50)
+#: 10 / 32 / 98) after 500 / 1000 / 1500 warm-up steps. 1000 draws, not 500: below
+#: about 400 effective draws, chains that agree still show R-hat above 1.01
+#: (``benchmarks/rhat_resolution.py``), and Gadre's fits had 260-430 at 500.
+DEFAULT = FitConfig(num_warmup=1500, num_samples=1000, max_points_per_run=50)
 #: Short chains and thinner curves for a sanity pass (``quick=True``).
 QUICK = FitConfig(num_chains=2, num_warmup=150, num_samples=150, max_points_per_run=20)
 #: The MAP point estimate (no intervals), for the cheap cells of a grid.
@@ -83,13 +85,15 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         "checkpoints": post.data.n_obs,
         "seconds": time.perf_counter() - start,
         "rhat_max": diag.get("rhat_max"),
+        "rhat_worst": next(iter(diag.get("rhat_worst", {})), ""),
         "ess_bulk_min": diag.get("ess_bulk_min"),
         "divergences": diag.get("divergences"),
     }
     log.append(rec)
     line = f"[fit {len(log)}] {label}: {rec['seconds']:.0f} s"
     if config.method == "nuts":
-        line += f", R-hat {rec['rhat_max']:.3f}, {rec['divergences']} divergences"
+        line += f", R-hat {rec['rhat_max']:.3f} ({rec['rhat_worst']}), "
+        line += f"{rec['divergences']} divergences"
     log_fits.info(line)
     return post
 
