@@ -343,13 +343,13 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
         if exponents == "pooled":
             centred = jnp.asarray(centred_exponents(inputs))
             alpha_f = numpyro.deterministic(
-                "alpha_f", jnp.exp(_pooled_exponent("z_alpha", log_alpha, tau_alpha, centred))
+                "alpha_f", jnp.exp(_partly_centred("z_alpha", log_alpha, tau_alpha, centred))
             )
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
                 beta_f = numpyro.deterministic(
-                    "beta_f", jnp.exp(_pooled_exponent("z_beta", log_beta, tau_beta, centred))
+                    "beta_f", jnp.exp(_partly_centred("z_beta", log_beta, tau_beta, centred))
                 )
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
@@ -381,12 +381,15 @@ def centred_exponents(inputs: ModelInputs) -> np.ndarray:
     return (np.asarray(sizes) >= CENTRED_EXPONENT_SIZES) & (points >= CENTRED_EXPONENT_CHECKPOINTS)
 
 
-def _pooled_exponent(name: str, loc, tau, centred):
-    """A family's log exponent around ``loc`` with spread ``tau``, centred as ``centred`` says."""
-    z = numpyro.sample(
-        name, dist.Normal(jnp.where(centred, loc, 0.0), jnp.where(centred, tau, 1.0))
-    )
-    return jnp.where(centred, z, loc + tau * z)
+def _partly_centred(name: str, loc, scale, centred, event_dims: int = 0):
+    """A ``Normal(loc, scale)`` value sampled as itself where ``centred``, standardised elsewhere.
+
+    Site ``name`` holds the value where ``centred`` is true and
+    ``(value - loc) / scale ~ Normal(0, 1)`` elsewhere; returns the value.
+    """
+    fn = dist.Normal(jnp.where(centred, loc, 0.0), jnp.where(centred, scale, 1.0))
+    z = numpyro.sample(name, fn.to_event(event_dims))
+    return jnp.where(centred, z, loc + scale * z)
 
 
 def centred_groups(inputs: ModelInputs) -> np.ndarray:
@@ -429,8 +432,8 @@ def _group_shift(inputs: ModelInputs, p: Priors):
     sigma = numpyro.sample("sigma_group", dist.Gamma(2.0, 2.0 / m).to_event(1))
     centred = jnp.asarray(centred_groups(inputs))[:, None]
     with numpyro.plate("group", inputs.n_groups):
-        z = numpyro.sample("z_group", dist.Normal(0.0, jnp.where(centred, sigma, 1.0)).to_event(1))
-    effect = numpyro.deterministic("group_effect", jnp.where(centred, z, sigma * z))
+        effect = _partly_centred("z_group", 0.0, sigma, centred, event_dims=1)
+    effect = numpyro.deterministic("group_effect", effect)
     return effect[jnp.asarray(inputs.family_group)]
 
 
