@@ -31,8 +31,9 @@ shifted per group, ``mu + g_g`` with ``g_g ~ Normal(0, sigma_group)`` (sites
 or more families, non-centred below, :func:`centred_groups`), so a family
 with one run borrows first from its own group and only then from the rest.
 Pooled exponents, ``log alpha_f ~ Normal(log alpha (+ g), tau_alpha)`` and
-``beta_f`` likewise, are sampled centred for families with curves at several
-sizes and non-centred for the others (sites ``z_alpha``, ``z_beta``;
+``beta_f`` likewise, are sampled centred where the family's data pin them
+(curves at several sizes for ``alpha_f``, over a range of tokens for
+``beta_f``) and non-centred elsewhere (sites ``z_alpha``, ``z_beta``;
 :func:`centred_exponents`).
 
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
@@ -66,10 +67,12 @@ GROUP_COEFS = ("a", "b", "log_alpha", "log_beta")
 #: A group of this many families or more has its shift sampled centred
 #: (:func:`centred_groups`).
 CENTRED_GROUP_MIN = 3
-#: A family has its pooled exponents sampled centred when its runs span this
-#: many sizes and it has this many checkpoints (:func:`centred_exponents`).
-CENTRED_EXPONENT_SIZES = 3
+#: A family with this many checkpoints has its size exponent sampled centred when
+#: its runs span this many sizes, and its token exponent when its checkpoints span
+#: this factor in tokens (:func:`centred_exponents`).
 CENTRED_EXPONENT_CHECKPOINTS = 20
+CENTRED_EXPONENT_SIZES = 3
+CENTRED_EXPONENT_TOKEN_SPAN = 4.0
 
 
 @dataclass(frozen=True)
@@ -341,15 +344,18 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
         e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
         sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":
-            centred = jnp.asarray(centred_exponents(inputs))
+            centred = centred_exponents(inputs)
+            # one exponent for N and D: either kind of spread pins it
+            on = centred.any(axis=1) if law == "overtrain" else centred[:, 0]
             alpha_f = numpyro.deterministic(
-                "alpha_f", jnp.exp(_partly_centred("z_alpha", log_alpha, tau_alpha, centred))
+                "alpha_f", jnp.exp(_partly_centred("z_alpha", log_alpha, tau_alpha, on))
             )
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
+                on = centred[:, 1]
                 beta_f = numpyro.deterministic(
-                    "beta_f", jnp.exp(_partly_centred("z_beta", log_beta, tau_beta, centred))
+                    "beta_f", jnp.exp(_partly_centred("z_beta", log_beta, tau_beta, on))
                 )
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
@@ -361,24 +367,31 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
 
 
 def centred_exponents(inputs: ModelInputs) -> np.ndarray:
-    """Which families have their pooled exponents sampled centred, (F,) bool.
+    """Which families have their pooled exponents sampled centred, (F, 2) bool.
 
-    The rule: a family whose runs span :data:`CENTRED_EXPONENT_SIZES` or more
-    sizes, with :data:`CENTRED_EXPONENT_CHECKPOINTS` or more checkpoints, is
-    centred (``z_alpha`` is ``log alpha_f``); the others are non-centred
-    (``z_alpha = (log alpha_f - log alpha) / tau_alpha``). A family seen at
-    one or two sizes, or at a handful of points, does not pin its exponent, and
-    the centred form then is a funnel whose neck is a small ``tau_alpha``
-    (Gadre's five-point families diverged there); one with curves at many
-    sizes does, and non-centred it would lie on a ridge with ``tau_alpha``.
+    Column 0 is ``alpha_f``, column 1 ``beta_f``. The rule: a family with
+    :data:`CENTRED_EXPONENT_CHECKPOINTS` or more checkpoints has ``alpha_f``
+    centred when its runs span :data:`CENTRED_EXPONENT_SIZES` or more sizes,
+    and ``beta_f`` when its checkpoints span a factor
+    :data:`CENTRED_EXPONENT_TOKEN_SPAN` or more in tokens; centred, ``z_alpha``
+    is ``log alpha_f``, otherwise ``(log alpha_f - log alpha) / tau_alpha``.
+    An exponent the family's own data do not pin is, centred, a funnel whose
+    neck is a small ``tau`` (Gadre's five-point families diverged at
+    ``tau_alpha`` near 0.003); one they pin lies, non-centred, on a curved
+    ridge with ``tau`` (OLMo's token exponent, two sizes but curves over a
+    factor 250 in tokens, had R-hat 1.03 so).
     """
     fam = np.asarray(inputs.run_family)
-    sizes = [
-        np.unique(np.round(np.asarray(inputs.log_n)[fam == f], 6)).size
-        for f in range(inputs.n_families)
-    ]
-    points = np.bincount(fam[np.asarray(inputs.obs_run)], minlength=inputs.n_families)
-    return (np.asarray(sizes) >= CENTRED_EXPONENT_SIZES) & (points >= CENTRED_EXPONENT_CHECKPOINTS)
+    of_obs = fam[np.asarray(inputs.obs_run)]
+    log_d = np.asarray(inputs.log_d)
+    out = np.zeros((inputs.n_families, 2), bool)
+    for f in range(inputs.n_families):
+        d = log_d[of_obs == f]
+        if d.size < CENTRED_EXPONENT_CHECKPOINTS:
+            continue
+        sizes = np.unique(np.round(np.asarray(inputs.log_n)[fam == f], 6)).size
+        out[f] = sizes >= CENTRED_EXPONENT_SIZES, np.ptp(d) >= math.log(CENTRED_EXPONENT_TOKEN_SPAN)
+    return out
 
 
 def _partly_centred(name: str, loc, scale, centred, event_dims: int = 0):

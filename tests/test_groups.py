@@ -89,9 +89,10 @@ def test_families_are_drawn_around_their_groups_shift(data, law, exponents):
     # the offsets' prior mean, the population mean integrated out (bayescale.pooling)
     np.testing.assert_allclose(tr["theta"]["fn"].loc, Priors().ab_loc + effect[g, :2], rtol=1e-6)
     if exponents == "pooled":
-        centred = centred_exponents(data.inputs())
+        by_exponent = centred_exponents(data.inputs())
         pairs = [("alpha", 2)] + ([("beta", 3)] if law == "chinchilla" else [])
         for name, col in pairs:
+            centred = by_exponent[:, col - 2] if law == "chinchilla" else by_exponent.any(axis=1)
             loc = np.log(float(tr[name]["value"])) + effect[g, col]
             z, tau = tr[f"z_{name}"]["value"], tr[f"tau_{name}"]["value"]
             expected = np.where(centred, z, loc + tau * z)

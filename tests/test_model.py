@@ -152,14 +152,20 @@ def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same(
     wide = synthetic_frame(families=("wide",), sizes=(1e8, 3e8, 1e9), n_ckpt=8)
     one_size = synthetic_frame(families=("one-size",), sizes=(1e9,), n_ckpt=30)
     few = synthetic_frame(families=("few",), sizes=(1e8, 3e8, 1e9, 3e9), n_ckpt=2)
+    # final losses of 24 sizes, all at one token count
+    budget = synthetic_frame(families=("one-budget",), sizes=np.geomspace(1e8, 1e9, 24), n_ckpt=1)
+    budget["run"] = [f"b{i}" for i in range(len(budget))]
+    frames = [wide, one_size, few, budget]
     with pytest.warns(UserWarning, match="'one-size' has runs at one size only"):
-        data = ScalingData.from_frame(pd.concat([wide, one_size, few]), min_tokens=None)
+        data = ScalingData.from_frame(pd.concat(frames), min_tokens=None)
     inputs = data.inputs()
     centred = centred_exponents(inputs)
-    assert dict(zip(data.families, centred, strict=True)) == {
-        "wide": True,  # 3 sizes, 24 checkpoints
-        "one-size": False,  # 30 checkpoints at one size
-        "few": False,  # 4 sizes, 8 checkpoints
+    # (alpha_f, beta_f): sizes pin the first, a range of tokens the second
+    assert {f: tuple(c) for f, c in zip(data.families, centred.tolist(), strict=True)} == {
+        "wide": (True, True),  # 3 sizes, 24 checkpoints over a factor 20 in tokens
+        "one-size": (False, True),  # 30 checkpoints of one curve
+        "few": (False, False),  # 8 checkpoints
+        "one-budget": (True, False),
     }
     # both forms draw log alpha_f ~ Normal(log alpha, tau_alpha)
     draws = Predictive(scaling_model, num_samples=4000)(
@@ -169,4 +175,4 @@ def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same(
         z = (np.log(draws[site]) - np.log(draws[mean])[:, None]) / draws[tau][:, None]
         np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
         np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.05)
-    assert set(draws["z_alpha"].shape) == {4000, 3}
+    assert draws["z_alpha"].shape == (4000, 4)
