@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import pandas as pd
 
+from bayescale.centring import centred_groups, group_coords
 from bayescale.data import (
     DEFAULT_MAX_POINTS,
     DEFAULT_MIN_TOKENS,
@@ -21,13 +22,7 @@ from bayescale.data import (
     ScalingData,
 )
 from bayescale.inference import InferenceConfig, run
-from bayescale.model import (
-    Priors,
-    centred_groups,
-    group_coords,
-    scaling_model,
-    spread_scales,
-)
+from bayescale.model import Priors, scaling_model, spread_scales
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.posterior import Posterior, build_tree
 

@@ -9,15 +9,9 @@ import pytest
 from numpyro import handlers
 
 from bayescale import testing
+from bayescale.centring import centred_exponents, centred_groups, group_coords
 from bayescale.data import ScalingData
-from bayescale.model import (
-    GROUP_COEFS,
-    Priors,
-    centred_exponents,
-    centred_groups,
-    group_coords,
-    scaling_model,
-)
+from bayescale.model import GROUP_COEFS, Priors, scaling_model
 from bayescale.options import EXPONENT_FORMS, LAWS
 from bayescale.tables import DataError
 

@@ -147,7 +147,7 @@ def test_numpyro_prior_sample_runs_without_observations(data):
 def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same():
     from numpyro.infer import Predictive
 
-    from bayescale.model import centred_exponents
+    from bayescale.centring import centred_exponents
 
     wide = synthetic_frame(families=("wide",), sizes=(1e8, 3e8, 1e9), n_ckpt=8)
     one_size = synthetic_frame(families=("one-size",), sizes=(1e9,), n_ckpt=30)
