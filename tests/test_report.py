@@ -331,3 +331,17 @@ def test_the_model_description_says_whether_seeds_were_replicated():
     twice = pd.concat([frame, frame.assign(run=frame["run"] + "-seed2", loss=frame["loss"] * 1.01)])
     note = sm.replicate_note(ScalingData.from_frame(twice, min_tokens=None))
     assert note.startswith("6 (family, size) pair(s) have replicate runs")
+
+
+def test_the_model_description_names_the_families_whose_exponents_were_centred():
+    from bayescale.data import ScalingData
+
+    wide = synthetic_frame(families=("wide",), sizes=(1e8, 3e8, 1e9), n_ckpt=8)
+    few = synthetic_frame(families=("few",), sizes=(1e8, 1e9), n_ckpt=2)
+    both = ScalingData.from_frame(pd.concat([wide, few]), min_tokens=None)
+    note = sm.exponent_form_note(both, "chinchilla")
+    assert note.endswith("Sampled as itself: α_f: wide; β_f: wide.")
+    assert "20 or more checkpoints, and 3 or more sizes" in note
+    assert sm.exponent_form_note(both, "overtrain").endswith("Sampled as itself: α_f: wide.")
+    alone = ScalingData.from_frame(few, min_tokens=None)
+    assert sm.exponent_form_note(alone, "chinchilla").endswith("α_f: no family; β_f: no family.")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayescale import laws
+from bayescale import centring, laws
 from bayescale.inference import RHAT_MAX, convergence_advice
 from bayescale.model import COEFS, GROUP_COEFS, Priors
 from bayescale.options import KINDS, Target, format_count
@@ -428,6 +428,8 @@ def model_description(post) -> list[str]:
         if c.exponents == "pooled"
         else "All families share one pair of exponents α, β."
     )
+    if c.exponents == "pooled":
+        exps += " " + exponent_form_note(post.data, c.law)
     if c.method == "nuts":
         method = (
             f"Sampled with NUTS: {c.num_chains} chains × {c.num_samples} draws after "
@@ -514,6 +516,33 @@ def discrepancy_note(post) -> str:
             if "sigma_delta_d" in post.tree["posterior"]
             else ""
         )
+    )
+
+
+def exponent_form_note(data, law: str) -> str:
+    """Which families' pooled exponents were sampled as themselves (centred), and why."""
+    centred = centring.centred_exponents(data.inputs())
+    if law == "overtrain":
+        centred = centred.any(axis=1, keepdims=True)
+        names = ("α_f",)
+    else:
+        names = ("α_f", "β_f")
+
+    def listed(col):
+        fams = [f for f, c in zip(data.families, col, strict=True) if c]
+        if len(fams) == len(data.families):
+            return "every family"
+        return ", ".join(fams) if fams else "no family"
+
+    which = "; ".join(f"{n}: {listed(centred[:, i])}" for i, n in enumerate(names))
+    return (
+        "Where a family's own data pin an exponent "
+        f"({centring.CENTRED_EXPONENT_CHECKPOINTS} or more checkpoints, and "
+        f"{centring.CENTRED_EXPONENT_SIZES} or more sizes for α_f, a factor of "
+        f"{centring.CENTRED_EXPONENT_TOKEN_SPAN:g} or more in tokens for β_f) it is sampled "
+        "as itself, "
+        "elsewhere as its standardised departure from the shared value, which avoids a "
+        f"funnel; the law is the same either way. Sampled as itself: {which}."
     )
 
 
