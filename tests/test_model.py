@@ -176,16 +176,3 @@ def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same(
         np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
         np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.05)
     assert draws["z_alpha"].shape == (4000, 4)
-
-
-def test_student_t_noise_has_a_mean_under_the_prior(data):
-    from bayescale.model import Priors
-
-    draws = numpyro.infer.Predictive(scaling_model, num_samples=4000)(
-        jax.random.PRNGKey(2), data.inputs(), observe=False
-    )["nu"]
-    # nu = 1 + LogNormal(log 3, 0.75): above 1 always, median 4
-    assert draws.min() > Priors().nu_min == 1.0
-    np.testing.assert_allclose(np.median(draws), 4.0, rtol=0.05)
-    frac_below_2 = np.mean(draws < 2.0)
-    np.testing.assert_allclose(frac_below_2, 0.0715, atol=0.015)  # Phi((log 1 - log 3) / 0.75)
