@@ -27,7 +27,7 @@ CENTRED_EXPONENT_SIZES = 3
 CENTRED_EXPONENT_TOKEN_SPAN = 4.0
 
 
-def centred_exponents(inputs) -> np.ndarray:
+def centred_exponents(inputs, law: str = "chinchilla") -> np.ndarray:
     """Which families have their pooled exponents sampled centred, (F, 2) bool.
 
     Column 0 is ``alpha_f``, column 1 ``beta_f``. The rule: a family with
@@ -40,7 +40,9 @@ def centred_exponents(inputs) -> np.ndarray:
     neck is a small ``tau`` (Gadre's five-point families diverged at
     ``tau_alpha`` near 0.003); one they pin lies, non-centred, on a curved
     ridge with ``tau`` (OLMo's token exponent, two sizes but curves over a
-    factor 250 in tokens, had R-hat 1.03 so).
+    factor 250 in tokens, had R-hat 1.03 so). Under ``law="overtrain"``
+    one exponent serves N and D, so either kind of spread pins it and both
+    columns say so.
     """
     fam = np.asarray(inputs.run_family)
     of_obs = fam[np.asarray(inputs.obs_run)]
@@ -52,6 +54,8 @@ def centred_exponents(inputs) -> np.ndarray:
             continue
         sizes = np.unique(np.round(np.asarray(inputs.log_n)[fam == f], 6)).size
         out[f] = sizes >= CENTRED_EXPONENT_SIZES, np.ptp(d) >= math.log(CENTRED_EXPONENT_TOKEN_SPAN)
+    if law == "overtrain":
+        out[:] = out.any(axis=1, keepdims=True)
     return out
 
 
@@ -85,7 +89,7 @@ def group_coords(effect, sigma, centred) -> np.ndarray:
     """The sampling coordinates ``z_group`` of group shifts ``effect`` (G, 4).
 
     The shift itself for a centred group, ``effect / sigma`` for the others
-    (the inverse of the map in :func:`_group_shift`).
+    (the inverse of the map in ``model._group_shift``).
     """
     effect = np.asarray(effect)
     return np.where(np.asarray(centred)[:, None], effect, effect / np.asarray(sigma))

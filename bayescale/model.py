@@ -336,18 +336,15 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
         e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
         sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":
-            centred = centred_exponents(inputs)
-            # one exponent for N and D: either kind of spread pins it
-            on = centred.any(axis=1) if law == "overtrain" else centred[:, 0]
+            centred = centred_exponents(inputs, law)
             alpha_f = numpyro.deterministic(
-                "alpha_f", jnp.exp(partly_centred("z_alpha", log_alpha, tau_alpha, on))
+                "alpha_f", jnp.exp(partly_centred("z_alpha", log_alpha, tau_alpha, centred[:, 0]))
             )
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
-                on = centred[:, 1]
                 beta_f = numpyro.deterministic(
-                    "beta_f", jnp.exp(partly_centred("z_beta", log_beta, tau_beta, on))
+                    "beta_f", jnp.exp(partly_centred("z_beta", log_beta, tau_beta, centred[:, 1]))
                 )
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))

@@ -167,6 +167,10 @@ def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same(
         "few": (False, False),  # 8 checkpoints
         "one-budget": (True, False),
     }
+    # the over-training law's one exponent is pinned by either kind of spread
+    np.testing.assert_array_equal(
+        centred_exponents(inputs, "overtrain"), np.repeat(centred.any(axis=1)[:, None], 2, axis=1)
+    )
     # both forms draw log alpha_f ~ Normal(log alpha, tau_alpha)
     draws = Predictive(scaling_model, num_samples=4000)(
         jax.random.PRNGKey(0), inputs, law="chinchilla", exponents="pooled", observe=False

@@ -521,12 +521,8 @@ def discrepancy_note(post) -> str:
 
 def exponent_form_note(data, law: str) -> str:
     """Which families' pooled exponents were sampled as themselves (centred), and why."""
-    centred = centring.centred_exponents(data.inputs())
-    if law == "overtrain":
-        centred = centred.any(axis=1, keepdims=True)
-        names = ("α_f",)
-    else:
-        names = ("α_f", "β_f")
+    centred = centring.centred_exponents(data.inputs(), law)
+    names = ("α_f",) if law == "overtrain" else ("α_f", "β_f")
 
     def listed(col):
         fams = [f for f, c in zip(data.families, col, strict=True) if c]
@@ -540,8 +536,8 @@ def exponent_form_note(data, law: str) -> str:
         f"({centring.CENTRED_EXPONENT_CHECKPOINTS} or more checkpoints, and "
         f"{centring.CENTRED_EXPONENT_SIZES} or more sizes for α_f, a factor of "
         f"{centring.CENTRED_EXPONENT_TOKEN_SPAN:g} or more in tokens for β_f) it is sampled "
-        "as itself, "
-        "elsewhere as its standardised departure from the shared value, which avoids a "
+        "as itself, elsewhere as its standardised departure from the shared value, which "
+        "avoids a "
         f"funnel; the law is the same either way. Sampled as itself: {which}."
     )
 
