@@ -95,7 +95,9 @@ def posterior(
     )  # fmt: skip
     z_map, _ = multistart_minimize(info.potential_fn, info.param_info.z, n_starts=1, key=k_map)
     flat, unravel = ravel_pytree(z_map)
-    hess = np.asarray(jax.hessian(lambda x: info.potential_fn(unravel(x)))(flat), dtype=float)
+    # jitted: eager op-by-op differentiation of the model costs minutes per call
+    hessian = jax.jit(jax.hessian(lambda x: info.potential_fn(unravel(x))))
+    hess = np.asarray(hessian(flat), dtype=float)
     # Laplace: N(mode, H^-1); directions the data hardly constrain (group scales
     # of a two-family hierarchy) are held to an sd of 0.05 instead of their prior width
     w, v = np.linalg.eigh(0.5 * (hess + hess.T))
@@ -103,7 +105,7 @@ def posterior(
     rng = np.random.default_rng(seed + 1)
     eps = rng.standard_normal((chains * draws, flat.size))
     x = np.asarray(flat)[None, :] + (eps / np.sqrt(w)) @ v.T
-    values = jax.vmap(lambda xi: info.postprocess_fn(unravel(xi)))(x.astype(flat.dtype))
+    values = jax.jit(jax.vmap(lambda xi: info.postprocess_fn(unravel(xi))))(x.astype(flat.dtype))
     samples = {k: np.array(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in values.items()}
     samples["alpha"][-1] += chain_shift
     log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
