@@ -56,8 +56,9 @@ def test_datasets_json(capsys):
 def test_entry_point_answers_help_without_jax():
     exe = shutil.which("bayescale") or shutil.which("bayescale", path=str(sys.prefix) + "/bin")
     assert exe, "the bayescale console script is not installed"
-    done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "bayescale" in done.stdout
+    for cmd in ([exe], [sys.executable, "-m", "bayescale"]):
+        done = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "bayescale" in done.stdout, cmd
     code = (
         "import contextlib, io, sys\n"
         "from bayescale.cli import build_parser\n"
