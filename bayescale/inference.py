@@ -148,10 +148,10 @@ def run(
 
     show = progress.resolve(progress_bar)
     k_map, k_start, k_mcmc = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    z_map, _, postprocess = map_search(
+    z_map, _, info = map_search(
         model, model_kwargs, n_starts=config.map_starts, key=k_map, show=show, what=what
     )
-    values = postprocess(z_map)
+    values = info.postprocess_fn(z_map)
     if config.method == "map":
         return jax.tree.map(lambda v: np.asarray(v)[None, None], values), None
     z_start = start(z_map, values) if start is not None else z_map

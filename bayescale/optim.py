@@ -26,8 +26,9 @@ def map_search(
         Unconstrained values at the lowest potential found.
     potentials : numpy.ndarray
         Final potential of each start.
-    postprocess_fn : callable
-        Maps unconstrained values to the model's sites.
+    info : numpyro.infer.util.ModelInfo
+        The model's set-up: ``potential_fn``, ``postprocess_fn`` (unconstrained
+        values -> the model's sites), ...
     """
     from numpyro.infer import init_to_median
     from numpyro.infer.util import initialize_model
@@ -46,7 +47,7 @@ def map_search(
         show=show,
         desc=f"{what}: MAP start",
     )
-    return best, fs, info.postprocess_fn
+    return best, fs, info
 
 
 def multistart_minimize(

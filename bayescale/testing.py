@@ -73,12 +73,10 @@ def posterior(
     """
     import jax
     from jax.flatten_util import ravel_pytree
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import initialize_model
 
     from bayescale.fitting import FitConfig, model_kwargs, pointwise_log_likelihood
     from bayescale.model import scaling_model
-    from bayescale.optim import multistart_minimize
+    from bayescale.optim import map_search
     from bayescale.posterior import Posterior, build_tree
 
     frame = synthetic_frame(seed=seed) if frame is None else frame
@@ -88,12 +86,9 @@ def posterior(
     )  # fmt: skip
     data = ScalingData.from_frame(frame, **config.data_options())
     inputs = data.inputs()
-    k_init, k_map = jax.random.split(jax.random.PRNGKey(seed))
-    info = initialize_model(
-        k_init, scaling_model, model_kwargs=model_kwargs(inputs, config),
-        init_strategy=init_to_median(num_samples=15),
-    )  # fmt: skip
-    z_map, _ = multistart_minimize(info.potential_fn, info.param_info.z, n_starts=1, key=k_map)
+    z_map, _, info = map_search(
+        scaling_model, model_kwargs(inputs, config), n_starts=1, key=jax.random.PRNGKey(seed)
+    )
     flat, unravel = ravel_pytree(z_map)
     # jitted: eager op-by-op differentiation of the model costs minutes per call
     hessian = jax.jit(jax.hessian(lambda x: info.potential_fn(unravel(x))))

@@ -537,8 +537,7 @@ def exponent_form_note(data, law: str) -> str:
         f"{centring.CENTRED_EXPONENT_SIZES} or more sizes for α_f, a factor of "
         f"{centring.CENTRED_EXPONENT_TOKEN_SPAN:g} or more in tokens for β_f) it is sampled "
         "as itself, elsewhere as its standardised departure from the shared value, which "
-        "avoids a "
-        f"funnel; the law is the same either way. Sampled as itself: {which}."
+        f"avoids a funnel; the law is the same either way. Sampled as itself: {which}."
     )
 
 
