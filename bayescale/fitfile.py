@@ -24,7 +24,7 @@ import numpy as np
 
 from bayescale._version import __version__
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 2
 _CHECKSUM_ATTR = "bayescale_checksum"
 _FORMAT_ATTR = "bayescale_format"
 

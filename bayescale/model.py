@@ -116,13 +116,9 @@ class Priors:
         centred below the log-token span of a run (~3 past the warm-up cut)
         so that the run effect ``u_r``, not the noise, carries differences
         between runs; real curves still pull it to ~1-2.5.
-    nu_min, nu_loc, nu_scale : float
-        Student-t degrees of freedom ``nu = 1 + LogNormal(log 2, 1.2)``
-        (median 3): digitised curves have outliers, and real curves pull nu
-        to ~1.2-3, so the prior keeps mass near 1 (3% below 1.2). Below 1 the
-        noise has no mean in log space, and a family with a few points, which
-        cannot move nu off its prior, then forecasts new runs with absurd
-        tails (the former ``LogNormal(log 4, 0.75)`` put 3% of its mass there).
+    nu_loc, nu_scale : float
+        Student-t degrees of freedom ``LogNormal(log 4, 0.75)``: digitised
+        curves have outliers (the feasibility sketch found nu ~ 1.2).
     group_spread : tuple of float
         Only with a ``group`` column: prior means of the spread of group
         shifts of ``(a, b, log alpha, log beta)``, each ``Gamma(2, 2 / m)``,
@@ -165,9 +161,8 @@ class Priors:
     noise_log_scale: float = 1.5
     ell_loc: float = math.log(0.3)
     ell_scale: float = 0.5
-    nu_min: float = 1.0
-    nu_loc: float = math.log(2.0)
-    nu_scale: float = 1.2
+    nu_loc: float = math.log(4.0)
+    nu_scale: float = 0.75
     group_spread: tuple = (0.6, 0.6, 0.15, 0.15)
     anneal_b_sd: float = 0.1
     anneal_c_loc: float = math.log(1e3)
@@ -232,12 +227,6 @@ def anneal_params(sites: dict):
         sites["anneal_gamma"],
         sites.get("anneal_kappa", 0.0),
     )
-
-
-def nu_prior(p: Priors) -> dist.Distribution:
-    """``nu = nu_min + LogNormal(nu_loc, nu_scale)``, with its bound as support."""
-    shift = dist.transforms.AffineTransform(p.nu_min, 1.0, domain=dist.constraints.positive)
-    return dist.TransformedDistribution(dist.LogNormal(p.nu_loc, p.nu_scale), shift)
 
 
 def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
@@ -408,7 +397,7 @@ def scaling_model(
     fam_law, sigma_f = _family_block(inputs, exponents, law, p)
     sigma_seed = numpyro.sample("sigma_seed", dist.HalfNormal(p.seed_sd))
     ell = numpyro.sample("ell", dist.LogNormal(p.ell_loc, p.ell_scale))
-    nu = numpyro.sample("nu", nu_prior(p))
+    nu = numpyro.sample("nu", dist.LogNormal(p.nu_loc, p.nu_scale))
     n_runs = inputs.run_family.shape[0]
     with numpyro.plate("run", n_runs):
         z_u = numpyro.sample("z_u", dist.Normal(0.0, 1.0))

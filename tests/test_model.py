@@ -180,15 +180,3 @@ def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same(
         np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
         np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.05)
     assert draws["z_alpha"].shape == (4000, 4)
-
-
-def test_student_t_noise_has_a_mean_under_the_prior(data):
-    from bayescale.model import Priors
-
-    draws = numpyro.infer.Predictive(scaling_model, num_samples=4000)(
-        jax.random.PRNGKey(2), data.inputs(), observe=False
-    )["nu"]
-    # nu = 1 + LogNormal(log 2, 1.2): above 1 always, median 3, 3% below 1.2
-    assert draws.min() > Priors().nu_min == 1.0
-    np.testing.assert_allclose(np.median(draws), 3.0, rtol=0.06)
-    np.testing.assert_allclose(np.mean(draws < 1.2), 0.0275, atol=0.008)  # Phi(log(0.2 / 2) / 1.2)
