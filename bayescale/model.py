@@ -56,7 +56,13 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayescale.centring import centred_exponents, centred_groups, partly_centred
+from bayescale.centring import (
+    centred_exponents,
+    centred_groups,
+    lone_exponent,
+    lone_exponents,
+    partly_centred,
+)
 from bayescale.laws import LawParams
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.pooling import PooledOffsets, mean_given_offsets
@@ -298,14 +304,21 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     """
     p = priors
     n_families = inputs.n_families
-    alpha = numpyro.sample("alpha", dist.LogNormal(math.log(p.exponent_median), p.exponent_log_sd))
+    lone = lone_exponents(inputs, exponents, law)
+    # a lone family's exponents need the spreads first (its site order is its own)
+    spreads = _exponent_spreads(p, law) if any(lone) else None
+    population = dist.LogNormal(math.log(p.exponent_median), p.exponent_log_sd)
+    if lone[0]:
+        alpha, alpha_lone = lone_exponent("alpha", spreads[0], population)
+    else:
+        alpha = numpyro.sample("alpha", population)
     if law == "overtrain":
         # Gadre et al.'s (C, M) form: one exponent for N and D
         beta = numpyro.deterministic("beta", alpha)
+    elif lone[1]:
+        beta, beta_lone = lone_exponent("beta", spreads[1], population)
     else:
-        beta = numpyro.sample(
-            "beta", dist.LogNormal(math.log(p.exponent_median), p.exponent_log_sd)
-        )
+        beta = numpyro.sample("beta", population)
     e_mu = numpyro.sample("e_mu", dist.Beta(*p.e_frac_mean))
     e_kappa = numpyro.sample("e_kappa", dist.Gamma(2.0, 2.0 / p.e_frac_concentration))
     loc = jnp.array([p.ab_loc, p.ab_loc])
@@ -313,12 +326,8 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     sigma_theta = numpyro.sample("sigma_theta", dist.Gamma(2.0, 2.0 / m_theta).to_event(1))
     l_omega = numpyro.sample("L_omega", dist.LKJCholesky(2, p.lkj_concentration))
     if exponents == "pooled":
-        tau_alpha = numpyro.sample("tau_alpha", dist.Gamma(2.0, 2.0 / p.exponent_spread))
-        tau_beta = (
-            tau_alpha
-            if law == "overtrain"
-            else numpyro.sample("tau_beta", dist.Gamma(2.0, 2.0 / p.exponent_spread))
-        )
+        tau_alpha, tau_beta = spreads if spreads is not None else _exponent_spreads(p, law)
+        centred = centred_exponents(inputs, law)
     shift = _group_shift(inputs, p)
     theta_shift = jnp.zeros((n_families, 2)) if shift is None else shift[:, :2]
     scale_tril = sigma_theta[:, None] * l_omega
@@ -336,15 +345,20 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
         e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
         sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":
-            centred = centred_exponents(inputs, law)
             alpha_f = numpyro.deterministic(
-                "alpha_f", jnp.exp(partly_centred("z_alpha", log_alpha, tau_alpha, centred[:, 0]))
+                "alpha_f",
+                alpha_lone
+                if lone[0]
+                else jnp.exp(partly_centred("z_alpha", log_alpha, tau_alpha, centred[:, 0])),
             )
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
                 beta_f = numpyro.deterministic(
-                    "beta_f", jnp.exp(partly_centred("z_beta", log_beta, tau_beta, centred[:, 1]))
+                    "beta_f",
+                    beta_lone
+                    if lone[1]
+                    else jnp.exp(partly_centred("z_beta", log_beta, tau_beta, centred[:, 1])),
                 )
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
@@ -353,6 +367,14 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     numpyro.deterministic("a", theta[:, 0])
     numpyro.deterministic("b", theta[:, 1])
     return LawParams(log_e, theta[:, 0], theta[:, 1], alpha_f, beta_f), sigma_f
+
+
+def _exponent_spreads(p: Priors, law: str):
+    """``tau_alpha, tau_beta`` (one and the same under the over-training law)."""
+    tau_alpha = numpyro.sample("tau_alpha", dist.Gamma(2.0, 2.0 / p.exponent_spread))
+    if law == "overtrain":
+        return tau_alpha, tau_alpha
+    return tau_alpha, numpyro.sample("tau_beta", dist.Gamma(2.0, 2.0 / p.exponent_spread))
 
 
 def _group_shift(inputs: ModelInputs, p: Priors):

@@ -180,3 +180,31 @@ def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same(
         np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
         np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.05)
     assert draws["z_alpha"].shape == (4000, 4)
+
+
+@pytest.mark.parametrize("law", ["chinchilla", "overtrain"])
+def test_a_lone_family_draws_its_exponent_first_and_the_law_is_the_same(law):
+    from numpyro.infer import Predictive
+
+    wide = synthetic_frame(families=("wide",), sizes=(1e8, 3e8, 1e9), n_ckpt=8)
+    few = synthetic_frame(families=("few",), sizes=(1e8, 3e8, 1e9, 3e9), n_ckpt=2)
+    for frame, lone in ((wide, True), (few, False)):
+        inputs = ScalingData.from_frame(frame, min_tokens=None).inputs()
+        sites = handlers.trace(handlers.seed(scaling_model, 0)).get_trace(
+            inputs, law=law, observe=False
+        )
+        # pinned by its data: the population exponent integrated out (site w_alpha), no funnel
+        assert (sites["alpha"]["type"] == "deterministic") is lone
+        assert ("w_alpha" in sites) is lone
+        draws = Predictive(scaling_model, num_samples=8000)(
+            jax.random.PRNGKey(1), inputs, law=law, observe=False
+        )
+        # either way log alpha ~ Normal(log 0.3, 0.5) and log alpha_f ~ Normal(log alpha, tau)
+        log_alpha = np.log(draws["alpha"])
+        np.testing.assert_allclose(
+            [log_alpha.mean(), log_alpha.std()], [np.log(0.3), 0.5], atol=0.02
+        )
+        z = (np.log(draws["alpha_f"][:, 0]) - log_alpha) / draws["tau_alpha"]
+        np.testing.assert_allclose([z.mean(), z.std()], [0.0, 1.0], atol=0.04)
+        if law == "overtrain":
+            np.testing.assert_array_equal(draws["beta_f"], draws["alpha_f"])
