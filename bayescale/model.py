@@ -296,11 +296,12 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     that into long, curved ridges between ``z`` and the population scale.
     Pooled exponents are centred for the families whose data pin them and
     non-centred for the others (sites ``z_alpha``, ``z_beta``;
-    :func:`centred_exponents`). The fit pairs this with a dense mass matrix
-    over the law block (see ``fitting.DENSE_BLOCK``) for the E-A-alpha
-    correlation within a family. The population mean of the offsets,
-    ``mu_theta``, is integrated out of their prior and drawn after them
-    (:mod:`bayescale.pooling`, site ``z_mu``).
+    :func:`centred_exponents`); a one-family fit draws its family's pinned
+    exponent first and the shared one given it (:func:`lone_exponent`). The
+    fit pairs this with a dense mass matrix over the law block (see
+    ``fitting.DENSE_BLOCK``) for the E-A-alpha correlation within a family.
+    The population mean of the offsets, ``mu_theta``, is integrated out of
+    their prior and drawn after them (:mod:`bayescale.pooling`, site ``z_mu``).
     """
     p = priors
     n_families = inputs.n_families
