@@ -4,8 +4,8 @@ A hierarchical value drawn as itself (centred) is a funnel when the data do
 not pin it; drawn standardised (non-centred) it lies on a curved ridge with
 its scale when they do. The rules here choose per family or group, from the
 data alone (``inputs``: a :class:`~bayescale.model.ModelInputs`), and
-:func:`partly_centred` samples either form at one site; :func:`lone_exponent`
-is the form for the one family of a one-family fit.
+:func:`partly_centred` samples either form at one site; :func:`lone_exponents`
+says where a one-family fit uses :func:`bayescale.pooling.lone_exponent`.
 """
 
 from __future__ import annotations
@@ -97,32 +97,12 @@ def group_coords(effect, sigma, centred) -> np.ndarray:
 
 
 def lone_exponents(inputs, exponents: str, law: str = "chinchilla") -> tuple:
-    """Per exponent ``(alpha, beta)``, whether a one-family fit draws it as :func:`lone_exponent`.
+    """Per exponent ``(alpha, beta)``, whether it is drawn as a lone family's.
 
-    Pooled exponents of the one family of a fit without groups, where its
-    data pin them (:func:`centred_exponents`).
+    That is :func:`~bayescale.pooling.lone_exponent`, for pooled exponents of
+    the one family of a fit without groups, where its data pin them
+    (:func:`centred_exponents`).
     """
     if exponents != "pooled" or inputs.n_families != 1 or inputs.family_group is not None:
         return (False, False)
     return tuple(bool(c) for c in centred_exponents(inputs, law)[0])
-
-
-def lone_exponent(name: str, tau, population: dist.LogNormal):
-    """Shared and family exponent of a one-family fit whose data pin the family's.
-
-    ``log x_f ~ Normal(log x, tau)`` under ``log x ~ Normal(m, s)``
-    (``population`` is ``x``'s LogNormal prior): with one family its data pin
-    ``x_f``, while ``x`` and ``tau`` are free, a funnel (24 divergences in a
-    default fit of Chinchilla's points, 6 in this form). The same joint law is
-    drawn as the marginal ``log x_f ~ Normal(m, sqrt(s^2 + tau^2))`` (site
-    ``z_<name>``, the family's value, as for centred families) and then
-    ``log x`` from its conditional given it (standardised, site ``w_<name>``).
-    Returns ``x`` (deterministic site ``name``) and ``x_f`` (shape (1,)).
-    """
-    m, s = population.loc, population.scale
-    var = s**2 + tau**2
-    with numpyro.plate("family", 1):
-        log_f = numpyro.sample(f"z_{name}", dist.Normal(m, jnp.sqrt(var)))
-    w = numpyro.sample(f"w_{name}", dist.Normal(0.0, 1.0))
-    log_x = m + s**2 / var * (log_f[0] - m) + s * tau / jnp.sqrt(var) * w
-    return numpyro.deterministic(name, jnp.exp(log_x)), jnp.exp(log_f)

@@ -56,16 +56,10 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayescale.centring import (
-    centred_exponents,
-    centred_groups,
-    lone_exponent,
-    lone_exponents,
-    partly_centred,
-)
+from bayescale.centring import centred_exponents, centred_groups, lone_exponents, partly_centred
 from bayescale.laws import LawParams
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
-from bayescale.pooling import PooledOffsets, mean_given_offsets
+from bayescale.pooling import PooledOffsets, lone_exponent, mean_given_offsets
 from bayescale.trajectory import OUTrajectory
 
 COEFS = ("a", "b")

@@ -10,12 +10,14 @@ The joint distribution is the same. What changes is the geometry: a family's
 data pin its ``theta_f``, and in the centred order ``mu`` is then pinned to
 ``theta_f`` within ``Sigma``, a funnel whose neck is a small ``Sigma``, which
 nothing but the prior keeps away from when there is one family or a few.
+:func:`lone_exponent` does the same for the exponents of a one-family fit.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
@@ -96,3 +98,27 @@ def mean_given_offsets(theta, shift, m0, mean_sd, scale_tril, z):
     """The common mean from its conditional given the offsets, non-centred by ``z`` (K,)."""
     mean, cov = _mean_conditional(theta, shift, m0, mean_sd, scale_tril)
     return mean + jnp.linalg.cholesky(cov + 1e-12 * jnp.eye(cov.shape[-1])) @ z
+
+
+def lone_exponent(name: str, tau, population: dist.LogNormal):
+    """Shared and family exponent of a one-family fit whose data pin the family's.
+
+    ``log x_f ~ Normal(log x, tau)`` under ``log x ~ Normal(m, s)``
+    (``population`` is ``x``'s LogNormal prior): with one family its data pin
+    ``x_f``, while ``x`` and ``tau`` are free, a funnel (24 divergences in a
+    default fit of Chinchilla's points, 6 in this form). The same joint law is
+    drawn as the marginal ``log x_f ~ Normal(m, sqrt(s^2 + tau^2))`` (site
+    ``z_<name>``, the family's value, as for centred families) and then
+    ``log x`` from its conditional given it (standardised, site ``w_<name>``),
+    as the offsets' common mean is drawn (:func:`mean_given_offsets`).
+    Returns ``x`` (deterministic site ``name``) and ``x_f`` (shape (1,)).
+    """
+    m, s = population.loc, population.scale
+    with numpyro.plate("family", 1):
+        log_f = numpyro.sample(f"z_{name}", dist.Normal(m, jnp.sqrt(s**2 + tau**2)))
+    w = numpyro.sample(f"w_{name}", dist.Normal(0.0, 1.0))
+    # one family, one coordinate: (F, K) = (1, 1) offsets around no shift
+    log_x = mean_given_offsets(
+        log_f[:, None], 0.0, jnp.atleast_1d(m), s, jnp.reshape(tau, (1, 1)), w[None]
+    )
+    return numpyro.deterministic(name, jnp.exp(log_x[0])), jnp.exp(log_f)
