@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale.centring import centred_groups, group_coords
+from bayescale.coordinates import family_centres, from_law
 from bayescale.data import (
     DEFAULT_MAX_POINTS,
     DEFAULT_MIN_TOKENS,
@@ -29,7 +30,7 @@ from bayescale.posterior import Posterior, build_tree
 # Within a family E, A and alpha trade off along a curved ridge, and the shared
 # exponents tie all families together: a dense mass matrix over this block
 # (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
-DENSE_BLOCK = ("theta", "e_frac", "alpha", "beta", "z_alpha", "z_beta", "z_group")
+DENSE_BLOCK = ("coords", "alpha", "beta", "z_alpha", "z_beta", "z_group")
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,20 @@ def chain_start(z_map: dict, values: dict, *, inputs) -> dict:
         z["sigma_group"] = jnp.log(jnp.asarray(sigma))
         centred = centred_groups(inputs)
         z["z_group"] = jnp.asarray(group_coords(values["group_effect"], sigma, centred))
-    if "e_frac" in z:
+    if "coords" in z:
         # Beta densities with a shape below 1 are unbounded at the edge, and
         # the MAP can run into E = the smallest loss (no reducible loss left
-        # there); start the chains inside
+        # there); start the chains inside, with the MAP's a and b
         frac = np.clip(np.asarray(values["e_frac"]), 0.05, 0.95)
-        z["e_frac"] = jnp.asarray(np.log(frac) - np.log1p(-frac))
+        theta = np.stack([np.asarray(values["a"]), np.asarray(values["b"])], axis=-1)
+        z["coords"] = from_law(
+            jnp.asarray(frac),
+            jnp.asarray(theta),
+            jnp.asarray(inputs.log_e_max),
+            jnp.asarray(family_centres(inputs)),
+            jnp.asarray(values["alpha_f"]),
+            jnp.asarray(values["beta_f"]),
+        )
         if "e_mu" in z:
             e_mu = float(np.clip(np.asarray(values["e_mu"]), 0.05, 0.95))
             z["e_mu"] = jnp.asarray(np.log(e_mu) - np.log1p(-e_mu))

@@ -24,17 +24,20 @@ log D (sites ``sigma_delta_d``, ``ell_delta_d``, ``z_delta_d`` on plate
 ``budget``; :func:`bayescale.discrepancy.budget_families`).
 
 Family coefficients ``(a_f, b_f)`` and exponents are partially pooled around
-population means. With family groups (``inputs.family_group``: one lab's
-suite of families, or families evaluated on one metric) the means are
-shifted per group, ``mu + g_g`` with ``g_g ~ Normal(0, sigma_group)`` (sites
-``sigma_group``, ``z_group``, ``group_effect``; centred for groups of three
-or more families, non-centred below, :func:`centred_groups`), so a family
-with one run borrows first from its own group and only then from the rest.
-Pooled exponents, ``log alpha_f ~ Normal(log alpha (+ g), tau_alpha)`` and
-``beta_f`` likewise, are sampled centred where the family's data pin them
-(curves at several sizes for ``alpha_f``, over a range of tokens for
-``beta_f``) and non-centred elsewhere (sites ``z_alpha``, ``z_beta``;
-:func:`centred_exponents`).
+population means. Each family's ``E_f``, ``a_f``, ``b_f`` are sampled in
+coordinates centred on its own data (:mod:`bayescale.coordinates`: the law's
+log value at the family's mean size and tokens, E's share of it, and the size
+term's share of the rest), with the same prior. With family groups
+(``inputs.family_group``: one lab's suite of families, or families evaluated
+on one metric) the means are shifted per group, ``mu + g_g`` with ``g_g ~
+Normal(0, sigma_group)`` (sites ``sigma_group``, ``z_group``,
+``group_effect``; centred for groups of three or more families, non-centred
+below, :func:`centred_groups`), so a family with one run borrows first from
+its own group and only then from the rest. Pooled exponents, ``log alpha_f ~
+Normal(log alpha (+ g), tau_alpha)`` and ``beta_f`` likewise, are sampled
+centred where the family's data pin them (curves at several sizes for
+``alpha_f``, over a range of tokens for ``beta_f``) and non-centred elsewhere
+(sites ``z_alpha``, ``z_beta``; :func:`centred_exponents`).
 
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
 run's normalised rate and ``mu`` loses the annealing bonus of
@@ -57,6 +60,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayescale.centring import centred_exponents, centred_groups, lone_exponents, partly_centred
+from bayescale.coordinates import FamilyCoords, family_centres, to_law
 from bayescale.laws import LawParams
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.pooling import PooledOffsets, lone_exponent, mean_given_offsets
@@ -288,12 +292,15 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     population distribution): every real family has tens to hundreds of
     checkpoints, so its own data pin it down and the non-centred form turned
     that into long, curved ridges between ``z`` and the population scale.
+    They are drawn with ``E_f`` in coordinates centred on the family's data
+    (site ``coords``, :class:`~bayescale.coordinates.FamilyCoords`), after
+    the exponents they depend on.
     Pooled exponents are centred for the families whose data pin them and
     non-centred for the others (sites ``z_alpha``, ``z_beta``;
     :func:`centred_exponents`); a one-family fit draws its family's pinned
     exponent first and the shared one given it (:func:`lone_exponent`). The
     fit pairs this with a dense mass matrix over the law block (see
-    ``fitting.DENSE_BLOCK``) for the E-A-alpha correlation within a family.
+    ``fitting.DENSE_BLOCK``) for the correlations left within a family.
     The population mean of the offsets, ``mu_theta``, is integrated out of
     their prior and drawn after them (:mod:`bayescale.pooling`, site ``z_mu``).
     """
@@ -324,20 +331,10 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
         tau_alpha, tau_beta = spreads if spreads is not None else _exponent_spreads(p, law)
         centred = centred_exponents(inputs, law)
     shift = _group_shift(inputs, p)
-    theta_shift = jnp.zeros((n_families, 2)) if shift is None else shift[:, :2]
-    scale_tril = sigma_theta[:, None] * l_omega
-    # the population mean integrated out of the offsets, then drawn given them
-    # (bayescale.pooling): the same joint law without the funnel between the two
-    theta = numpyro.sample("theta", PooledOffsets(loc, theta_shift, p.ab_scale, scale_tril))
-    z_mu = numpyro.sample("z_mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
-    numpyro.deterministic(
-        "mu_theta", mean_given_offsets(theta, theta_shift, loc, p.ab_scale, scale_tril, z_mu)
-    )
     log_alpha, log_beta = jnp.log(alpha), jnp.log(beta)
     if shift is not None:
         log_alpha, log_beta = log_alpha + shift[:, 2], log_beta + shift[:, 3]
     with numpyro.plate("family", n_families):
-        e_frac = numpyro.sample("e_frac", dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa))
         sigma_f = numpyro.sample("sigma_obs", dist.LogNormal(p.noise_log_loc, p.noise_log_scale))
         if exponents == "pooled":
             alpha_f = numpyro.deterministic(
@@ -358,6 +355,23 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
             beta_f = numpyro.deterministic("beta_f", jnp.broadcast_to(beta, (n_families,)))
+    theta_shift = jnp.zeros((n_families, 2)) if shift is None else shift[:, :2]
+    scale_tril = sigma_theta[:, None] * l_omega
+    # the offsets' population mean integrated out of their prior, drawn after them
+    # (bayescale.pooling): the same joint law without the funnel between the two
+    offsets = PooledOffsets(loc, theta_shift, p.ab_scale, scale_tril)
+    e_prior = dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
+    # E, a and b in coordinates centred on each family's data (bayescale.coordinates)
+    centre = family_centres(inputs)
+    coords = numpyro.sample(
+        "coords", FamilyCoords(e_prior, offsets, inputs.log_e_max, centre, alpha_f, beta_f)
+    )
+    e_frac, theta, _ = to_law(coords, inputs.log_e_max, centre, alpha_f, beta_f)
+    numpyro.deterministic("e_frac", e_frac)
+    z_mu = numpyro.sample("z_mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    numpyro.deterministic(
+        "mu_theta", mean_given_offsets(theta, theta_shift, loc, p.ab_scale, scale_tril, z_mu)
+    )
     log_e = numpyro.deterministic("log_E", jnp.log(e_frac) + inputs.log_e_max)
     numpyro.deterministic("a", theta[:, 0])
     numpyro.deterministic("b", theta[:, 1])

@@ -20,6 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from bayescale import fitfile
+from bayescale.coordinates import COORDS
 from bayescale.data import ScalingData
 from bayescale.inference import PosteriorBase, draws_tree
 from bayescale.laws import LawParams
@@ -28,7 +29,7 @@ from bayescale.options import DEFAULT_CI_PROB, check_ci_prob, format_count
 
 CONFIG_ATTR = "bayescale_config"
 _DIMS = {
-    "theta": ["family", "coef"],
+    "coords": ["family", "coord"],
     "e_frac": ["family"],
     "log_E": ["family"],
     "a": ["family"],
@@ -84,6 +85,7 @@ def _coords(data: ScalingData) -> dict:
             "obs": np.arange(data.n_obs),
             "coef": list(COEFS),
             "coef_bis": list(COEFS),
+            "coord": list(COORDS),
         }
     )
 

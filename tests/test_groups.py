@@ -81,7 +81,8 @@ def test_families_are_drawn_around_their_groups_shift(data, law, exponents):
     sigma = np.asarray(tr["sigma_group"]["value"])
     np.testing.assert_allclose(effect, sigma * np.asarray(tr["z_group"]["value"]))  # groups of < 3
     # the offsets' prior mean, the population mean integrated out (bayescale.pooling)
-    np.testing.assert_allclose(tr["theta"]["fn"].loc, Priors().ab_loc + effect[g, :2], rtol=1e-6)
+    offsets = tr["coords"]["fn"].offsets
+    np.testing.assert_allclose(offsets.loc, Priors().ab_loc + effect[g, :2], rtol=1e-6)
     if exponents == "pooled":
         by_exponent = centred_exponents(data.inputs())
         pairs = [("alpha", 2)] + ([("beta", 3)] if law == "chinchilla" else [])

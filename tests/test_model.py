@@ -38,7 +38,7 @@ def test_sites_and_plates(data, law, exponents):
     inputs = data.inputs()
     tr = _trace(inputs, law, exponents)
     f, r, n = data.n_families, data.n_runs, data.n_obs
-    assert tr["theta"]["value"].shape == (f, 2)
+    assert tr["coords"]["value"].shape == (f, 3)
     assert tr["e_frac"]["value"].shape == (f,)
     assert np.all(np.asarray(tr["log_E"]["value"]) < inputs.log_e_max)
     assert tr["u"]["value"].shape == (r,)
@@ -128,7 +128,7 @@ def test_family_law_reads_the_model_sites(data):
     sites = {k: v["value"] for k, v in tr.items()}
     law = family_law(sites)
     np.testing.assert_allclose(law.alpha, sites["alpha_f"])
-    np.testing.assert_allclose(law.a, sites["theta"][:, 0])
+    np.testing.assert_allclose(law.a, sites["a"])
 
 
 def test_model_rejects_unknown_forms(data):
