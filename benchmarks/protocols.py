@@ -101,6 +101,13 @@ def main(argv=None):
         "26 families; 2 folds is v0.1's protocol and takes a fraction of the time)",
     )
     p.add_argument(
+        "--family-fits",
+        action="store_true",
+        help="hitchhiker: only bayescale's one-family fits at the headline cell (the "
+        "protocol's slowest part is everything else); written to its own section, "
+        "eval_hitchhiker_family_fits",
+    )
+    p.add_argument(
         "--group-by",
         help="one-model: this column of the data becomes the families' group (e.g. "
         "source); written to its own section, eval_one_model_by_COLUMN",
@@ -121,6 +128,10 @@ def main(argv=None):
         if args.protocol != "hitchhiker":
             p.error("--hier-folds applies to the hitchhiker protocol only")
         extra["hier_folds"] = args.hier_folds
+    if args.family_fits:
+        if args.protocol != "hitchhiker":
+            p.error("--family-fits applies to the hitchhiker protocol only")
+        extra.update(methods=("bayescale-family",), bayes_grid="headline", quantities=("loss",))
     if args.group_by is not None:
         if args.protocol != "one-model":
             p.error("--group-by applies to the one-model protocol only")
@@ -138,7 +149,9 @@ def main(argv=None):
     # every row on disk before anything is formatted: a protocol takes up to an hour
     saved = args.save
     if saved is None and not (args.quick or args.no_write):
-        tag = "_discrepancy" if args.discrepancy else ""
+        tag = ("_discrepancy" if args.discrepancy else "") + (
+            "_family_fits" if args.family_fits else ""
+        )
         saved = Path(__file__).resolve().parent / "results" / f"last_{args.protocol}{tag}.csv"
     if saved is not None:
         atomic_write(saved, lambda path: result.points.to_csv(path, index=False), overwrite=True)
@@ -155,8 +168,11 @@ def main(argv=None):
         name += f"_by_{args.group_by}"
     if args.discrepancy:
         name += "_discrepancy"
+    if args.family_fits:
+        name += "_family_fits"
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in extra)
     flags += " --discrepancy" if args.discrepancy else ""
+    flags += " --family-fits" if args.family_fits else ""
     grouped = f"families grouped by `{args.group_by}`" if args.group_by else "no family groups"
     body = "\n\n".join(
         [
