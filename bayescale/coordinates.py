@@ -119,9 +119,6 @@ class FamilyCoords(dist.Distribution):
         n = self.centre.shape[0]
         super().__init__(event_shape=(n, len(COORDS)), validate_args=validate_args)
 
-    def _law(self, value):
-        return to_law(value, self.log_e_max, self.centre, self.alpha, self.beta)
-
     def sample(self, key, sample_shape=()):
         k_e, k_theta = jax.random.split(key)
         n = self.centre.shape[0]
@@ -130,6 +127,6 @@ class FamilyCoords(dist.Distribution):
         return from_law(e_frac, theta, self.log_e_max, self.centre, self.alpha, self.beta)
 
     def log_prob(self, value):
-        e_frac, theta, log_jac = self._law(value)
+        e_frac, theta, log_jac = to_law(value, self.log_e_max, self.centre, self.alpha, self.beta)
         e_term = self.e_prior.log_prob(e_frac) + log_jac
         return self.offsets.log_prob(theta) + jnp.sum(e_term, axis=-1)

@@ -27,9 +27,10 @@ from bayescale.model import Priors, scaling_model, spread_scales
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.posterior import Posterior, build_tree
 
-# Within a family E, A and alpha trade off along a curved ridge, and the shared
-# exponents tie all families together: a dense mass matrix over this block
-# (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to ~50-100.
+# Within a family the law's coordinates and exponents stay correlated, and the
+# shared exponents tie all families together: a dense mass matrix over this
+# block (diagonal elsewhere) cut NUTS trajectories from the 255-step cap to
+# ~50-100 (measured with E, a, b as the coordinates).
 DENSE_BLOCK = ("coords", "alpha", "beta", "z_alpha", "z_beta", "z_group")
 
 
