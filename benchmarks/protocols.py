@@ -146,13 +146,14 @@ def main(argv=None):
     start = time.perf_counter()
     result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed, **extra)
     wall = time.perf_counter() - start
+    # what sets this run's section (and saved rows) apart from the protocol's own
+    variant = ("_discrepancy" if args.discrepancy else "") + (
+        "_family_fits" if args.family_fits else ""
+    )
     # every row on disk before anything is formatted: a protocol takes up to an hour
     saved = args.save
     if saved is None and not (args.quick or args.no_write):
-        tag = ("_discrepancy" if args.discrepancy else "") + (
-            "_family_fits" if args.family_fits else ""
-        )
-        saved = Path(__file__).resolve().parent / "results" / f"last_{args.protocol}{tag}.csv"
+        saved = Path(__file__).resolve().parent / "results" / f"last_{args.protocol}{variant}.csv"
     if saved is not None:
         atomic_write(saved, lambda path: result.points.to_csv(path, index=False), overwrite=True)
     head = ev.headline_summary(result.points, fallback=True)
@@ -166,10 +167,7 @@ def main(argv=None):
     name = f"eval_{args.protocol.replace('-', '_')}"
     if args.group_by:
         name += f"_by_{args.group_by}"
-    if args.discrepancy:
-        name += "_discrepancy"
-    if args.family_fits:
-        name += "_family_fits"
+    name += variant
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in extra)
     flags += " --discrepancy" if args.discrepancy else ""
     flags += " --family-fits" if args.family_fits else ""
