@@ -117,6 +117,14 @@ def recovered():
         )
 
 
+def test_sampling_stats_hold_each_chains_step_size(recovered):
+    stats = recovered.tree["sample_stats"]
+    step = np.asarray(stats["step_size"])
+    assert step.shape == np.asarray(stats["diverging"]).shape
+    # fixed after warm-up: one value per chain
+    assert (step > 0).all() and (step == step[:, :1]).all()
+
+
 @pytest.mark.heavy
 def test_parallel_chains_sample_with_a_progress_bar():
     """64-bit sampling survives NumPyro's progress-bar callbacks, which run on other threads."""
