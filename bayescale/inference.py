@@ -6,9 +6,7 @@ A fit runs the same steps for the loss law and the downstream law:
 2. for ``method="map"``, that point is the result (one draw);
 3. otherwise NUTS, one chain per device in parallel (see
    :func:`bayescale.set_host_device_count`), each chain started from its own
-   point around the MAP so that R-hat can see chains that disagree; when the
-   chains' warm-ups end with step sizes far apart, all of them sample with
-   the smallest (:func:`shared_step_size`);
+   point around the MAP so that R-hat can see chains that disagree;
 4. draws, sampling statistics and pointwise log-likelihood as an ArviZ
    DataTree, then R-hat, ESS and divergences checked: problems are raised as
    a visible :class:`ConvergenceWarning`, never silently.
@@ -34,9 +32,6 @@ RHAT_MAX = 1.01
 ESS_RESOLVE = 400
 #: Above this R-hat chains disagree whatever the ESS: warm up longer as well.
 RHAT_CHANCE = 1.05
-#: Chains whose adapted step sizes differ by more than this factor sample with the
-#: smallest (:func:`shared_step_size`).
-STEP_SPREAD_MAX = 1.5
 
 
 class ConvergenceWarning(UserWarning):
@@ -180,35 +175,8 @@ def run(
     if config.num_chains == 1:
         # NumPyro reads a leading chain axis only when there are several chains
         init = {name: z[0] for name, z in init.items()}
-    if config.num_chains > 1 and config.num_warmup > 0:
-        k_warm, k_mcmc = jax.random.split(k_mcmc)
-        mcmc.warmup(k_warm, init_params=init, **model_kwargs)
-        state = mcmc.post_warmup_state
-        steps = shared_step_size(np.asarray(state.adapt_state.step_size))
-        adapt = state.adapt_state._replace(step_size=jax.numpy.asarray(steps))
-        mcmc.post_warmup_state = state._replace(adapt_state=adapt)
-        mcmc.run(k_mcmc, extra_fields=("num_steps",), **model_kwargs)
-    else:
-        mcmc.run(k_mcmc, init_params=init, extra_fields=("num_steps",), **model_kwargs)
+    mcmc.run(k_mcmc, init_params=init, extra_fields=("num_steps",), **model_kwargs)
     return mcmc.get_samples(group_by_chain=True), mcmc
-
-
-def shared_step_size(steps: np.ndarray, spread: float = STEP_SPREAD_MAX) -> np.ndarray:
-    """The chains' step sizes after warm-up: their own, or all the smallest.
-
-    Each chain adapts its step size where its warm-up went. When they end
-    more than ``spread`` apart, the chains with the larger steps adapted in
-    an easier part of the posterior and diverge when they reach the part the
-    others saw: in the one-family fit of GPT-3's seven curves (steps 0.064 to
-    0.14), the chain with the largest step had 92 of 115 divergences, all at
-    a ``sigma_seed`` several times its median; with the smallest step for
-    all, none, and R-hat 1.004 instead of 1.02. Chains that agree keep their
-    own, so the cost (longer trajectories) falls only on fits that need it.
-    """
-    steps = np.asarray(steps, dtype=float)
-    if steps.size < 2 or steps.max() <= spread * steps.min():
-        return steps
-    return np.full_like(steps, steps.min())
 
 
 def chain_starts(z: dict, n_chains: int, key, scale: float = 0.1) -> dict:

@@ -243,13 +243,3 @@ def test_one_chain_fits():
         post = bs.fit(frame, num_chains=1, num_warmup=30, num_samples=20, progress_bar=False)
     assert post.tree["posterior"].sizes["chain"] == 1
     assert post.draws("alpha").shape == (20,)
-
-
-def test_chains_share_the_smallest_step_size_only_when_theirs_are_far_apart():
-    from bayescale.inference import STEP_SPREAD_MAX, shared_step_size
-
-    close = np.array([0.08, 0.1, 0.09, 0.08 * STEP_SPREAD_MAX * 0.99])
-    np.testing.assert_array_equal(shared_step_size(close), close)
-    apart = np.array([0.064, 0.101, 0.065, 0.138])
-    np.testing.assert_array_equal(shared_step_size(apart), np.full(4, 0.064))
-    np.testing.assert_array_equal(shared_step_size(np.array([0.3])), [0.3])
