@@ -220,10 +220,9 @@ def draws_tree(samples: dict, coords: dict, dims: dict, *, mcmc=None, log_likeli
         stats = {"diverging": np.asarray(extra["diverging"])}
         if "num_steps" in extra:
             stats["n_steps"] = np.asarray(extra["num_steps"])
-        if mcmc.last_state is not None and hasattr(mcmc.last_state, "adapt_state"):
-            step = np.atleast_1d(np.asarray(mcmc.last_state.adapt_state.step_size, dtype=float))
-            shape = stats["diverging"].shape
-            stats["step_size"] = np.broadcast_to(step.reshape(-1, 1), shape).copy()
+        # fixed after warm-up: one value per chain (a scalar with one chain)
+        step = np.asarray(mcmc.last_state.adapt_state.step_size, dtype=float).reshape(-1, 1)
+        stats["step_size"] = np.broadcast_to(step, stats["diverging"].shape).copy()
         if "potential_energy" in extra:
             stats["lp"] = -np.asarray(extra["potential_energy"])
         groups["sample_stats"] = stats
