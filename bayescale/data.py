@@ -199,7 +199,8 @@ class ScalingData:
 
     @cached_property
     def _inputs(self):
-        from bayescale.model import ModelInputs, single_seed_var
+        from bayescale.model import ModelInputs
+        from bayescale.seeds import single_seed_var
 
         y = np.log(self.loss / self.family_scale[self.obs_family])
         sched = {}

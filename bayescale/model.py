@@ -10,7 +10,8 @@ and ``D~`` the sizes relative to 1e9 parameters and 1e11 tokens, ``u_r`` a
 run (seed) effect and ``eps`` an Ornstein-Uhlenbeck process in log-token time
 with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
 The run effects of a family are its runs' seeds around their average
-(:func:`centered_run_effects`): ``sigma_seed`` is the population seed spread.
+(:func:`bayescale.seeds.centered_run_effects`): ``sigma_seed`` is the population
+seed spread.
 
 With ``discrepancy=True`` the run offset is ``u_r + delta_f(N_r)``: the
 size-level discrepancy, an OU process in log N per family with pooled scale
@@ -18,7 +19,9 @@ size-level discrepancy, an OU process in log N per family with pooled scale
 sites ``sigma_delta``, ``ell_delta``, ``z_delta`` on plate ``size``, and
 ``delta`` per run), shared by the runs of one size, single-checkpoint runs
 included. Seed scatter is what replicates of one size differ by; the
-discrepancy is what a replicate would not change. Families whose final
+discrepancy is what a replicate would not change. So with it, seed effects
+sum to zero within each (family, size), and a run alone at its size has
+none (:mod:`bayescale.seeds`): its offset is the discrepancy's. Families whose final
 losses span several token budgets at one size add a second such process in
 log D (sites ``sigma_delta_d``, ``ell_delta_d``, ``z_delta_d`` on plate
 ``budget``; :func:`bayescale.discrepancy.budget_families`).
@@ -53,7 +56,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -64,6 +66,7 @@ from bayescale.coordinates import FamilyCoords, family_centres, to_law
 from bayescale.laws import LawParams
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.pooling import PooledOffsets, lone_exponent, mean_given_offsets
+from bayescale.seeds import centered_run_effects
 from bayescale.trajectory import OUTrajectory
 
 COEFS = ("a", "b")
@@ -237,11 +240,11 @@ def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
     """Stationary noise sd at each checkpoint.
 
     The lone checkpoint of a single-checkpoint run carries the seed scatter
-    too (its run effect is 0, see :func:`centered_run_effects`):
+    too (its run effect is 0, see :func:`~bayescale.seeds.centered_run_effects`):
     ``sqrt(sigma_obs^2 + c sigma_seed^2)``. The fitted law is the average of
     the family's ``K`` multi-checkpoint runs, so such a point sits
     ``sigma_seed^2 (1 + 1/K)`` around it (``c = 1`` when ``K = 0``, where the
-    law is the family's population mean; :func:`single_seed_var`).
+    law is the family's population mean; :func:`~bayescale.seeds.single_seed_var`).
     """
     fam_obs = inputs.run_family[inputs.obs_run]
     single = jnp.asarray(inputs.run_single, dtype=bool)[inputs.obs_run]
@@ -249,12 +252,6 @@ def obs_scale(inputs: ModelInputs, sigma_obs, sigma_seed):
     c = jnp.broadcast_to(c, jnp.shape(inputs.run_single))[inputs.obs_run]
     sig = jnp.asarray(sigma_obs)[fam_obs]
     return jnp.where(single, jnp.sqrt(sig**2 + c * sigma_seed**2), sig)
-
-
-def single_seed_var(inputs: ModelInputs) -> np.ndarray:
-    """Per run, ``1 + 1/K_f`` (``K_f``: :func:`law_offset_runs` of its family; 1 if none)."""
-    k = law_offset_runs(inputs)[np.asarray(inputs.run_family)]
-    return 1.0 + np.where(k > 0, 1.0 / np.maximum(k, 1), 0.0)
 
 
 def trajectory(
@@ -432,7 +429,7 @@ def scaling_model(
     n_runs = inputs.run_family.shape[0]
     with numpyro.plate("run", n_runs):
         z_u = numpyro.sample("z_u", dist.Normal(0.0, 1.0))
-    u = numpyro.deterministic("u", sigma_seed * centered_run_effects(z_u, inputs))
+    u = numpyro.deterministic("u", sigma_seed * centered_run_effects(z_u, inputs, discrepancy))
     anneal = _anneal_block(inputs, p) if inputs.anneal is not None else None
     offset = u + _discrepancy_block(inputs, p) if discrepancy else u
     if not observe:
@@ -516,50 +513,6 @@ def bonus_sizes_vary(inputs: ModelInputs) -> bool:
     fam = np.asarray(inputs.run_family)[run_annealed]
     log_n = np.asarray(inputs.log_n)[run_annealed]
     return any(np.unique(log_n[fam == f]).size > 1 for f in np.unique(fam))
-
-
-def centered_run_effects(z, inputs: ModelInputs):
-    """Unit run effects that sum to zero within each family: ``z - mean_f(z)``.
-
-    A shift shared by all runs of a family is the same as a shift of the
-    family's law (log E, a, b all move together), so the likelihood cannot
-    tell them apart; pinning the family mean of ``u`` to zero removes that
-    ridge, which otherwise made NUTS take maximal trajectories. The law then
-    describes the family's average run; predictions add back the uncertainty
-    of that average (``sigma_seed / sqrt(K_f)``, see :func:`law_offset_runs`).
-
-    The effects are not rescaled: with ``z`` standard normal,
-    ``u = sigma_seed (z - mean(z))`` has covariance ``sigma_seed^2 (I - J/K)``,
-    exactly what ``K`` independent seeds of spread ``sigma_seed`` look like
-    around their own average (NumPyro's ``ZeroSumNormal`` convention). So the
-    fitted ``sigma_seed`` is the population seed spread that ``predict`` and
-    ``plan`` give a new run. (Rescaling each effect to unit variance, as v0.1
-    did, fitted the smaller spread around the average: 30% too narrow at
-    K = 2.) Each ``u_r`` stays tied to its own ``z_r``, which suits the
-    diagonal mass matrix over ``z`` (an orthonormal contrast basis, tried,
-    mixed each run's effect over many coordinates and mixed worse).
-
-    Runs with a single kept checkpoint get ``u = 0``: their seed effect and
-    their evaluation noise are the same kind of scatter and cannot be told
-    apart, so the likelihood gives that point both variances instead (see
-    :func:`obs_scale`); a free ``u`` there let the MAP fit such points
-    exactly and collapse the noise scale. A family with one multi-checkpoint
-    run also has ``u = 0`` for it.
-    """
-    run_family = np.asarray(inputs.run_family)
-    multi = ~np.asarray(inputs.run_single, dtype=bool)
-    counts = law_offset_runs(inputs).astype(float)
-    z_masked = jnp.where(multi, z, 0.0)
-    z_sum = jax.ops.segment_sum(z_masked, run_family, num_segments=inputs.n_families)
-    z_mean = z_sum / np.maximum(counts, 1.0)
-    return jnp.where(multi, z - z_mean[run_family], 0.0)
-
-
-def law_offset_runs(inputs: ModelInputs) -> np.ndarray:
-    """Per family, the number of runs whose effects the law absorbs (``K_f``)."""
-    run_family = np.asarray(inputs.run_family)
-    multi = ~np.asarray(inputs.run_single, dtype=bool)
-    return np.bincount(run_family[multi], minlength=inputs.n_families)
 
 
 def log_likelihood(inputs: ModelInputs, sites: dict):

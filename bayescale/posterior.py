@@ -24,8 +24,9 @@ from bayescale.coordinates import COORDS
 from bayescale.data import ScalingData
 from bayescale.inference import PosteriorBase, draws_tree
 from bayescale.laws import LawParams
-from bayescale.model import COEFS, GROUP_COEFS, law_offset_runs
+from bayescale.model import COEFS, GROUP_COEFS
 from bayescale.options import DEFAULT_CI_PROB, check_ci_prob, format_count
+from bayescale.seeds import law_offset_runs
 
 CONFIG_ATTR = "bayescale_config"
 _DIMS = {

@@ -11,8 +11,9 @@ from numpyro import handlers
 
 from bayescale import laws
 from bayescale.data import ScalingData
-from bayescale.model import centered_run_effects, family_law, log_likelihood, scaling_model
+from bayescale.model import family_law, log_likelihood, scaling_model
 from bayescale.options import EXPONENT_FORMS, LAWS
+from bayescale.seeds import centered_run_effects
 from bayescale.simulate import simulate_frame
 from bayescale.testing import synthetic_frame
 
@@ -95,8 +96,42 @@ def test_run_effects_have_the_covariance_of_seeds_around_their_average(data):
         np.testing.assert_allclose(cov[np.ix_(runs, runs)], np.eye(k) - 1.0 / k, atol=1e-6)
 
 
+def test_with_the_discrepancy_only_runs_of_one_size_are_replicates(data):
+    """by_size: u sums to zero per (family, size), covariance I - J/k there; a lone run has 0."""
+    # drop one seed of fam0's larger size: that run is alone at its size
+    inputs = data.inputs()
+    run_family, log_n = np.asarray(inputs.run_family), np.asarray(inputs.log_n)
+    lone = np.flatnonzero((run_family == 0) & (log_n == log_n[run_family == 0].max()))[0]
+    keep = np.ones(data.n_runs, bool)
+    keep[lone] = False
+    obs_keep = keep[np.asarray(inputs.obs_run)]
+    remap = np.cumsum(keep) - 1
+    sub = inputs._replace(
+        run_family=run_family[keep],
+        log_n=log_n[keep],
+        run_single=np.asarray(inputs.run_single)[keep],
+        obs_run=remap[np.asarray(inputs.obs_run)[obs_keep]],
+    )
+    n = int(keep.sum())
+    jac = jax.jacobian(lambda z: centered_run_effects(z, sub, by_size=True))(np.zeros(n))
+    cov = np.asarray(jac) @ np.asarray(jac).T
+    multi = ~np.asarray(sub.run_single)
+    for f in range(data.n_families):
+        for x in np.unique(sub.log_n[sub.run_family == f]):
+            runs = np.flatnonzero((sub.run_family == f) & (sub.log_n == x) & multi)
+            k = runs.size
+            want = np.eye(k) - 1.0 / k if k > 1 else np.zeros((k, k))
+            np.testing.assert_allclose(cov[np.ix_(runs, runs)], want, atol=1e-6)
+    # the run left alone at fam0's larger size has no seed effect of its own
+    alone = np.flatnonzero((sub.run_family == 0) & (sub.log_n == log_n[lone]))
+    assert alone.size == 1 and np.all(cov[alone[0]] == 0)
+    # and runs of different sizes are independent
+    f0 = np.flatnonzero(sub.run_family == 0)
+    assert np.all(cov[np.ix_(f0, f0)][sub.log_n[f0][:, None] != sub.log_n[f0][None, :]] == 0)
+
+
 def test_single_checkpoint_runs_carry_the_seed_variance_around_the_fitted_law():
-    from bayescale.model import single_seed_var
+    from bayescale.seeds import single_seed_var
 
     # family 0: two multi-checkpoint runs and one lone point; family 1: lone points only
     runs = SimpleNamespace(

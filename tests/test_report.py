@@ -327,6 +327,7 @@ def test_the_model_description_says_whether_seeds_were_replicated():
     frame = synthetic_frame()
     single = ScalingData.from_frame(frame, min_tokens=None)
     assert sm.replicate_note(single).startswith("No family has two runs of one size")
+    assert "prior's" in sm.replicate_note(single, discrepancy=True)
     twice = pd.concat([frame, frame.assign(run=frame["run"] + "-seed2", loss=frame["loss"] * 1.01)])
     note = sm.replicate_note(ScalingData.from_frame(twice, min_tokens=None))
     assert note.startswith("6 (family, size) pair(s) have replicate runs")

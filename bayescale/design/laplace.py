@@ -29,7 +29,8 @@ from bayescale.design.runs import (
     simulate_run,
 )
 from bayescale.fitting import model_kwargs
-from bayescale.model import ModelInputs, family_law, law_offset_runs, scaling_model, spread_scales
+from bayescale.model import ModelInputs, family_law, scaling_model, spread_scales
+from bayescale.seeds import law_offset_runs
 
 _NEWTON_STEPS = 60
 _NEWTON_TOL = 1e-4

@@ -483,7 +483,7 @@ def model_description(post) -> list[str]:
         "LKJ prior on their correlation: a family with one run borrows strength from the "
         "others, a family with many runs mostly speaks for itself." + group_note(post.data),
         "Each run has its own offset (seed-level noise); its scale is the spread of runs "
-        "around the family's law, which a new run gets. " + replicate_note(post.data) + " The "
+        "around the family's law, which a new run gets. " + replicate_note(post.data, post.config.discrepancy) + " The "
         "checkpoints of a run deviate from its curve by an Ornstein–Uhlenbeck process in "
         "log-token time with Student-t innovations, so that hundreds of correlated "
         "checkpoints do not count as independent evidence." + discrepancy_note(post),
@@ -552,7 +552,7 @@ def group_note(data) -> str:
     )
 
 
-def replicate_note(data) -> str:
+def replicate_note(data, discrepancy: bool = False) -> str:
     """Whether any family has replicate runs (two runs of one size), which pin seed scatter."""
     keys = np.stack([data.run_family, np.round(np.log(data.run_params), 6)], axis=1)
     multi = ~data.inputs().run_single
@@ -562,6 +562,12 @@ def replicate_note(data) -> str:
         return (
             f"{n_rep} (family, size) pair(s) have replicate runs, which measure seed scatter "
             "directly."
+        )
+    if discrepancy:
+        return (
+            "No family has two runs of one size, so the data say nothing of seed scatter "
+            "apart from how each size departs from the family's law (the discrepancy's): "
+            "this scale is its prior's (half-normal, sd 0.03 in log loss)."
         )
     return (
         "No family has two runs of one size, so this scale also absorbs how each size "
