@@ -556,10 +556,12 @@ def group_note(data) -> str:
 
 def replicate_note(data, discrepancy: bool = False) -> str:
     """Whether any family has replicate runs (two runs of one size), which pin seed scatter."""
-    keys = np.stack([data.run_family, np.round(np.log(data.run_params), 6)], axis=1)
-    multi = ~data.inputs().run_single
-    _, counts = np.unique(keys[multi], axis=0, return_counts=True)
-    n_rep = int(np.sum(counts > 1))
+    from bayescale.seeds import seed_groups
+
+    inputs = data.inputs()
+    group, n_groups = seed_groups(inputs, by_size=True)
+    multi = ~np.asarray(inputs.run_single, dtype=bool)
+    n_rep = int(np.sum(np.bincount(group[multi], minlength=n_groups) > 1))
     if n_rep:
         return (
             f"{n_rep} (family, size) pair(s) have replicate runs, which measure seed scatter "
