@@ -19,16 +19,19 @@ import numpy as np
 
 
 def seed_groups(inputs, by_size: bool = False):
-    """Each run's replicate group and the number of groups.
+    """Each run's replicate group, (R,), and each group's number of multi-checkpoint runs.
 
     Groups are families (``by_size=False``) or (family, size) pairs.
     """
-    if not by_size:
-        return np.asarray(inputs.run_family), int(inputs.n_families)
-    from bayescale.discrepancy import group_slots
+    if by_size:
+        from bayescale.discrepancy import group_slots
 
-    slots = group_slots(inputs.run_family, inputs.log_n)
-    return slots.run_slot, int(slots.family.size)
+        slots = group_slots(inputs.run_family, inputs.log_n)
+        group, n_groups = slots.run_slot, slots.family.size
+    else:
+        group, n_groups = np.asarray(inputs.run_family), int(inputs.n_families)
+    multi = ~np.asarray(inputs.run_single, dtype=bool)
+    return group, np.bincount(group[multi], minlength=n_groups)
 
 
 def centered_run_effects(z, inputs, by_size: bool = False):
@@ -61,20 +64,17 @@ def centered_run_effects(z, inputs, by_size: bool = False):
     such points exactly and collapse the noise scale. A group with one
     multi-checkpoint run also has ``u = 0`` for it.
     """
-    group, n_groups = seed_groups(inputs, by_size)
+    group, counts = seed_groups(inputs, by_size)
     multi = ~np.asarray(inputs.run_single, dtype=bool)
-    counts = np.bincount(group[multi], minlength=n_groups).astype(float)
     z_masked = jnp.where(multi, z, 0.0)
-    z_sum = jax.ops.segment_sum(z_masked, group, num_segments=n_groups)
+    z_sum = jax.ops.segment_sum(z_masked, group, num_segments=counts.size)
     z_mean = z_sum / np.maximum(counts, 1.0)
     return jnp.where(multi, z - z_mean[group], 0.0)
 
 
 def law_offset_runs(inputs) -> np.ndarray:
     """Per family, the number of runs whose effects the law absorbs (``K_f``)."""
-    run_family = np.asarray(inputs.run_family)
-    multi = ~np.asarray(inputs.run_single, dtype=bool)
-    return np.bincount(run_family[multi], minlength=inputs.n_families)
+    return seed_groups(inputs)[1]
 
 
 def single_seed_var(inputs) -> np.ndarray:

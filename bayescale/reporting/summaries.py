@@ -558,10 +558,7 @@ def replicate_note(data, discrepancy: bool = False) -> str:
     """Whether any family has replicate runs (two runs of one size), which pin seed scatter."""
     from bayescale.seeds import seed_groups
 
-    inputs = data.inputs()
-    group, n_groups = seed_groups(inputs, by_size=True)
-    multi = ~np.asarray(inputs.run_single, dtype=bool)
-    n_rep = int(np.sum(np.bincount(group[multi], minlength=n_groups) > 1))
+    n_rep = int(np.sum(seed_groups(data.inputs(), by_size=True)[1] > 1))
     if n_rep:
         return (
             f"{n_rep} (family, size) pair(s) have replicate runs, which measure seed scatter "
