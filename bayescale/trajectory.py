@@ -42,6 +42,10 @@ def ou_rho(log_tokens, first, length):
         Correlation length ``ell`` in log tokens.
     """
     gap = jnp.diff(log_tokens, prepend=log_tokens[..., :1])
+    # a run's first checkpoint follows the previous run's last, so its gap can be
+    # large and negative: exp(-gap / length) overflows for a short length, and
+    # where() passes 0 * inf = nan back into the gradient. Mask the gap, not the result.
+    gap = jnp.where(first, 0.0, gap)
     return jnp.where(first, 0.0, jnp.exp(-gap / length))
 
 

@@ -41,6 +41,22 @@ def test_density_at_large_df_is_the_dense_gaussian():
     assert got == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.parametrize("x64", [False, True])
+def test_gradient_in_the_length_is_finite_where_a_short_run_follows_a_long_one(x64):
+    # a run's first checkpoint sits far below the previous run's last: its gap is
+    # large and negative, and with a short length exp(-gap / length) overflows. The
+    # correlation there is 0, and so must be its gradient (a nan in it made NUTS
+    # diverge on data whose runs have one checkpoint each, where the length is free)
+    log_d = jnp.array([20.0, 23.0, 20.5, 21.0, 20.2])
+    first = jnp.array([True, False, True, False, True])
+    with jax.enable_x64(x64):
+        for ell in (0.003, 0.3):
+            grad = jax.grad(lambda e: ou_rho(log_d, first, e).sum())(jnp.asarray(ell))
+            assert np.isfinite(float(grad))
+        rho = np.asarray(ou_rho(log_d, first, 0.003))
+    assert rho[[0, 2, 4]].tolist() == [0.0, 0.0, 0.0]
+
+
 def test_pointwise_density_sums_to_the_joint_one():
     log_d, first = _runs(2)
     rho = np.asarray(ou_rho(jnp.asarray(log_d), jnp.asarray(first), 0.4))
