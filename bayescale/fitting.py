@@ -26,6 +26,7 @@ from bayescale.inference import InferenceConfig, run
 from bayescale.model import Priors, scaling_model, spread_scales
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.posterior import Posterior, build_tree
+from bayescale.seeds import RunEffects
 
 # Within a family the law's coordinates and exponents stay correlated, and the
 # shared exponents tie all families together: a dense mass matrix over this
@@ -64,6 +65,10 @@ class FitConfig(InferenceConfig):
         Model how each family's sizes depart from its power law
         (:mod:`~bayescale.discrepancy`) apart from the seed effects, so that
         a prediction far from the fitted sizes carries more uncertainty.
+    seed_centring : float
+        Weight ``w`` in [0, 1] of the seed effects' sampling coordinates
+        (:class:`~bayescale.seeds.RunEffects`): 0 non-centred, 1 centred.
+        The model is the same; only how NUTS moves through it changes.
     priors : Priors
     """
 
@@ -76,6 +81,7 @@ class FitConfig(InferenceConfig):
     warmup_fraction: float | None = DEFAULT_WARMUP_FRACTION
     max_points_per_run: int | None = DEFAULT_MAX_POINTS
     discrepancy: bool = False
+    seed_centring: float = 0.0
     priors: Priors = field(default_factory=Priors)
 
     _PRIORS = Priors
@@ -84,6 +90,8 @@ class FitConfig(InferenceConfig):
         super().__post_init__()
         check_choice("law", self.law, LAWS)
         check_choice("exponents", self.exponents, EXPONENT_FORMS)
+        if not 0.0 <= float(self.seed_centring) <= 1.0:
+            raise ValueError(f"seed_centring must be in [0, 1], got {self.seed_centring!r}")
         if self.families is not None:
             if isinstance(self.families, str):
                 object.__setattr__(self, "families", (self.families,))
@@ -114,19 +122,24 @@ def model_kwargs(inputs, config: FitConfig, observe: bool = True) -> dict:
         "law": config.law,
         "priors": config.priors,
         "discrepancy": config.discrepancy,
+        "seed_centring": config.seed_centring,
         "observe": observe,
     }
 
 
-def chain_start(z_map: dict, values: dict, *, inputs) -> dict:
+def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig | None = None) -> dict:
     """Move chain starts off the MAP's pinched group scales (see :func:`spread_scales`).
 
     ``inputs`` (:class:`~bayescale.model.ModelInputs`) tells which group shifts
-    are sampled centred.
+    are sampled centred. The MAP is searched in non-centred seed coordinates
+    (a centred MAP pinches ``sigma_seed`` or lets the seeds take over the
+    law); ``config`` gives the coordinates the chains run in.
     """
     import jax.numpy as jnp
 
     z = dict(z_map)
+    if config is not None and config.seed_centring and "z_u" in z:
+        z["z_u"] = _seed_coords(z["z_u"], values["sigma_seed"], inputs, config)
     n_fam = np.asarray(values["a"]).shape[0]
     spread = spread_scales(values, n_fam)
     for name in ("sigma_theta", "tau_alpha", "tau_beta"):
@@ -217,15 +230,30 @@ def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
     Returns ``(samples, mcmc)`` as :func:`bayescale.inference.run`; ``fit``
     and simulation-based calibration (:mod:`bayescale.evaluation.sbc`) share it.
     """
-    return run(
+    kwargs = model_kwargs(inputs, config)
+    # the MAP in non-centred seed coordinates, whatever the chains use (chain_start)
+    samples, mcmc = run(
         scaling_model,
-        model_kwargs(inputs, config),
+        kwargs,
         config,
-        start=functools.partial(chain_start, inputs=inputs),
+        map_kwargs={**kwargs, "seed_centring": 0.0},
+        start=functools.partial(chain_start, inputs=inputs, config=config),
         dense_block=DENSE_BLOCK if config.dense_mass else (),
         progress_bar=progress_bar,
         what="fit",
     )
+    if mcmc is None and config.seed_centring and "z_u" in samples:
+        sigma = np.asarray(samples["sigma_seed"])[..., None]
+        samples["z_u"] = _seed_coords(samples["z_u"], sigma, inputs, config)
+    return samples, mcmc
+
+
+def _seed_coords(z_u, sigma_seed, inputs, config: FitConfig):
+    """The config's seed coordinates of effects given in non-centred ones."""
+    seeds = RunEffects(
+        sigma_seed, inputs, config.discrepancy, config.seed_centring, config.priors.seed_sd
+    )
+    return seeds.from_standard(z_u)
 
 
 def pointwise_log_likelihood(inputs, samples: dict) -> np.ndarray:

@@ -110,6 +110,7 @@ def run(
     config: InferenceConfig,
     *,
     start=None,
+    map_kwargs=None,
     dense_block=(),
     progress_bar=None,
     what: str = "fit",
@@ -126,6 +127,10 @@ def run(
     start : callable, optional
         ``start(z_map, values) -> z``: move the MAP (unconstrained values
         ``z_map``, constrained ``values``) to a better place to start chains.
+    map_kwargs : dict, optional
+        Keyword arguments of the model for the MAP search (default
+        ``model_kwargs``): other coordinates of the same model, which
+        ``start`` then maps to the sampler's.
     dense_block : sequence of str
         Sites sharing a dense mass matrix (diagonal elsewhere).
     progress_bar : bool, optional
@@ -149,7 +154,12 @@ def run(
     show = progress.resolve(progress_bar)
     k_map, k_start, k_mcmc = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     z_map, _, info = map_search(
-        model, model_kwargs, n_starts=config.map_starts, key=k_map, show=show, what=what
+        model,
+        model_kwargs if map_kwargs is None else map_kwargs,
+        n_starts=config.map_starts,
+        key=k_map,
+        show=show,
+        what=what,
     )
     values = info.postprocess_fn(z_map)
     if config.method == "map":

@@ -10,7 +10,7 @@ and ``D~`` the sizes relative to 1e9 parameters and 1e11 tokens, ``u_r`` a
 run (seed) effect and ``eps`` an Ornstein-Uhlenbeck process in log-token time
 with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
 The run effects of a family are its runs' seeds around their average
-(:func:`bayescale.seeds.centered_run_effects`): ``sigma_seed`` is the population
+(:class:`bayescale.seeds.RunEffects`): ``sigma_seed`` is the population
 seed spread.
 
 With ``discrepancy=True`` the run offset is ``u_r + delta_f(N_r)``: the
@@ -66,7 +66,7 @@ from bayescale.coordinates import FamilyCoords, family_centres, to_law
 from bayescale.laws import LawParams
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.pooling import PooledOffsets, lone_exponent, mean_given_offsets
-from bayescale.seeds import centered_run_effects
+from bayescale.seeds import RunEffects
 from bayescale.trajectory import OUTrajectory
 
 COEFS = ("a", "b")
@@ -410,14 +410,17 @@ def scaling_model(
     law: str = "chinchilla",
     priors: Priors = Priors(),  # noqa: B008 - frozen, immutable default
     discrepancy: bool = False,
+    seed_centring: float = 0.0,
     observe: bool = True,
 ):
-    """Hierarchical scaling-law model (plates ``family``, ``run``; observed ``y``).
+    """Hierarchical scaling-law model (plate ``family``, seed coordinates ``z_u``; observed ``y``).
 
     The observed site ``y`` is the whole vector of log relative losses under
     :class:`~bayescale.trajectory.OUTrajectory`. ``discrepancy`` adds the
     size-level discrepancy to every run's offset (plate ``size``,
-    :func:`_discrepancy_block`).
+    :func:`_discrepancy_block`). ``seed_centring`` is the weight ``w`` of the
+    seed coordinates ``z_u`` (:class:`~bayescale.seeds.RunEffects`): the same
+    model, other coordinates.
     """
     check_choice("exponents", exponents, EXPONENT_FORMS)
     check_choice("law", law, LAWS)
@@ -426,10 +429,9 @@ def scaling_model(
     sigma_seed = numpyro.sample("sigma_seed", dist.HalfNormal(p.seed_sd))
     ell = numpyro.sample("ell", dist.LogNormal(p.ell_loc, p.ell_scale))
     nu = numpyro.sample("nu", dist.LogNormal(p.nu_loc, p.nu_scale))
-    n_runs = inputs.run_family.shape[0]
-    with numpyro.plate("run", n_runs):
-        z_u = numpyro.sample("z_u", dist.Normal(0.0, 1.0))
-    u = numpyro.deterministic("u", sigma_seed * centered_run_effects(z_u, inputs, discrepancy))
+    prior = RunEffects(sigma_seed, inputs, discrepancy, seed_centring, p.seed_sd)
+    z_u = numpyro.sample("z_u", prior)
+    u = numpyro.deterministic("u", prior.effects(z_u))
     anneal = _anneal_block(inputs, p) if inputs.anneal is not None else None
     offset = u + _discrepancy_block(inputs, p) if discrepancy else u
     if not observe:

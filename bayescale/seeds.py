@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
 
 
 def seed_groups(inputs, by_size: bool = False):
@@ -66,10 +68,10 @@ def centered_run_effects(z, inputs, by_size: bool = False):
     """
     group, counts = seed_groups(inputs, by_size)
     multi = ~np.asarray(inputs.run_single, dtype=bool)
-    z_masked = jnp.where(multi, z, 0.0)
+    z_masked = jnp.moveaxis(jnp.where(multi, z, 0.0), -1, 0)  # leading axes: batch
     z_sum = jax.ops.segment_sum(z_masked, group, num_segments=counts.size)
-    z_mean = z_sum / np.maximum(counts, 1.0)
-    return jnp.where(multi, z - z_mean[group], 0.0)
+    z_mean = jnp.moveaxis(z_sum, 0, -1) / np.maximum(counts, 1.0)
+    return jnp.where(multi, z - z_mean[..., group], 0.0)
 
 
 def law_offset_runs(inputs) -> np.ndarray:
@@ -81,3 +83,71 @@ def single_seed_var(inputs) -> np.ndarray:
     """Per run, ``1 + 1/K_f`` (``K_f``: :func:`law_offset_runs` of its family; 1 if none)."""
     k = law_offset_runs(inputs)[np.asarray(inputs.run_family)]
     return 1.0 + np.where(k > 0, 1.0 / np.maximum(k, 1), 0.0)
+
+
+class RunEffects(dist.Distribution):
+    """Prior of the seed coordinates ``z_u`` (R,), partly centred with weight ``w``.
+
+    The seed effects are ``u = sigma**(1 - w) c`` with ``c`` the contrasts
+    :func:`centered_run_effects` of ``z_u``, whose law within each replicate
+    group of ``K`` runs is a zero-sum normal of scale ``sigma**w`` (``K - 1``
+    degrees of freedom): ``u`` has the same law for every ``w``. ``w = 0`` is
+    the non-centred form (``z_u`` standard normal); ``w = 1`` the centred one,
+    where ``z_u``'s contrasts are the effects themselves. The directions the
+    likelihood never sees (each group's mean, the coordinates of runs without
+    a seed effect) are ``Normal(0, anchor**w)``, free of ``sigma``, so none of
+    them narrows with it (a funnel's neck).
+
+    Centred coordinates suit effects the data pin, non-centred ones effects
+    the prior carries. A run's level is pinned by its checkpoints, but with
+    one run per size its split from the law is not; in between, ``w = 1/2``
+    mixed best (see :data:`bayescale.fitting.FitConfig`).
+
+    Parameters
+    ----------
+    sigma : scalar
+        Population seed spread ``sigma_seed``.
+    inputs : ModelInputs
+    by_size : bool
+        Replicate groups are (family, size) pairs (:func:`seed_groups`).
+    w : float
+        Centring weight in [0, 1].
+    anchor : float
+        Scale of the unseen directions at ``w = 1`` (the prior's seed scale).
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(self, sigma, inputs, by_size=False, w=0.0, anchor=0.03, *, validate_args=None):
+        self.inputs, self.by_size = inputs, by_size
+        self.sigma, self.w = jnp.asarray(sigma), float(w)
+        self.scale, self.anchor = self.sigma**self.w, float(anchor) ** self.w
+        counts = seed_groups(inputs, by_size)[1]
+        self.dof = int(np.maximum(counts - 1, 0).sum())
+        super().__init__(event_shape=np.shape(inputs.run_family), validate_args=validate_args)
+
+    def contrasts(self, z):
+        """Each group's contrasts of ``z`` (0 for runs without a seed effect)."""
+        return centered_run_effects(z, self.inputs, self.by_size)
+
+    def effects(self, z):
+        """The seed effects ``u`` of coordinates ``z``."""
+        return self.sigma ** (1.0 - self.w) * self.contrasts(z)
+
+    def from_standard(self, x):
+        """The coordinates of the effects whose non-centred (``w = 0``) coordinates are ``x``."""
+        c = self.contrasts(x)
+        return self.scale * c + self.anchor * (x - c)
+
+    def sample(self, key, sample_shape=()):
+        return self.from_standard(jax.random.normal(key, sample_shape + self.event_shape))
+
+    def log_prob(self, value):
+        base = dist.Normal(0.0, self.anchor).log_prob(value).sum(-1)
+        if self.w == 0.0:
+            return base
+        # the contrasts' law: Normal(0, scale) in place of Normal(0, anchor)
+        ss = jnp.sum(self.contrasts(value) ** 2, axis=-1)
+        swap = -self.dof * jnp.log(self.scale / self.anchor)
+        return base + swap - 0.5 * ss * (1.0 / self.scale**2 - 1.0 / self.anchor**2)

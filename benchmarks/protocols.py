@@ -118,12 +118,21 @@ def main(argv=None):
         help="fit with the size-level discrepancy (FitConfig(discrepancy=True)); written "
         "to its own section, eval_PROTOCOL_discrepancy",
     )
+    p.add_argument(
+        "--seed-centring",
+        type=float,
+        help="fit with FitConfig(seed_centring=W): the seed effects' sampling coordinates "
+        "(0 non-centred, 1 centred); written to its own section, eval_PROTOCOL_seed_centring",
+    )
     args = p.parse_args(argv)
     extra = {}
+    changes = {}
     if args.discrepancy:
-        extra["settings"] = replace(
-            ev.default_settings(args.protocol, args.quick), discrepancy=True
-        )
+        changes["discrepancy"] = True
+    if args.seed_centring is not None:
+        changes["seed_centring"] = args.seed_centring
+    if changes:
+        extra["settings"] = replace(ev.default_settings(args.protocol, args.quick), **changes)
     if args.hier_folds is not None:
         if args.protocol != "hitchhiker":
             p.error("--hier-folds applies to the hitchhiker protocol only")
@@ -147,8 +156,10 @@ def main(argv=None):
     result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed, **extra)
     wall = time.perf_counter() - start
     # what sets this run's section (and saved rows) apart from the protocol's own
-    variant = ("_discrepancy" if args.discrepancy else "") + (
-        "_family_fits" if args.family_fits else ""
+    variant = (
+        ("_discrepancy" if args.discrepancy else "")
+        + ("_seed_centring" if args.seed_centring is not None else "")
+        + ("_family_fits" if args.family_fits else "")
     )
     # every row on disk before anything is formatted: a protocol takes up to an hour
     saved = args.save
@@ -170,6 +181,7 @@ def main(argv=None):
     name += variant
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in extra)
     flags += " --discrepancy" if args.discrepancy else ""
+    flags += f" --seed-centring {args.seed_centring:g}" if args.seed_centring is not None else ""
     flags += " --family-fits" if args.family_fits else ""
     grouped = f"families grouped by `{args.group_by}`" if args.group_by else "no family groups"
     body = "\n\n".join(
@@ -197,6 +209,7 @@ def main(argv=None):
         {
             "protocol": args.protocol,
             "seed": args.seed,
+            "seed_centring": 0.0 if args.seed_centring is None else args.seed_centring,
             "wall_seconds": wall,
             "headline": head,
             "methods": method_summary(result.points),

@@ -49,6 +49,22 @@ def test_config_holds_everything_to_reproduce_the_fit(small):
         bs.FitConfig(method="hmc")
     with pytest.raises(ValueError, match="target_accept must be in"):
         bs.FitConfig(target_accept=1.5)
+    with pytest.raises(ValueError, match=r"seed_centring must be in \[0, 1\]"):
+        bs.FitConfig(seed_centring=1.5)
+
+
+def test_seed_coordinates_change_nothing_but_the_coordinates(small, map_post):
+    """The MAP is searched non-centred; a partly centred fit stores its own z_u of the same u."""
+    from bayescale.seeds import RunEffects
+
+    post = bs.fit(small[0], method="map", min_tokens=None, seed=0, seed_centring=0.5)
+    tree, ref = post.tree["posterior"], map_post.tree["posterior"]
+    np.testing.assert_allclose(tree["u"].values, ref["u"].values, atol=1e-6)
+    sigma = float(tree["sigma_seed"].values.squeeze())
+    seeds = RunEffects(sigma, post.data.inputs(), w=0.5, anchor=post.config.priors.seed_sd)
+    u = seeds.effects(np.asarray(tree["z_u"].values.squeeze()))
+    np.testing.assert_allclose(u, tree["u"].values.squeeze(), atol=1e-6)
+    assert not np.allclose(tree["z_u"].values, ref["z_u"].values)
 
 
 def test_predict_table_and_kinds(map_post):

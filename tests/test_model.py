@@ -13,7 +13,7 @@ from bayescale import laws
 from bayescale.data import ScalingData
 from bayescale.model import family_law, log_likelihood, scaling_model
 from bayescale.options import EXPONENT_FORMS, LAWS
-from bayescale.seeds import centered_run_effects
+from bayescale.seeds import RunEffects, centered_run_effects
 from bayescale.simulate import simulate_frame
 from bayescale.testing import synthetic_frame
 
@@ -46,7 +46,7 @@ def test_sites_and_plates(data, law, exponents):
     assert tr["y"]["value"].shape == (n,) and tr["y"]["is_observed"]
     assert tr["alpha_f"]["value"].shape == (f,)
     assert tr["family"]["type"] == "plate" and tr["family"]["args"][0] == f
-    assert tr["run"]["args"][0] == r
+    assert tr["z_u"]["value"].shape == (r,)
     if law == "overtrain":
         np.testing.assert_allclose(tr["beta_f"]["value"], tr["alpha_f"]["value"])
     if exponents == "shared":
@@ -94,6 +94,24 @@ def test_run_effects_have_the_covariance_of_seeds_around_their_average(data):
         k = runs.size
         assert k >= 2
         np.testing.assert_allclose(cov[np.ix_(runs, runs)], np.eye(k) - 1.0 / k, atol=1e-6)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
+def test_seed_coordinates_have_the_density_of_their_linear_map(data, w):
+    """z_u = A x, x standard normal: log_prob is N(0, A A^T), and u is the same for every w."""
+    inputs = data.inputs()
+    sigma, anchor = 0.05, 0.03
+    seeds = RunEffects(sigma, inputs, w=w, anchor=anchor)
+    r = data.n_runs
+    a = np.asarray(jax.jacobian(seeds.from_standard)(np.zeros(r)))
+    # the single-checkpoint family's runs are all Normal(0, anchor**w) directions
+    mvn = numpyro.distributions.MultivariateNormal(np.zeros(r), a @ a.T)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (4, r)))
+    np.testing.assert_allclose(seeds.log_prob(x), mvn.log_prob(x), rtol=1e-5)
+    z = seeds.from_standard(x)
+    np.testing.assert_allclose(seeds.effects(z), sigma * centered_run_effects(x, inputs), atol=1e-6)
+    draws = seeds.sample(jax.random.PRNGKey(2), (3,))
+    assert draws.shape == (3, r)
 
 
 def test_with_the_discrepancy_only_runs_of_one_size_are_replicates(data):
