@@ -108,6 +108,28 @@ def test_fit_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, csv, change,
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "flags,pattern",
+    [(["--seed-centring", "2"], r"seed_centring must be in \[0, 1\]"),
+     (["--target-accept", "1.5"], r"target_accept must be in \(0, 1\)")],
+)  # fmt: skip
+def test_fit_bad_sampler_settings_exit_2(tmp_path, capsys, csv, flags, pattern):
+    out = tmp_path / "fit.nc"
+    code = main(["fit", str(csv[0]), "--out", str(out), "--method", "map", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and pytest.importorskip("re").search(pattern, err), err
+    assert not out.exists()
+
+
+def test_fit_stores_the_seed_coordinates(tmp_path, capsys, csv):
+    from bayescale.posterior import load
+
+    out = tmp_path / "w.nc"
+    argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--seed-centring", "0.5"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert load(out).config.seed_centring == 0.5
+
+
 def test_fit_unknown_source_exits_2(tmp_path, capsys):
     code = main(["fit", "no-such-thing", "--out", str(tmp_path / "f.nc")])
     assert code == 2 and "neither a file nor a bundled dataset" in capsys.readouterr().err

@@ -184,13 +184,17 @@ def cmd_fit(args) -> int:
     from bayescale.fitting import FitConfig, fit
     from bayescale.inference import ConvergenceWarning  # noqa: F401 - shown via the hook
 
-    config = FitConfig(
-        law=args.law,
-        exponents=args.exponents,
-        discrepancy=args.discrepancy,
-        **data_options,
-        **_sampler(args),
-    )
+    try:
+        config = FitConfig(
+            law=args.law,
+            exponents=args.exponents,
+            discrepancy=args.discrepancy,
+            seed_centring=args.seed_centring,
+            **data_options,
+            **_sampler(args),
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     rep = data.report
     note(
         f"data: {data.n_families} families, {data.n_runs} runs, {data.n_obs} checkpoints kept "

@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         "scatter (predictions far from the fitted sizes get wider intervals)",
     )
     p.add_argument(
+        "--seed-centring",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="sampling coordinates of the seed effects, 0 (non-centred) to 1 (centred); "
+        "the same model: try 0.5 when a fit of long curves reports divergences",
+    )
+    p.add_argument(
         "--min-tokens",
         type=_count,
         default=1e10,
