@@ -16,6 +16,13 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from bayescale.datachecks import (
+    LossScaleWarning,
+    warn_cut_runs,
+    warn_rising_runs,
+    warn_several_finals,
+    warn_weak_families,
+)
 from bayescale.options import did_you_mean
 from bayescale.tables import DataError, validate_frame
 
@@ -24,20 +31,6 @@ DEFAULT_WARMUP_FRACTION = 0.1
 DEFAULT_MAX_POINTS = 50
 _PERPLEXITY_THRESHOLD = 15.0
 _PERPLEXITY_MEDIAN = 7.0
-# a family whose checkpoints span less than a factor 2 in tokens cannot pin beta
-_MIN_LOG_TOKEN_SPAN = float(np.log(2.0))
-
-
-class IdentifiabilityWarning(UserWarning):
-    """A family's data cannot pin part of its law (it is borrowed from the other families)."""
-
-
-class FinalCheckpointWarning(UserWarning):
-    """A run has several checkpoints marked as its final one."""
-
-
-class LossScaleWarning(UserWarning):
-    """The loss column looks like perplexity rather than nats."""
 
 
 def warmup_cut(final_tokens, min_tokens: float | None, fraction: float | None):
@@ -318,7 +311,7 @@ class ScalingData:
                 .transform("sum")
                 .to_numpy()
             )
-            _warn_several_finals(clean, n_marked)
+            warn_several_finals(clean, n_marked)
             # a run whose final checkpoint was removed upstream still needs one
             final = marked | (last & (n_marked == 0))
         clean = clean.assign(_final=final)
@@ -335,8 +328,10 @@ class ScalingData:
         keep_warm = (clean["tokens"].to_numpy() >= thresholds) | clean["_final"].to_numpy()
         n_in = clean.groupby("family", sort=False).size()
         cut = clean[~keep_warm].groupby("family", sort=False).size()
-        _warn_cut_runs(clean, keep_warm)
+        warn_cut_runs(clean, keep_warm)
         clean = clean[keep_warm]
+        if grids is None:
+            warn_rising_runs(clean)
 
         if max_points_per_run is not None:
             keep = np.zeros(len(clean), dtype=bool)
@@ -407,7 +402,7 @@ class ScalingData:
         fam_of_obs = run_family[obs_run]
         tokens_kept = clean["tokens"].to_numpy(dtype=float)
         spans = [float(np.ptp(np.log(tokens_kept[fam_of_obs == i]))) for i in range(len(order))]
-        _warn_weak_families(report, run_family, run_params, spans)
+        warn_weak_families(report, run_family, run_params, spans)
         sched = {}
         if "group" in clean.columns:
             sched["family_group"] = family_groups(clean, order)
@@ -490,79 +485,6 @@ def _schedule_grids(clean: pd.DataFrame):
         # peak rates, and the law is about the schedule's shape, not the rate's scale
         grids[key] = constant if np.isnan(lr).all() else grid(g["tokens"].to_numpy(), lr, lr.max())
     return grids, lr_ref
-
-
-def _warn_several_finals(clean: pd.DataFrame, n_marked: np.ndarray) -> None:
-    """Say when a run has more than one checkpoint marked final (``n_marked`` per row)."""
-    several = n_marked > 1
-    if not several.any():
-        return
-    hit = clean.loc[several, ["family", "run"]].assign(k=n_marked[several])
-    hit = hit.drop_duplicates(["family", "run"])
-    examples = ", ".join(
-        f"'{run}' ({k})" for run, k in hit[["run", "k"]].head(3).itertuples(index=False)
-    )
-    warnings.warn(
-        f"{len(hit)} run(s) have several checkpoints marked is_final: {examples}"
-        f"{' ...' if len(hit) > 3 else ''}. They are read as checkpoints of one run, whose "
-        "trajectory noise ties close checkpoints tightly; if they are repeated readings of "
-        "one final loss, average them or give each its own run name",
-        FinalCheckpointWarning,
-        stacklevel=4,
-    )
-
-
-def _warn_cut_runs(clean: pd.DataFrame, keep: np.ndarray) -> None:
-    """Say, with counts, when the warm-up cut takes most of some runs' checkpoints."""
-    per_run = (
-        clean.assign(_cut=~keep).groupby(["family", "run"], sort=False)["_cut"].agg(["sum", "size"])
-    )
-    hit = per_run[(per_run["size"] > 2) & (per_run["sum"] > per_run["size"] / 2)]
-    if hit.empty:
-        return
-    examples = ", ".join(
-        f"'{run}' ({int(r['sum'])} of {int(r['size'])})" for (_, run), r in hit.head(3).iterrows()
-    )
-    fams = sorted({fam for fam, _ in hit.index})
-    warnings.warn(
-        f"the warm-up cut removed most checkpoints of {len(hit)} run(s): {examples}"
-        f"{' ...' if len(hit) > 3 else ''} (families {fams}; {int(hit['sum'].sum())} checkpoints "
-        "in all); lower `min_tokens` or `warmup_fraction` if the early checkpoints should count",
-        IdentifiabilityWarning,
-        stacklevel=4,
-    )
-
-
-def _warn_weak_families(report: pd.DataFrame, run_family, run_params, spans) -> None:
-    """Say when a family has a single checkpoint, its runs share one size, or its
-    checkpoints span too few tokens (``spans``: log-token range per family)."""
-    for i, row in report.iterrows():
-        fam = row["family"]
-        sizes = np.unique(run_params[run_family == i])
-        if row["rows_in"] == 1:
-            warnings.warn(
-                f"family '{fam}' has a single checkpoint in the table; if that label is a "
-                "typo it became a family of its own (fix it in the 'family' column)",
-                IdentifiabilityWarning,
-                stacklevel=3,
-            )
-        elif len(sizes) < 2:
-            warnings.warn(
-                f"family '{fam}' has runs at one size only ({sizes[0]:.3g} parameters): its "
-                "size exponent and the split between the size and token terms come from the "
-                "other families (pooled), not from its own data",
-                IdentifiabilityWarning,
-                stacklevel=3,
-            )
-        if row["rows_in"] > 1 and spans[i] < _MIN_LOG_TOKEN_SPAN:
-            warnings.warn(
-                f"family '{fam}': its kept checkpoints span only a factor "
-                f"{np.exp(spans[i]):.2g} in tokens, so its token exponent comes from the other "
-                "families (pooled) and the prior, not from its own data (e.g. final losses all "
-                "trained on the same number of tokens)",
-                IdentifiabilityWarning,
-                stacklevel=3,
-            )
 
 
 def _thin_mask(tokens: np.ndarray, final: np.ndarray, max_points: int) -> np.ndarray:

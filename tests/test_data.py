@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayescale.data import (
+from bayescale.data import ScalingData, warmup_cut
+from bayescale.datachecks import (
     FinalCheckpointWarning,
     IdentifiabilityWarning,
     LossScaleWarning,
-    ScalingData,
-    warmup_cut,
+    RisingLossWarning,
 )
 from bayescale.tables import DataError, validate_frame
 
@@ -209,7 +209,7 @@ def test_is_final_rejects_what_is_not_a_flag():
 
 
 def test_a_family_at_one_size_is_named():
-    from bayescale.data import IdentifiabilityWarning
+    from bayescale.datachecks import IdentifiabilityWarning
 
     df = pd.DataFrame(
         {"family": "solo", "run": ["a", "a", "b", "b"], "params": 1e8,
@@ -221,7 +221,7 @@ def test_a_family_at_one_size_is_named():
 
 
 def test_a_warmup_cut_that_takes_most_of_a_family_says_how_much():
-    from bayescale.data import IdentifiabilityWarning
+    from bayescale.datachecks import IdentifiabilityWarning
 
     tokens = [1e8, 1e9, 5e9, 2e10]
     df = pd.DataFrame(
@@ -366,3 +366,19 @@ def test_a_family_whose_checkpoints_share_their_tokens_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", IdentifiabilityWarning)
         ScalingData.from_frame(frame(), min_tokens=None)  # curves over 100x in tokens
+
+
+def test_a_run_whose_loss_rises_at_its_end_is_named_with_its_rise():
+    df = frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RisingLossWarning)
+        ScalingData.from_frame(df, min_tokens=None)
+    rows = (df["run"] == "run2") & (df["tokens"] == df["tokens"].max())
+    low = df.loc[(df["run"] == "run2") & ~rows, "loss"].min()
+    df.loc[rows, "loss"] = low * 1.12
+    with pytest.warns(RisingLossWarning, match=r"1 run\(s\) end more .* 'run2' \(\+12%\)"):
+        ScalingData.from_frame(df, min_tokens=None)
+    # under a learning-rate schedule the loss may rise when the rate does: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RisingLossWarning)
+        ScalingData.from_frame(df.assign(lr=1e-3), min_tokens=None)

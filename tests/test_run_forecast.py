@@ -187,7 +187,7 @@ def test_the_warm_up_cut_of_a_run_in_progress_is_relative_to_its_plan():
             "loss": 3.0 - 0.1 * np.arange(10),
         }
     )
-    from bayescale.data import IdentifiabilityWarning
+    from bayescale.datachecks import IdentifiabilityWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IdentifiabilityWarning)
