@@ -100,8 +100,9 @@ class RunEffects(dist.Distribution):
 
     Centred coordinates suit effects the data pin, non-centred ones effects
     the prior carries. A run's level is pinned by its checkpoints, but with
-    one run per size its split from the law is not; in between, ``w = 1/2``
-    mixed best (see :data:`bayescale.fitting.FitConfig`).
+    one run per size its split from the law is not: neither end fits every
+    family (``FitConfig.seed_centring``; ``w = 1/2`` is measured in
+    ``benchmarks/RESULTS.md``, section ``eval_hitchhiker_seed_centring_family_fits``).
 
     Parameters
     ----------

@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="W",
-        help="sampling coordinates of the seed effects, 0 (non-centred) to 1 (centred); "
-        "the same model: try 0.5 when a fit of long curves reports divergences",
+        help="sampling coordinates of the seed effects, 0 (non-centred) to 1 (centred): "
+        "the same model, other geometry for the sampler (README: what 0.5 changed)",
     )
     p.add_argument(
         "--min-tokens",
