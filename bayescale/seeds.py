@@ -138,6 +138,8 @@ class RunEffects(dist.Distribution):
 
     def from_standard(self, x):
         """The coordinates of the effects whose non-centred (``w = 0``) coordinates are ``x``."""
+        if self.w == 0.0:
+            return x  # exactly: a non-centred fit draws what it always drew
         c = self.contrasts(x)
         return self.scale * c + self.anchor * (x - c)
 

@@ -112,6 +112,9 @@ def test_seed_coordinates_have_the_density_of_their_linear_map(data, w):
     np.testing.assert_allclose(seeds.effects(z), sigma * centered_run_effects(x, inputs), atol=1e-6)
     draws = seeds.sample(jax.random.PRNGKey(2), (3,))
     assert draws.shape == (3, r)
+    if w == 0.0:
+        # bit for bit: non-centred fits start and move exactly as before the option
+        np.testing.assert_array_equal(z, x)
 
 
 def test_with_the_discrepancy_only_runs_of_one_size_are_replicates(data):
