@@ -127,7 +127,7 @@ def model_kwargs(inputs, config: FitConfig, observe: bool = True) -> dict:
     }
 
 
-def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig | None = None) -> dict:
+def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig) -> dict:
     """Move chain starts off the MAP's pinched group scales (see :func:`spread_scales`).
 
     ``inputs`` (:class:`~bayescale.model.ModelInputs`) tells which group shifts
@@ -138,7 +138,7 @@ def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig | None =
     import jax.numpy as jnp
 
     z = dict(z_map)
-    if config is not None and config.seed_centring and "z_u" in z:
+    if config.seed_centring:
         z["z_u"] = _seed_coords(z["z_u"], values["sigma_seed"], inputs, config)
     n_fam = np.asarray(values["a"]).shape[0]
     spread = spread_scales(values, n_fam)
@@ -242,7 +242,7 @@ def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
         progress_bar=progress_bar,
         what="fit",
     )
-    if mcmc is None and config.seed_centring and "z_u" in samples:
+    if mcmc is None and config.seed_centring:
         sigma = np.asarray(samples["sigma_seed"])[..., None]
         samples["z_u"] = _seed_coords(samples["z_u"], sigma, inputs, config)
     return samples, mcmc
