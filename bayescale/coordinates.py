@@ -25,10 +25,13 @@ Jacobian of the map (:func:`to_law`): the same joint law, other coordinates.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+from jax.scipy.special import betaln
 from numpyro.distributions import constraints
 
 COORDS = ("level", "e_logit", "nd_logit")
@@ -54,6 +57,30 @@ def family_centres(inputs) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
+def log1mexp(x):
+    """``log(1 - exp(x))`` for ``x < 0``, accurate near 0 and far below it."""
+    near = x > -math.log(2.0)
+    # each branch evaluated only where it is accurate, so neither feeds a NaN gradient
+    x_near = jnp.where(near, jnp.minimum(x, -jnp.finfo(jnp.result_type(x)).tiny), -1.0)
+    x_far = jnp.where(near, -1.0, x)
+    return jnp.where(near, jnp.log(-jnp.expm1(x_near)), jnp.log1p(-jnp.exp(x_far)))
+
+
+def e_fraction_logs(coords, log_e_max):
+    """``(log e_frac, log(1 - e_frac))`` of coordinates ``coords`` (F, 3).
+
+    Computed in log space: where E presses on its bound the share
+    ``sigmoid(e_logit)`` rounds to 1 in float32 (``e_logit`` above ~17), and
+    ``e_frac`` computed directly gave the Beta prior an infinite density there,
+    on which NUTS stopped moving.
+    """
+    level, e_logit = coords[..., 0], coords[..., 1]
+    below = level < log_e_max
+    log_frac = jnp.where(below, level - log_e_max, 0.0) + jax.nn.log_sigmoid(e_logit)
+    log1m_frac = jnp.where(below, log1mexp(log_frac), jax.nn.log_sigmoid(-e_logit))
+    return log_frac, log1m_frac
+
+
 def to_law(coords, log_e_max, centre, alpha, beta):
     """``(e_frac, theta, log_jacobian)`` of coordinates ``coords`` (F, 3).
 
@@ -61,23 +88,23 @@ def to_law(coords, log_e_max, centre, alpha, beta):
     (F,) is that of ``(e_frac, a, b)`` with respect to ``coords``.
     """
     level, e_logit, nd_logit = coords[..., 0], coords[..., 1], coords[..., 2]
-    total = jnp.exp(level)
-    e_max = jnp.exp(log_e_max)
-    below = total < e_max
-    cap = jnp.where(below, total, e_max)
-    share = jax.nn.sigmoid(e_logit)
-    e_frac = cap * share / e_max
-    log_rest = level + jnp.log1p(-(cap / total) * share)
+    below = level < log_e_max
+    log_frac, _ = e_fraction_logs(coords, log_e_max)
+    # L - E = L (1 - E / L), E / L = min(L, e_max) / L * share; formed without a
+    # difference of logs that would round a share near 1 away
+    log_rest = level + log1mexp(
+        jnp.where(below, 0.0, log_e_max - level) + jax.nn.log_sigmoid(e_logit)
+    )
     a = log_rest + jax.nn.log_sigmoid(nd_logit) + alpha * centre[..., 0]
     b = log_rest + jax.nn.log_sigmoid(-nd_logit) + beta * centre[..., 1]
     # |d(e_frac, a_c, b_c) / d(level, e_logit, nd_logit)|: e_frac where E's cap is
     # L, and sigmoid'(e_logit) L / (L - E) where it is e_max
     log_jac = jnp.where(
         below,
-        jnp.log(e_frac),
+        log_frac,
         jax.nn.log_sigmoid(e_logit) + jax.nn.log_sigmoid(-e_logit) + level - log_rest,
     )
-    return e_frac, jnp.stack([a, b], axis=-1), log_jac
+    return jnp.exp(log_frac), jnp.stack([a, b], axis=-1), log_jac
 
 
 def from_law(e_frac, theta, log_e_max, centre, alpha, beta):
@@ -88,7 +115,7 @@ def from_law(e_frac, theta, log_e_max, centre, alpha, beta):
     level = jnp.logaddexp(log_e, jnp.logaddexp(a_c, b_c))
     # E's share of its cap, min(L, e_max)
     log_share = log_e - jnp.minimum(level, log_e_max)
-    e_logit = log_share - jnp.log1p(-jnp.exp(log_share))
+    e_logit = log_share - log1mexp(log_share)
     return jnp.stack([level, e_logit, a_c - b_c], axis=-1)
 
 
@@ -97,7 +124,7 @@ class FamilyCoords(dist.Distribution):
 
     Parameters
     ----------
-    e_prior : Distribution
+    e_prior : numpyro.distributions.Beta
         Prior of ``e_frac``, batch shape (F,) or broadcastable.
     offsets : Distribution
         Joint prior of ``theta`` (F, 2), e.g. :class:`bayescale.pooling.PooledOffsets`.
@@ -127,6 +154,9 @@ class FamilyCoords(dist.Distribution):
         return from_law(e_frac, theta, self.log_e_max, self.centre, self.alpha, self.beta)
 
     def log_prob(self, value):
-        e_frac, theta, log_jac = to_law(value, self.log_e_max, self.centre, self.alpha, self.beta)
-        e_term = self.e_prior.log_prob(e_frac) + log_jac
-        return self.offsets.log_prob(theta) + jnp.sum(e_term, axis=-1)
+        _, theta, log_jac = to_law(value, self.log_e_max, self.centre, self.alpha, self.beta)
+        # the Beta density from log e_frac and log(1 - e_frac), finite up to the bound
+        log_frac, log1m_frac = e_fraction_logs(value, self.log_e_max)
+        c1, c0 = self.e_prior.concentration1, self.e_prior.concentration0
+        e_term = (c1 - 1.0) * log_frac + (c0 - 1.0) * log1m_frac - betaln(c1, c0)
+        return self.offsets.log_prob(theta) + jnp.sum(e_term + log_jac, axis=-1)

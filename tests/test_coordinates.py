@@ -68,6 +68,37 @@ def test_density_is_the_priors_times_the_jacobian():
     assert d.event_shape == (2, len(COORDS))
 
 
+def _reference_e_term(c, f):
+    """Float64 brute force: E's Beta log density plus the log Jacobian of family ``f``."""
+    level, e_logit = float(c[f, 0]), float(c[f, 1])
+    share = 1.0 / (1.0 + np.exp(-e_logit))
+    total, e_max = np.exp(level), np.exp(LOG_E_MAX[f])
+    cap = min(total, e_max)
+    e_frac = cap * share / e_max
+    rest = total - cap * share
+    if total < e_max:
+        log_jac = np.log(e_frac)
+    else:
+        log_jac = np.log(share) + np.log1p(-share) + level - np.log(rest)
+    return stats.beta(3, 2).logpdf(e_frac) + log_jac
+
+
+@pytest.mark.parametrize("e_logit", [4.0, 12.0, 25.0])
+def test_density_stays_finite_and_exact_where_e_presses_on_its_bound(e_logit):
+    """Near the bound ``sigmoid(e_logit)`` rounds to 1 in float32; the density must not."""
+    d = _prior()
+    # the second family's law value above its E bound: there e_frac -> 1
+    c = _coords().at[:, 1].set(e_logit).at[1, 0].set(0.5)
+    _, theta, _ = to_law(c, LOG_E_MAX, CENTRE, ALPHA, BETA)
+    want = float(d.offsets.log_prob(theta)) + sum(_reference_e_term(c, f) for f in range(2))
+    np.testing.assert_allclose(float(d.log_prob(c)), want, rtol=1e-5)
+    grad = jax.grad(lambda v: d.log_prob(v))(c)
+    assert np.all(np.isfinite(np.asarray(grad)))
+    # the Beta(3, 2) tail times the Jacobian s (1 - s): d/d(e_logit) of 3 log s + 2 log(1 - s)
+    if e_logit > 20:
+        np.testing.assert_allclose(float(grad[1, 1]), -2.0, atol=1e-3)
+
+
 def test_nuts_on_the_coordinates_draws_the_prior_on_e_and_the_offsets():
     """Sampling the density (NUTS) and mapping back gives Beta and PooledOffsets draws."""
     d = _prior()
