@@ -85,7 +85,9 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
 
     Returns one flat record: per parameter its rank among ``n_ranks`` thinned
     draws (0 to ``n_ranks``) and whether its 50% and 90% intervals hold the
-    truth, plus the fit's divergences and worst split R-hat.
+    truth, plus the fit's divergences, worst split R-hat and ``stuck_chains``:
+    the chains that never left a ranked parameter's value (a frozen sampler,
+    which slow mixing, however slow, does not produce).
     """
     import jax
     from numpyro.diagnostics import split_gelman_rubin
@@ -97,6 +99,7 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
     samples, mcmc = sample_inputs(fit_inputs, config, progress_bar=False)
     record = {"replicate": i}
     rhats = []
+    stuck = []
     for name, j in ranked(config):
         draws = np.asarray(samples[name])
         draws = draws if j is None else draws[..., j]
@@ -111,7 +114,10 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
         record[f"true.{label}"] = true
         if draws.ndim == 2 and draws.shape[0] > 1:
             rhats.append(float(split_gelman_rubin(draws)))
+        if draws.ndim == 2:
+            stuck.append(np.ptp(draws, axis=1) == 0)
     record["rhat_max"] = max(rhats) if rhats else math.nan
+    record["stuck_chains"] = int(np.any(stuck, axis=0).sum()) if stuck else 0
     extra = mcmc.get_extra_fields() if mcmc is not None else {}
     record["divergences"] = int(np.sum(extra.get("diverging", 0)))
     return record
