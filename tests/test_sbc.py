@@ -72,7 +72,7 @@ def test_twenty_prior_worlds_fitted_with_the_default_inference_are_covered():
     n = len(records)
     assert n == 20
     # a chain frozen in place (as where E's share once rounded to 1 in float32, in
-    # five of the first nine fits) is a defect; slow mixing shows in R-hat instead
+    # six of the first nine fits) is a defect; slow mixing shows in R-hat instead
     assert records["stuck_chains"].sum() == 0, records["stuck_chains"].tolist()
     for level in (90, 50):
         checks = records.filter(like=f"in{level}.")
