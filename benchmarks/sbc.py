@@ -7,8 +7,9 @@ ranks the truth among 99 thinned draws, for alpha, beta, the seed scale,
 log E, a, b and the noise scale of family 0, and the OU length. Prints and
 writes, per parameter, 50%/90% coverage with its binomial band and a
 chi-square uniformity p-value of the ranks, plus divergences and R-hat of
-every fit. Writes the section ``sbc`` of RESULTS.md, ``results/sbc.json`` and the
-rank histograms ``results/sbc_ranks.png``.
+every fit and the fits with a frozen chain. Writes the section ``sbc`` of
+RESULTS.md, ``results/sbc.json`` and the rank histograms
+``results/sbc_ranks.png``.
 
 Replicates are saved as they finish (``results/sbc_replicates.csv``), and
 ``--resume`` continues from them, so a long run can be split.
@@ -100,6 +101,11 @@ def main(argv=None):
         "fits_rhat_above_1.01": int((records["rhat_max"] > 1.01).sum()),
         "median_seconds_per_fit": float(records["seconds"].median()),
     }
+    # replicates saved before the frozen-chain check have no such column
+    if "stuck_chains" in records:
+        checked = records["stuck_chains"].dropna()
+        fits["fits_checked_for_stuck_chains"] = int(checked.size)
+        fits["fits_with_stuck_chains"] = int((checked > 0).sum())
     text = frame_to_markdown(table, ".3g")
     print(text)
     print(fits)
