@@ -558,22 +558,18 @@ def replicate_note(data, discrepancy: bool = False) -> str:
     """Whether any family has replicate runs (two runs of one size), which pin seed scatter."""
     from bayescale.seeds import seed_groups
 
-    n_rep = int(np.sum(seed_groups(data.inputs(), by_size=True)[1] > 1))
+    n_rep = int(np.sum(seed_groups(data.inputs())[1] > 1))
     if n_rep:
         return (
             f"{n_rep} (family, size) pair(s) have replicate runs, which measure seed scatter "
             "directly."
         )
-    if discrepancy:
-        return (
-            "No family has two runs of one size, so the data say nothing of seed scatter "
-            "apart from how each size departs from the family's law (the discrepancy's): "
-            "this scale is its prior's (half-normal, sd 0.03 in log loss)."
-        )
+    departs = "the discrepancy's" if discrepancy else "left to the trajectory noise"
     return (
-        "No family has two runs of one size, so this scale also absorbs how each size "
-        "departs from the family's power law, not seed scatter alone; its prior "
-        "(half-normal, sd 0.03 in log loss) carries what the data cannot separate."
+        "No family has two runs of one size, so the data say nothing of seed scatter: "
+        "this scale is its prior's (half-normal, sd 0.03 in log loss), and every "
+        "`new_run` interval carries a seed of that spread. How each size departs from "
+        f"the family's law is {departs}."
     )
 
 
