@@ -482,10 +482,9 @@ def model_description(post) -> list[str]:
         exps + " The family offsets are partially pooled around population means with an "
         "LKJ prior on their correlation: a family with one run borrows strength from the "
         "others, a family with many runs mostly speaks for itself." + group_note(post.data),
-        "Each run has its own offset (seed-level noise); its scale is the spread of runs "
-        "around the family's law, which a new run gets. "
-        + replicate_note(post.data, _has_discrepancy(post))
-        + " The "
+        "Runs of one family and one size (replicates) differ by seed effects, whose "
+        "scale is the population seed spread a new run gets; a run alone at its size has "
+        "none of its own. " + replicate_note(post.data, _has_discrepancy(post)) + " The "
         "checkpoints of a run deviate from its curve by an Ornstein–Uhlenbeck process in "
         "log-token time with Student-t innovations, so that hundreds of correlated "
         "checkpoints do not count as independent evidence." + discrepancy_note(post),
