@@ -250,7 +250,9 @@ def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
 
 def _seed_coords(z_u, sigma_seed, inputs, config: FitConfig):
     """The config's seed coordinates of effects given in non-centred ones."""
-    seeds = RunEffects(sigma_seed, inputs, config.seed_centring, config.priors.seed_sd)
+    seeds = RunEffects(
+        sigma_seed, inputs, config.discrepancy, config.seed_centring, config.priors.seed_sd
+    )
     return seeds.from_standard(z_u)
 
 

@@ -9,18 +9,19 @@ with ``s_f`` a fixed per-family loss constant (median observed loss), ``N~``
 and ``D~`` the sizes relative to 1e9 parameters and 1e11 tokens, ``u_r`` a
 run (seed) effect and ``eps`` an Ornstein-Uhlenbeck process in log-token time
 with Student-t innovations (:class:`bayescale.trajectory.OUTrajectory`).
-Seed effects ``u_r`` are what replicates (runs of one family and one size)
-differ by (:class:`bayescale.seeds.RunEffects`): they sum to zero within
-each (family, size), a run alone at its size has none, and ``sigma_seed``
-is the population seed spread. How a lone run's size departs from the law is
-left to the trajectory noise.
+The run effects of a family are its runs' seeds around their average
+(:class:`bayescale.seeds.RunEffects`): ``sigma_seed`` is the population
+seed spread.
 
 With ``discrepancy=True`` the run offset is ``u_r + delta_f(N_r)``: the
 size-level discrepancy, an OU process in log N per family with pooled scale
 ``sigma_delta`` and length ``ell_delta`` (:mod:`bayescale.discrepancy`;
 sites ``sigma_delta``, ``ell_delta``, ``z_delta`` on plate ``size``, and
 ``delta`` per run), shared by the runs of one size, single-checkpoint runs
-included: what a replicate would not change. Families whose final
+included. Seed scatter is what replicates of one size differ by; the
+discrepancy is what a replicate would not change. So with it, seed effects
+sum to zero within each (family, size), and a run alone at its size has
+none (:mod:`bayescale.seeds`): its offset is the discrepancy's. Families whose final
 losses span several token budgets at one size add a second such process in
 log D (sites ``sigma_delta_d``, ``ell_delta_d``, ``z_delta_d`` on plate
 ``budget``; :func:`bayescale.discrepancy.budget_families`).
@@ -428,7 +429,7 @@ def scaling_model(
     sigma_seed = numpyro.sample("sigma_seed", dist.HalfNormal(p.seed_sd))
     ell = numpyro.sample("ell", dist.LogNormal(p.ell_loc, p.ell_scale))
     nu = numpyro.sample("nu", dist.LogNormal(p.nu_loc, p.nu_scale))
-    prior = RunEffects(sigma_seed, inputs, seed_centring, p.seed_sd)
+    prior = RunEffects(sigma_seed, inputs, discrepancy, seed_centring, p.seed_sd)
     z_u = numpyro.sample("z_u", prior)
     u = numpyro.deterministic("u", prior.effects(z_u))
     anneal = _anneal_block(inputs, p) if inputs.anneal is not None else None

@@ -1,15 +1,14 @@
 """Run (seed) effects: which runs are replicates, and their effects around their average.
 
-A run's seed effect ``u_r`` is what a replicate would redraw. Only runs that
-share a family *and* a size are replicates: their effects sum to zero within
-the (family, size), and a run alone at its size has no seed effect of its
-own (``u_r = 0``). With one run per size, a free ``u_r`` could absorb any
-shape in N, so the exponents were pinned by shrinkage alone and one family's
-misfit widened every family's seed scale; were ``u_r`` and the size's
-departure from the law (the trajectory noise's, or the discrepancy's with
-``discrepancy=True``) both free for a lone run, their sum would be pinned
-and their split left to the priors: a ridge the sampler crawled along.
-Where no family has replicates, ``sigma_seed`` is its prior's.
+A run's seed effect ``u_r`` is what a replicate would redraw. Without the
+size-level discrepancy every multi-checkpoint run of a family is treated as
+a replicate of the family's average run. With it (``by_size=True``) only
+runs that share a family *and* a size are replicates: a size's departure
+from the law is the discrepancy's, and a run alone at its size has no
+separate seed effect (``u_r = 0``; its seed is part of the discrepancy at
+that size, which a single run cannot tell apart). Were both free for a lone
+run, their sum would be pinned and their split left to the priors: a ridge
+the sampler crawled along.
 """
 
 from __future__ import annotations
@@ -21,11 +20,10 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 
-def seed_groups(inputs, by_size: bool = True):
-    """Each run's group, (R,), and each group's number of multi-checkpoint runs.
+def seed_groups(inputs, by_size: bool = False):
+    """Each run's replicate group, (R,), and each group's number of multi-checkpoint runs.
 
-    Groups are (family, size) pairs, the replicate groups (``by_size=True``),
-    or families.
+    Groups are families (``by_size=False``) or (family, size) pairs.
     """
     if by_size:
         from bayescale.discrepancy import group_slots
@@ -38,16 +36,17 @@ def seed_groups(inputs, by_size: bool = True):
     return group, np.bincount(group[multi], minlength=n_groups)
 
 
-def centered_run_effects(z, inputs):
+def centered_run_effects(z, inputs, by_size: bool = False):
     """Unit run effects that sum to zero within each replicate group: ``z - mean_g(z)``.
 
-    A shift shared by all replicates of a (family, size) is the same as the
-    law's value there moving (or, with the discrepancy, the discrepancy's
-    at that size), so the likelihood cannot tell them apart; pinning the
-    group mean of ``u`` to zero removes that ridge, which otherwise made
-    NUTS take maximal trajectories. The law then passes through each size's
-    average run; predictions add back the uncertainty of the family's
-    average (``sigma_seed / sqrt(K_f)``, see :func:`law_offset_runs`).
+    A shift shared by all runs of a family is the same as a shift of the
+    family's law (log E, a, b all move together), so the likelihood cannot
+    tell them apart; pinning the family mean of ``u`` to zero removes that
+    ridge, which otherwise made NUTS take maximal trajectories. The law then
+    describes the family's average run; predictions add back the uncertainty
+    of that average (``sigma_seed / sqrt(K_f)``, see :func:`law_offset_runs`).
+    With ``by_size`` the same holds per (family, size), whose shared shift is
+    the discrepancy's at that size (:func:`seed_groups`).
 
     The effects are not rescaled: with ``z`` standard normal,
     ``u = sigma_seed (z - mean(z))`` has covariance ``sigma_seed^2 (I - J/K)``,
@@ -67,7 +66,7 @@ def centered_run_effects(z, inputs):
     such points exactly and collapse the noise scale. A group with one
     multi-checkpoint run also has ``u = 0`` for it.
     """
-    group, counts = seed_groups(inputs)
+    group, counts = seed_groups(inputs, by_size)
     multi = ~np.asarray(inputs.run_single, dtype=bool)
     z_masked = jnp.moveaxis(jnp.where(multi, z, 0.0), -1, 0)  # leading axes: batch
     z_sum = jax.ops.segment_sum(z_masked, group, num_segments=counts.size)
@@ -76,8 +75,8 @@ def centered_run_effects(z, inputs):
 
 
 def law_offset_runs(inputs) -> np.ndarray:
-    """Per family, the number of multi-checkpoint runs whose average the law is (``K_f``)."""
-    return seed_groups(inputs, by_size=False)[1]
+    """Per family, the number of runs whose effects the law absorbs (``K_f``)."""
+    return seed_groups(inputs)[1]
 
 
 def single_seed_var(inputs) -> np.ndarray:
@@ -100,13 +99,18 @@ class RunEffects(dist.Distribution):
     them narrows with it (a funnel's neck).
 
     Centred coordinates suit effects the data pin, non-centred ones effects
-    the prior carries (``FitConfig.seed_centring``; the default is 0).
+    the prior carries. A run's level is pinned by its checkpoints, but with
+    one run per size its split from the law is not: neither end fits every
+    family (``FitConfig.seed_centring``; ``w = 1/2`` is measured in
+    ``benchmarks/RESULTS.md``, section ``eval_hitchhiker_seed_centring_family_fits``).
 
     Parameters
     ----------
     sigma : scalar
         Population seed spread ``sigma_seed``.
     inputs : ModelInputs
+    by_size : bool
+        Replicate groups are (family, size) pairs (:func:`seed_groups`).
     w : float
         Centring weight in [0, 1].
     anchor : float
@@ -116,17 +120,17 @@ class RunEffects(dist.Distribution):
     arg_constraints = {}
     support = constraints.independent(constraints.real, 1)
 
-    def __init__(self, sigma, inputs, w=0.0, anchor=0.03, *, validate_args=None):
-        self.inputs = inputs
+    def __init__(self, sigma, inputs, by_size=False, w=0.0, anchor=0.03, *, validate_args=None):
+        self.inputs, self.by_size = inputs, by_size
         self.sigma, self.w = jnp.asarray(sigma), float(w)
         self.scale, self.anchor = self.sigma**self.w, float(anchor) ** self.w
-        counts = seed_groups(inputs)[1]
+        counts = seed_groups(inputs, by_size)[1]
         self.dof = int(np.maximum(counts - 1, 0).sum())
         super().__init__(event_shape=np.shape(inputs.run_family), validate_args=validate_args)
 
     def contrasts(self, z):
         """Each group's contrasts of ``z`` (0 for runs without a seed effect)."""
-        return centered_run_effects(z, self.inputs)
+        return centered_run_effects(z, self.inputs, self.by_size)
 
     def effects(self, z):
         """The seed effects ``u`` of coordinates ``z``."""

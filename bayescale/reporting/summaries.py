@@ -482,9 +482,10 @@ def model_description(post) -> list[str]:
         exps + " The family offsets are partially pooled around population means with an "
         "LKJ prior on their correlation: a family with one run borrows strength from the "
         "others, a family with many runs mostly speaks for itself." + group_note(post.data),
-        "Runs of one family and one size (replicates) differ by seed effects, whose "
-        "scale is the population seed spread a new run gets; a run alone at its size has "
-        "none of its own. " + replicate_note(post.data, _has_discrepancy(post)) + " The "
+        "Each run has its own offset (seed-level noise); its scale is the spread of runs "
+        "around the family's law, which a new run gets. "
+        + replicate_note(post.data, _has_discrepancy(post))
+        + " The "
         "checkpoints of a run deviate from its curve by an Ornstein–Uhlenbeck process in "
         "log-token time with Student-t innovations, so that hundreds of correlated "
         "checkpoints do not count as independent evidence." + discrepancy_note(post),
@@ -557,18 +558,22 @@ def replicate_note(data, discrepancy: bool = False) -> str:
     """Whether any family has replicate runs (two runs of one size), which pin seed scatter."""
     from bayescale.seeds import seed_groups
 
-    n_rep = int(np.sum(seed_groups(data.inputs())[1] > 1))
+    n_rep = int(np.sum(seed_groups(data.inputs(), by_size=True)[1] > 1))
     if n_rep:
         return (
             f"{n_rep} (family, size) pair(s) have replicate runs, which measure seed scatter "
             "directly."
         )
-    departs = "the discrepancy's" if discrepancy else "left to the trajectory noise"
+    if discrepancy:
+        return (
+            "No family has two runs of one size, so the data say nothing of seed scatter "
+            "apart from how each size departs from the family's law (the discrepancy's): "
+            "this scale is its prior's (half-normal, sd 0.03 in log loss)."
+        )
     return (
-        "No family has two runs of one size, so the data say nothing of seed scatter: "
-        "this scale is its prior's (half-normal, sd 0.03 in log loss), and every "
-        "`new_run` interval carries a seed of that spread. How each size departs from "
-        f"the family's law is {departs}."
+        "No family has two runs of one size, so this scale also absorbs how each size "
+        "departs from the family's power law, not seed scatter alone; its prior "
+        "(half-normal, sd 0.03 in log loss) carries what the data cannot separate."
     )
 
 
