@@ -330,6 +330,7 @@ def test_gadre_fits_default_to_a_higher_target_accept(monkeypatch):
     assert cli.main(["evaluate", "--protocol", "gadre", "--samples", "700", "--json"]) == 0
     assert configs and {(c.target_accept, c.num_samples) for c in configs} == {(0.95, 700)}
     assert ev.default_settings("chinchilla") == ev.DEFAULT
+    assert ev.default_settings("hitchhiker").target_accept == 0.95
     assert ev.default_settings("gadre", quick=True) == ev.QUICK
 
 
