@@ -309,8 +309,8 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
     assert lines[1].startswith("[fit 1] one-model fam-a from 1e+09")
 
 
-def test_gadre_fits_default_to_a_higher_target_accept(monkeypatch):
-    """Five single-checkpoint runs per corpus: the protocol's own sampler default."""
+def test_protocols_fit_with_their_own_default_settings(monkeypatch):
+    """Each protocol fits with ``default_settings`` unless given settings; the CLI too."""
     configs = []
 
     def recording_fit(frame, config=None, **kwargs):
@@ -325,12 +325,22 @@ def test_gadre_fits_default_to_a_higher_target_accept(monkeypatch):
     assert [c.target_accept for c in configs] == [gadre.target_accept, ev.DEFAULT.target_accept]
     assert gadre.target_accept > ev.DEFAULT.target_accept
     assert configs[0].num_warmup == ev.DEFAULT.num_warmup
+    configs.clear()
+    df = curves(families=("fam-a", "fam-b", "fam-c"))
+    ev.evaluate_hitchhiker(
+        df, families=["fam-a"], methods=("bayescale-family",), q_values=(1.0,),
+        bayes_grid="headline", seed=3,
+    )  # fmt: skip
+    ev.evaluate_one_model(df, targets={"fam-a": (1e9,)}, context=["fam-b", "fam-c"], seed=3)
+    assert [(c.target_accept, c.num_warmup, c.seed) for c in configs] == [
+        (ev.default_settings("hitchhiker").target_accept, ev.DEFAULT.num_warmup, 3),
+        (ev.DEFAULT.target_accept, ev.DEFAULT.num_warmup, 3),
+    ]
+    assert ev.default_settings("hitchhiker").target_accept == 0.95
     # sampler options from the command line change only themselves
     configs.clear()
     assert cli.main(["evaluate", "--protocol", "gadre", "--samples", "700", "--json"]) == 0
     assert configs and {(c.target_accept, c.num_samples) for c in configs} == {(0.95, 700)}
-    assert ev.default_settings("chinchilla") == ev.DEFAULT
-    assert ev.default_settings("hitchhiker").target_accept == 0.95
     assert ev.default_settings("gadre", quick=True) == ev.QUICK
 
 

@@ -25,10 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bayescale.evaluation.chinchilla import chinchilla_outliers, evaluate_chinchilla
-from bayescale.evaluation.common import DEFAULT, MAP, QUICK, Evaluation
-from bayescale.evaluation.gadre import SETTINGS as GADRE_SETTINGS
+from bayescale.evaluation.common import DEFAULT, MAP, QUICK, Evaluation, protocol_settings
 from bayescale.evaluation.gadre import evaluate_gadre, gadre_headline
-from bayescale.evaluation.hitchhiker import SETTINGS as HITCHHIKER_SETTINGS
 from bayescale.evaluation.hitchhiker import (
     context_families,
     evaluate_hitchhiker,
@@ -98,9 +96,7 @@ def evaluate(protocol: str, *, quick: bool = False, seed: int = 0, **kwargs) -> 
 def default_settings(protocol: str, quick: bool = False):
     """The fit settings a protocol runs with when given none (``--quick``: :data:`QUICK`)."""
     check_choice("protocol", protocol, PROTOCOLS)
-    if quick:
-        return QUICK
-    return {"gadre": GADRE_SETTINGS, "hitchhiker": HITCHHIKER_SETTINGS}.get(protocol, DEFAULT)
+    return protocol_settings(protocol, quick)
 
 
 def headline_targets(points):

@@ -70,7 +70,7 @@ def evaluate_chinchilla(
 
     if df is None:
         df = load_dataset("hitchhiker", families=["chinchilla"])
-    settings = settings_for(settings, quick, seed)
+    settings = settings_for(settings, quick, seed, "chinchilla")
     df = df[df["family"] == "chinchilla"]
     fam = "chinchilla"
     drop = chinchilla_outliers(df)

@@ -8,14 +8,12 @@ paper's least squares in ``(C, M)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from bayescale import baselines as bl
 from bayescale.evaluation.common import (
-    DEFAULT,
     Evaluation,
     fit_logged,
     point_rows,
@@ -24,12 +22,6 @@ from bayescale.evaluation.common import (
     settings_for,
 )
 from bayescale.fitting import FitConfig
-
-#: The protocol's default fits: :data:`~bayescale.evaluation.common.DEFAULT` with
-#: NUTS target acceptance 0.95. Five single-checkpoint runs per corpus leave the law
-#: mostly to its priors, whose funnels the default step size (0.9) diverges in: 456
-#: divergences in the 8 fits, 36 at 0.95 (max R-hat 1.196 -> 1.040).
-SETTINGS = replace(DEFAULT, target_accept=0.95)
 
 
 def gadre_headline(df: pd.DataFrame) -> pd.Series:
@@ -64,7 +56,7 @@ def evaluate_gadre(
     laws : sequence of {"overtrain", "chinchilla"}
         bayescale laws to try (``overtrain``: alpha = beta, Gadre's form).
     settings : FitConfig, optional
-        Default: :data:`SETTINGS`.
+        Default: :func:`~bayescale.evaluation.common.protocol_settings`.
     methods : sequence of str
     quick : bool
         ``law="overtrain"``, the hierarchical fit and the baseline only, short
@@ -84,7 +76,7 @@ def evaluate_gadre(
     if quick:
         laws = ("overtrain",)
         methods = [m for m in methods if m != "bayescale-family"]
-    settings = settings_for(settings, quick, seed, default=SETTINGS)
+    settings = settings_for(settings, quick, seed, "gadre")
     df = df.assign(headline=gadre_headline(df))
     fit_mask = df["default_fit_loss"].astype(bool)
     train, test = df[fit_mask], df[~fit_mask].assign(actual=lambda t: t["loss"])

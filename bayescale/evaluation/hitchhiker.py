@@ -16,7 +16,6 @@ import pandas as pd
 
 from bayescale import baselines as bl
 from bayescale.evaluation.common import (
-    DEFAULT,
     MAP,
     Evaluation,
     fit_columns,
@@ -38,12 +37,6 @@ from bayescale.evaluation.reference import (
 from bayescale.fitting import FitConfig
 
 METHODS = ("bayescale-hier", "bayescale-family", "hitchhiker", "hoffmann")
-#: The protocol's default NUTS fits: :data:`~bayescale.evaluation.common.DEFAULT` with
-#: target acceptance 0.95. Most target families are two fitted sizes of one run each,
-#: whose size exponent and E the priors share with the data; at 0.9 the 24 one-family
-#: fits had 378 divergences in 10 fits (255 in GPT2-c4-3, 109 in lambda) and 13 above
-#: R-hat 1.01, at 0.95 29 in 7 and 9 (median 49 s per fit instead of 39).
-SETTINGS = replace(DEFAULT, target_accept=0.95)
 
 
 def _has_curve(frame: pd.DataFrame, min_tokens: float) -> pd.Series:
@@ -187,7 +180,7 @@ def evaluate_hitchhiker(
         The ``q`` axis of the grid.
     settings : FitConfig, optional
         bayescale at the headline cell (all smaller models, q = 1); default
-        :data:`SETTINGS` (:data:`~bayescale.evaluation.common.QUICK` when ``quick``).
+        :func:`~bayescale.evaluation.common.protocol_settings` (``QUICK`` when ``quick``).
     grid_settings : FitConfig, optional
         bayescale on the other cells of ``bayes_grid``; default MAP.
     bayes_grid : {"headline", "subset", "full"}
@@ -224,7 +217,7 @@ def evaluate_hitchhiker(
         hier_folds = 1
         if context is None:
             context = sorted(set(QUICK_CONTEXT) & set(df["family"]))
-    settings = settings_for(settings, quick, seed, default=SETTINGS)
+    settings = settings_for(settings, quick, seed, "hitchhiker")
     grid_settings = replace(grid_settings or MAP, seed=seed)
     if bayes_grid not in ("headline", "subset", "full"):
         raise ValueError(f"bayes_grid must be headline, subset or full, got {bayes_grid!r}")

@@ -80,7 +80,7 @@ def evaluate_one_model(
         df = df.assign(group=df[group_by])
     if targets is None:
         targets = {"OPT": (3.0e10,)} if quick else dict(ONE_MODEL_TARGETS)
-    settings = settings_for(settings, quick, seed)
+    settings = settings_for(settings, quick, seed, "one-model")
     if context is None:
         context = sorted(set(QUICK_CONTEXT) & set(df["family"])) if quick else None
     context = list(context) if context is not None else context_families(df)
