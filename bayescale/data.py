@@ -19,6 +19,7 @@ import pandas as pd
 from bayescale.datachecks import (
     LossScaleWarning,
     warn_cut_runs,
+    warn_one_schedule,
     warn_rising_runs,
     warn_several_finals,
     warn_weak_families,
@@ -332,6 +333,8 @@ class ScalingData:
         clean = clean[keep_warm]
         if grids is None:
             warn_rising_runs(clean)
+        else:
+            warn_one_schedule(grids)
 
         if max_points_per_run is not None:
             keep = np.zeros(len(clean), dtype=bool)

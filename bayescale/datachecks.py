@@ -130,3 +130,22 @@ def warn_rising_runs(clean: pd.DataFrame) -> None:
         RisingLossWarning,
         stacklevel=4,
     )
+
+
+def warn_one_schedule(grids: dict) -> None:
+    """Say which families anneal under one schedule only (``grids``: (family, run) -> Grid)."""
+    from bayescale.schedules import one_schedule_families
+
+    fams = one_schedule_families([fam for fam, _ in grids], list(grids.values()))
+    if not fams:
+        return
+    warnings.warn(
+        f"famil{'y' if len(fams) == 1 else 'ies'} {fams}: every run follows one learning-rate "
+        "schedule, decaying through most of the run. Its token exponent and its annealing "
+        "bonus both explain how the loss falls as the rate decays, so the data cannot tell "
+        "them apart: forecasts under that schedule hold, but the constant-rate law (what "
+        "`compute_optimal` and other schedules use) rests on the law's form and the priors. "
+        "A run under a second schedule (constant rate, or a short WSD cooldown) separates them",
+        IdentifiabilityWarning,
+        stacklevel=4,
+    )

@@ -227,7 +227,11 @@ def compute_optimal(
     """Compute-optimal N*, D*, tokens per parameter and loss at FLOP budgets ``C = 6ND``.
 
     The loss at the optimum includes the uncertainty of the family's level,
-    as :func:`predict` with ``kind="mean"`` does.
+    as :func:`predict` with ``kind="mean"`` does. In a fit with learning-rate
+    schedules it is the optimum of constant-rate runs (the law on the LR area,
+    no annealing bonus); where all of a family's runs follow one decaying
+    schedule, the data do not pin that law (the fit warns, see
+    :func:`bayescale.schedules.one_schedule_families`).
 
     Returns
     -------

@@ -42,6 +42,11 @@ MAX_BONUS_SHARE = 0.5
 # drops of the rate are merged into at most this many bins per run (equal shares of
 # the total drop): the bonus costs O(bins) per checkpoint in every gradient
 MAX_DROP_BINS = 64
+# two runs follow one schedule when their normalised rates differ by less than this
+SAME_SCHEDULE_TOL = 0.02
+# a schedule "decays through the run" when its rate is below 95% of the peak for more
+# than this share of the run's tokens (cosine: ~85%; a WSD cooldown: its last 10-20%)
+DECAY_SHARE = 0.5
 
 
 class AnnealParams(NamedTuple):
@@ -169,3 +174,44 @@ def scheduled_log_loss(law, anneal, log_params, log_area, drop, eta, after):
     size = jnp.exp(anneal.kappa * (log_params - LOG_N_REF))
     anneal = anneal._replace(B=anneal.B * size)
     return rel + with_bonus(log_mu - rel, bonus(anneal, drop, eta, after))
+
+
+def decaying_share(g: Grid) -> float:
+    """The share of a run's tokens (from its peak on) at which the rate is below 95% of it."""
+    if g.tokens.size < 2:
+        return 0.0
+    top = g.eta.max()
+    # the first row at the peak (rounding can put a later row a hair above it)
+    peak = int(np.argmax(g.eta >= 0.999 * top))
+    t = np.linspace(g.tokens[peak], g.tokens[-1], 512)
+    return float(np.mean(np.interp(t, g.tokens, g.eta) < 0.95 * top))
+
+
+def one_schedule_families(run_family, grids) -> list:
+    """Families whose runs all follow one schedule that decays through most of the run.
+
+    For such a family the token term ``B / S^beta`` and the annealing bonus
+    both explain how the loss falls as the rate decays, and only the law's
+    form and the priors tell them apart; a second schedule (a constant-rate or
+    WSD run) separates them. Rates are compared on the tokens the runs share.
+
+    Parameters
+    ----------
+    run_family : sequence
+        Each run's family label.
+    grids : sequence of Grid
+        Each run's schedule (a one-row grid: a run without ``lr``, at a constant rate).
+    """
+    by_family: dict = {}
+    for fam, g in zip(run_family, grids, strict=True):
+        by_family.setdefault(fam, []).append(g)
+    hit = []
+    for fam, gs in by_family.items():
+        if any(decaying_share(g) <= DECAY_SHARE for g in gs):
+            continue
+        end = min(g.tokens[-1] for g in gs)
+        t = np.unique(np.concatenate([g.tokens[g.tokens <= end] for g in gs]))
+        etas = np.array([np.interp(t, g.tokens, g.eta) for g in gs])
+        if np.ptp(etas, axis=0).max() < SAME_SCHEDULE_TOL:
+            hit.append(fam)
+    return hit
