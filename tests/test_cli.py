@@ -257,7 +257,8 @@ def test_demo_hides_the_near_twin_of_a_target():
 @pytest.mark.heavy
 def test_fit_with_the_discrepancy_saves_it_and_describes_it(tmp_path, capsys, csv):
     from bayescale.posterior import load
-    from bayescale.reporting.summaries import model_description, noise_table
+    from bayescale.reporting.method import model_description
+    from bayescale.reporting.summaries import noise_table
 
     out = tmp_path / "disc.nc"
     argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--discrepancy"]

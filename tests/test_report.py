@@ -16,7 +16,7 @@ from bayescale import testing
 from bayescale.cli import main
 from bayescale.model import Priors
 from bayescale.options import Target, parse_count
-from bayescale.reporting import build_report, status, write_report
+from bayescale.reporting import build_report, method, status, write_report
 from bayescale.reporting import summaries as sm
 from bayescale.testing import point_estimate, synthetic_frame
 
@@ -161,7 +161,7 @@ def test_fit_quality_is_small_on_data_from_the_law(post):
 
 
 def test_priors_table_covers_every_setting():
-    table = sm.priors_table(Priors())
+    table = method.priors_table(Priors())
     listed = {n.strip() for s in table["setting"] for n in s.split(",")}
     assert listed == set(Priors().to_dict())
     assert (table["meaning"] != "").all()
@@ -326,10 +326,10 @@ def test_the_model_description_says_whether_seeds_were_replicated():
 
     frame = synthetic_frame()
     single = ScalingData.from_frame(frame, min_tokens=None)
-    assert sm.replicate_note(single).startswith("No family has two runs of one size")
-    assert "prior's" in sm.replicate_note(single, discrepancy=True)
+    assert method.replicate_note(single).startswith("No family has two runs of one size")
+    assert "prior's" in method.replicate_note(single, discrepancy=True)
     twice = pd.concat([frame, frame.assign(run=frame["run"] + "-seed2", loss=frame["loss"] * 1.01)])
-    note = sm.replicate_note(ScalingData.from_frame(twice, min_tokens=None))
+    note = method.replicate_note(ScalingData.from_frame(twice, min_tokens=None))
     assert note.startswith("6 (family, size) pair(s) have replicate runs")
 
 
@@ -339,9 +339,10 @@ def test_the_model_description_names_the_families_whose_exponents_were_centred()
     wide = synthetic_frame(families=("wide",), sizes=(1e8, 3e8, 1e9), n_ckpt=8)
     few = synthetic_frame(families=("few",), sizes=(1e8, 1e9), n_ckpt=2)
     both = ScalingData.from_frame(pd.concat([wide, few]), min_tokens=None)
-    note = sm.exponent_form_note(both, "chinchilla")
+    note = method.exponent_form_note(both, "chinchilla")
     assert note.endswith("Sampled as itself: α_f: wide; β_f: wide.")
     assert "20 or more checkpoints, and 3 or more sizes" in note
-    assert sm.exponent_form_note(both, "overtrain").endswith("Sampled as itself: α_f: wide.")
+    assert method.exponent_form_note(both, "overtrain").endswith("Sampled as itself: α_f: wide.")
     alone = ScalingData.from_frame(few, min_tokens=None)
-    assert sm.exponent_form_note(alone, "chinchilla").endswith("α_f: no family; β_f: no family.")
+    note = method.exponent_form_note(alone, "chinchilla")
+    assert note.endswith("α_f: no family; β_f: no family.")

@@ -287,3 +287,32 @@ def test_planning_says_candidates_are_constant_rate_runs():
     assert "constant-rate runs" in note and "annealing bonus" in note
     plain = _posterior(ScalingData.from_frame(_frame(lr=False), min_tokens=None))
     assert schedule_notes(plain) == []
+
+
+def test_one_decaying_schedule_per_family_is_named():
+    from bayescale.datachecks import IdentifiabilityWarning
+    from bayescale.schedules import decaying_share, one_schedule_families
+
+    steps = np.arange(1000, 10001, 500.0)
+
+    def g(rate):
+        return grid(steps * STEP, rate, rate.max())
+
+    cosine, constant = g(_cosine(steps, total=10000)), g(np.full(steps.size, 3e-4))
+    longer = g(_cosine(steps, total=30000))
+    wsd = g(np.where(steps < 8500, 3e-4, 3e-5 + 2.7e-4 * (10000 - steps) / 1500))
+    assert decaying_share(cosine) > 0.8 and decaying_share(constant) == 0.0
+    assert 0.1 < decaying_share(wsd) < 0.3
+    fams = ["cos", "cos", "mixed", "mixed", "wsd", "horizons", "horizons", "lone"]
+    runs = [cosine, cosine, cosine, constant, wsd, cosine, longer, cosine]
+    # cosine runs with another schedule, or with another horizon, separate the two terms
+    assert one_schedule_families(fams, runs) == ["cos", "lone"]
+    only_cosine = _frame().query("run.str.endswith('cosine')")
+    with pytest.warns(IdentifiabilityWarning, match=r"\['fam'\]: every run follows one"):
+        data = ScalingData.from_frame(only_cosine, min_tokens=None)
+    # the report's method section says it too, and only then
+    from bayescale.reporting.method import model_description
+
+    assert "In fam every run follows one schedule" in " ".join(model_description(_posterior(data)))
+    both = _posterior(ScalingData.from_frame(_frame(), min_tokens=None))
+    assert "every run follows one schedule" not in " ".join(model_description(both))

@@ -22,7 +22,7 @@ import pandas as pd
 from bayescale import fitfile
 from bayescale._version import __version__
 from bayescale.options import DEFAULT_CI_PROB, KINDS, Target, check_ci_prob, format_count
-from bayescale.reporting import figures, summaries
+from bayescale.reporting import figures, method, summaries
 from bayescale.reporting.render import (
     Report,
     Section,
@@ -256,10 +256,10 @@ def build_report(
     data_sec.items.append(Table(_strings(summaries.data_table(post)), "Families in the fit"))
     sections.append(data_sec)
     model = Section("Model and priors", "model", collapsed=True)
-    model.items += summaries.model_description(post)
+    model.items += method.model_description(post)
     model.items.append(
         Table(
-            _strings(summaries.priors_table(post.config.priors)),
+            _strings(method.priors_table(post.config.priors)),
             "Prior settings (relative scale: loss divided by the family constant)",
         )
     )
