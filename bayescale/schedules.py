@@ -215,3 +215,48 @@ def one_schedule_families(run_family, grids) -> list:
         if np.ptp(etas, axis=0).max() < SAME_SCHEDULE_TOL:
             hit.append(fam)
     return hit
+
+
+class Shape(NamedTuple):
+    """A schedule's shape: the normalised rate at fractions of a run's tokens.
+
+    Planned runs of any length follow it, stretched (:meth:`grid`): a cosine
+    to 10% of the peak over the run, a WSD cooldown over its last fifth.
+    """
+
+    fraction: np.ndarray
+    eta: np.ndarray
+
+    def grid(self, tokens: float) -> Grid:
+        """The schedule of a run trained on ``tokens`` tokens."""
+        return grid(self.fraction * float(tokens), self.eta, 1.0)
+
+    @property
+    def width(self) -> int:
+        """Columns of the bonus's features: the same for every length (at least 1)."""
+        return max(1, drops(self.grid(1.0))[0].size)
+
+
+def shape_of(schedule) -> Shape | None:
+    """A :class:`Shape` from a table with ``fraction`` (of the run, in (0, 1]) and ``lr``.
+
+    ``None`` stays ``None`` (a constant rate); a Shape passes through.
+    """
+    if schedule is None or isinstance(schedule, Shape):
+        return schedule
+    try:
+        frac = np.asarray(schedule["fraction"], dtype=float)
+        lr = np.asarray(schedule["lr"], dtype=float)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            "schedule must be a table with columns 'fraction' (of the run's tokens, 0 < f <= 1) "
+            "and 'lr' (the learning rate there), e.g. a cosine from its peak to 10% of it"
+        ) from None
+    if frac.size == 0 or frac.shape != lr.shape:
+        raise ValueError("schedule needs 'fraction' and 'lr' of the same, non-zero length")
+    if not (np.all(np.isfinite(frac)) and np.all((frac > 0) & (frac <= 1))):
+        raise ValueError("schedule 'fraction' must lie in (0, 1]: the share of the run's tokens")
+    if not np.all(np.isfinite(lr)) or np.any(lr < 0) or not np.any(lr > 0):
+        raise ValueError("schedule 'lr' must be finite, >= 0 and positive somewhere")
+    order = np.argsort(frac, kind="stable")
+    return Shape(frac[order], lr[order] / lr.max())

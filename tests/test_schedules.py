@@ -289,6 +289,85 @@ def test_planning_says_candidates_are_constant_rate_runs():
     assert schedule_notes(plain) == []
 
 
+def test_planned_runs_and_target_follow_the_schedule_stretched_over_them():
+    from bayescale import plan
+    from bayescale.design.runs import run_arrays, run_inputs, run_inputs_from, target_draws
+    from bayescale.options import Target
+    from bayescale.schedules import shape_of
+
+    data = ScalingData.from_frame(_frame(), min_tokens=None)
+    post = _posterior(data)
+    steps = np.arange(1000, 10001, 500.0)
+    table = {"fraction": steps / steps[-1], "lr": _cosine(steps, total=10000)}
+    shape = shape_of(table)
+    # stretched to the fitted cosine runs' length, a new run has exactly their inputs
+    rows = data.obs_run == data.runs.index("3e+08-cosine")
+    inputs1, _ = run_inputs(0, 1, 3e8, data.tokens[rows], schedule=shape)
+    np.testing.assert_allclose(inputs1.log_area, data.inputs().log_area[rows])
+    for new, fitted in zip(inputs1.anneal, data.inputs().anneal, strict=True):
+        np.testing.assert_allclose(new, fitted[rows])
+    # ... and keeps them through the arrays that batches of designs are stacked from
+    back = run_inputs_from(run_arrays(inputs1))
+    np.testing.assert_array_equal(back.log_area, inputs1.log_area)
+    for new, kept in zip(inputs1.anneal, back.anneal, strict=True):
+        np.testing.assert_array_equal(new, kept)
+    # a target twice as long: the cosine over its whole length, as predict() with that table
+    end = 2 * steps[-1] * STEP
+    target = Target("fam", 3e8, end)
+    idx = np.arange(post.n_draws)
+    rng = np.random.default_rng(0)
+    cos = np.median(target_draws(post, target, "mean", idx, 0.0, rng, shape))
+    const = np.median(target_draws(post, target, "mean", idx, 0.0, rng))
+    stretched = pd.DataFrame({"tokens": shape.fraction * end, "lr": table["lr"]})
+    want = post.predict("fam", 3e8, end, schedule=stretched)["median"].iloc[0]
+    assert cos == pytest.approx(want, rel=3e-3) and cos < 0.99 * const
+    # plan() with the schedule: every candidate and the target anneal
+    small = {"n_outcomes": 8, "max_draws": 50, "progress_bar": False}
+    result = plan(post, target, 1e21, method="importance", schedule=table, **small)
+    assert np.isfinite(result.table["expected_sd"]).all()
+    assert any("stretched over each run's tokens" in n for n in result.notes)
+    with pytest.raises(ValueError, match=r"'fraction' must lie in \(0, 1\]"):
+        plan(post, target, 1e21, schedule={"fraction": [0.0, 1.0], "lr": [1.0, 0.1]}, **small)
+    plain = _posterior(ScalingData.from_frame(_frame(lr=False), min_tokens=None))
+    with pytest.raises(ValueError, match="no learning-rate schedules"):
+        plan(plain, target, 1e21, schedule=table, **small)
+
+
+def _flat_and_plain_plans(post, **kw):
+    """Plans for one candidate with a constant-rate schedule and with none."""
+    from bayescale import plan
+
+    steps = np.arange(1000, 10001, 500.0)
+    # a constant rate from the first token on (the warm-up before row one is negligible)
+    flat = {"fraction": [1e-6, 1.0], "lr": [1.0, 1.0]}
+    target = ("fam", 1e9, 2 * steps[-1] * STEP)
+    cands = [{"params": 3e8, "tokens": 2e9, "n_runs": 2}]
+    return [
+        plan(post, target, 2e20, schedule=s, candidates=cands, progress_bar=False, **kw).table
+        for s in (flat, None)
+    ]
+
+
+def test_a_constant_schedule_plans_as_no_schedule():
+    """The schedule's plumbing (new runs, target, importance weights) against the plain path."""
+    fake = _posterior(ScalingData.from_frame(_frame(), min_tokens=None))
+    plans = _flat_and_plain_plans(fake, method="importance", n_outcomes=8)
+    assert (plans[0]["method"] == "importance").all()
+    for col in ("current_sd", "expected_sd"):
+        assert plans[0][col].iloc[0] == pytest.approx(plans[1][col].iloc[0], rel=2e-3)
+
+
+@pytest.mark.heavy
+def test_a_constant_schedule_plans_as_no_schedule_by_laplace():
+    from bayescale import fit
+
+    post = fit(_frame(), method="map", map_starts=2, min_tokens=None, seed=0, progress_bar=False)
+    plans = _flat_and_plain_plans(post, n_refit_outcomes=2)
+    assert (plans[0]["method"] == "laplace").all()
+    for col in ("current_sd", "expected_sd"):
+        assert plans[0][col].iloc[0] == pytest.approx(plans[1][col].iloc[0], rel=2e-3)
+
+
 def test_one_decaying_schedule_per_family_is_named():
     from bayescale.datachecks import IdentifiabilityWarning
     from bayescale.schedules import decaying_share, one_schedule_families

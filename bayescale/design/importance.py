@@ -17,13 +17,14 @@ import numpy as np
 
 from bayescale.design.candidates import Candidate, family_design
 from bayescale.design.runs import (
-    RUN_FIELDS,
     draw_params,
     one_draw,
+    run_arrays,
     run_inputs,
     run_inputs_from,
     run_log_marginal,
     simulate_run,
+    stacked,
     target_draws,
 )
 from bayescale.options import DEFAULT_CI_PROB, KINDS, Target, check_choice
@@ -56,6 +57,7 @@ class Setup:
     base_key: jax.Array
     z_seed: np.ndarray  # (M, max_runs) standard normals for the new seed effects
     ci_prob: float
+    schedule: object = None  # schedules.Shape of the target and new runs; None: constant rate
 
 
 def weighted_stats(t, order, logw, ci_prob):
@@ -116,9 +118,10 @@ def importance_groups(setup: Setup, groups: dict, checkpoints: dict) -> dict:
     out = {}
     for n_pad, keys in by_pad.items():
         built = [
-            run_inputs(setup.f, post.data.n_families, k[0], checkpoints[k], n_pad) for k in keys
+            run_inputs(setup.f, post.data.n_families, k[0], checkpoints[k], n_pad, setup.schedule)
+            for k in keys
         ]
-        designs = {k: jnp.asarray(np.stack([getattr(b[0], k) for b in built])) for k in RUN_FIELDS}
+        designs = stacked([run_arrays(b[0]) for b in built])
         masks = jnp.asarray(np.stack([b[1] for b in built]))
         items, span = [], {}
         for g, key in enumerate(keys):
@@ -148,7 +151,7 @@ def importance_groups(setup: Setup, groups: dict, checkpoints: dict) -> dict:
     return out
 
 
-def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int, designs=()):
+def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int, designs=(), schedule=None):
     """Posterior draws used (a fixed subsample), their target values and new runs' offsets.
 
     ``designs`` lists the ``(params, tokens)`` of new runs. Per draw, the
@@ -157,8 +160,9 @@ def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int, designs=()
     seed average of the fitted runs, shared by all, and in fits with the
     discrepancy its value at each size, so that a new run near the target
     measures the target's discrepancy. The target's draws do not depend on
-    ``designs``. Returns ``idx``, the draws' parameters, the target values
-    (S,) and ``{design: offsets (S,)}``.
+    ``designs``; ``schedule`` is its run's (:func:`target_draws`). Returns
+    ``idx``, the draws' parameters, the target values (S,) and
+    ``{design: offsets (S,)}``.
     """
     rng = np.random.default_rng([seed, 7])
     s_all = post.n_draws
@@ -179,7 +183,7 @@ def draws_and_target(post, tgt, kind: str, max_draws: int, seed: int, designs=()
         idx,
         single=single,
     )
-    t_draws = target_draws(post, tgt, kind, idx, offsets[:, 0], rng)
+    t_draws = target_draws(post, tgt, kind, idx, offsets[:, 0], rng, schedule)
     return idx, params, t_draws, {k: offsets[:, i + 1] for i, k in enumerate(designs)}
 
 
@@ -250,13 +254,17 @@ def importance_update(
     }
 
 
-def outcome_log_weights(post, target, candidate: Candidate, loss, *, kind, max_draws, seed):
+def outcome_log_weights(
+    post, target, candidate: Candidate, loss, *, kind, max_draws, seed, schedule=None
+):
     """Log importance weights of the draws after each of several observed outcomes.
 
     ``loss`` holds one or more outcomes of ``candidate``, shape
     ``([n_outcomes,] n_runs, n_checkpoints)``; one compiled function serves
-    them all. Returns the draws' target values (S,) and the log weights
-    (n_outcomes, S), unnormalised.
+    them all. ``schedule``: the :class:`~bayescale.schedules.Shape` the
+    candidate and the target train with (``None``: a constant rate). Returns
+    the draws' target values (S,) and the log weights (n_outcomes, S),
+    unnormalised.
     """
     f = post.data.family_index(target.family)
     ckpt = family_design(post, target.family).checkpoints(candidate.tokens)
@@ -264,10 +272,10 @@ def outcome_log_weights(post, target, candidate: Candidate, loss, *, kind, max_d
     y = jnp.asarray(y - np.log(post.data.family_scale[f]))
     design = (float(candidate.params), float(candidate.tokens))
     _, params, t_draws, run_delta = draws_and_target(
-        post, target, kind, max_draws, seed, designs=[design]
+        post, target, kind, max_draws, seed, designs=[design], schedule=schedule
     )
     delta = run_delta[design]
-    inputs1, _ = run_inputs(f, post.data.n_families, candidate.params, ckpt)
+    inputs1, _ = run_inputs(f, post.data.n_families, candidate.params, ckpt, schedule=schedule)
 
     @jax.jit
     def log_w(params, delta, ys):

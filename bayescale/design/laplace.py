@@ -20,16 +20,17 @@ from jax.flatten_util import ravel_pytree
 from bayescale import laws
 from bayescale.design.importance import outcome_key
 from bayescale.design.runs import (
-    PARAM_KEYS,
-    RUN_FIELDS,
     one_draw,
+    param_keys,
+    run_arrays,
     run_inputs,
     run_inputs_from,
     run_log_marginal,
     simulate_run,
+    stacked,
 )
 from bayescale.fitting import model_kwargs
-from bayescale.model import ModelInputs, family_law, scaling_model, spread_scales
+from bayescale.model import ModelInputs, anneal_params, family_law, scaling_model, spread_scales
 from bayescale.seeds import law_offset_runs
 
 _NEWTON_STEPS = 60
@@ -88,13 +89,16 @@ class Laplace:
     other latent is free. The mode is found by damped Newton steps from a
     warm start, with the Hessian's eigenvalues floored so that flat or
     slightly non-convex directions do not blow up. The target's variance is
-    the delta method ``g' H^-1 g`` for its log.
+    the delta method ``g' H^-1 g`` for its log. ``schedule`` (a
+    :class:`~bayescale.schedules.Shape`, or ``None`` for a constant rate) is
+    the target's and the new runs'.
     """
 
-    def __init__(self, post, target, kind: str, n_pad: int, k_pad: int):
+    def __init__(self, post, target, kind: str, n_pad: int, k_pad: int, schedule=None):
         from numpyro.infer.util import unconstrain_fn
 
         self.post, self.target, self.kind = post, target, kind
+        self.schedule, self.keys = schedule, param_keys(post)
         self.f = post.data.family_index(target.family)
         self.model = scaling_model
         self.inputs0 = post.data.inputs()
@@ -136,9 +140,9 @@ class Laplace:
         # cost, and a batch of another size would compile it again
         self._solve = jax.jit(self._solve_one)
         # "before": an experiment with no runs
-        dummy, _ = run_inputs(self.f, post.data.n_families, 1e9, [1e11], self.n_pad)
+        dummy, _ = run_inputs(self.f, post.data.n_families, 1e9, [1e11], self.n_pad, schedule)
         empty = (
-            {k: jnp.asarray(getattr(dummy, k)) for k in RUN_FIELDS},
+            {k: jnp.asarray(v) for k, v in run_arrays(dummy).items()},
             jnp.zeros(self.n_pad, bool),
             jnp.zeros((self.k_pad, self.n_pad)),
             jnp.zeros(self.k_pad),
@@ -225,7 +229,7 @@ class Laplace:
         x_free, delta, e = self._split(x)
         pot = self._fit_potential(x_free)
         c = self._constrained(x_free)
-        draw = {k: c[k] for k in PARAM_KEYS if k != "u"}
+        draw = {k: c[k] for k in self.keys if k != "u"}
         if self.centred:
             sd = draw["sigma_seed"] / math.sqrt(self.k_family)
             pot = pot - dist.Normal(0.0, sd).log_prob(delta)
@@ -240,9 +244,19 @@ class Laplace:
         x_free, delta, e = self._split(x)
         c = self._constrained(x_free)
         law = family_law(c).map(lambda v: v[f])
-        log_mu = laws.log_loss(law, math.log(tgt.params), math.log(tgt.tokens))
+        log_mu = self._log_law(law, anneal_params(c), tgt.params, tgt.tokens)
         d_t, _ = self._discrepancy(c, e)
         return log_mu + delta + d_t, (c["sigma_seed"], c["sigma_obs"][f])
+
+    def _log_law(self, law, anneal, params: float, tokens: float):
+        """The family's log law at one point, under the planned schedule if there is one."""
+        if self.schedule is None:
+            return laws.log_loss(law, math.log(params), math.log(tokens))
+        from bayescale.schedules import features, scheduled_log_loss
+
+        feats = features(self.schedule.grid(tokens), [tokens])
+        anneal = anneal.map(lambda v: v[self.f])
+        return scheduled_log_loss(law, anneal, math.log(params), *(a[0] for a in feats))
 
     def _solve_one(self, x_init, arrays, mask, y, run_mask):
         x, h = _newton(lambda z: self._potential(z, arrays, mask, y, run_mask), x_init)
@@ -280,7 +294,7 @@ class Laplace:
             x_free, delta, e = self._split(x)
             c = self._constrained(x_free)
             _, d_c = self._discrepancy(c, e, arrays, mask)
-            return {k: c[k] for k in PARAM_KEYS}, delta + d_c
+            return {k: c[k] for k in self.keys}, delta + d_c
 
         return jax.vmap(one)(xs)
 
@@ -380,7 +394,7 @@ def laplace_all(setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace)
     arrays, masks, ys, run_masks = [], [], [], []
     for key, group in refit.items():
         new1, mask = run_inputs(
-            setup.f, post.data.n_families, key[0], checkpoints[key], laplace.n_pad
+            setup.f, post.data.n_families, key[0], checkpoints[key], laplace.n_pad, setup.schedule
         )
         if post.n_draws > 1:
             params, delta = setup.params, jnp.asarray(setup.run_delta[key])
@@ -388,7 +402,7 @@ def laplace_all(setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace)
             params, delta = laplace.sample_draws(
                 jax.random.fold_in(setup.base_key, 99),
                 m,
-                {k: jnp.asarray(getattr(new1, k)) for k in RUN_FIELDS},
+                {k: jnp.asarray(v) for k, v in run_arrays(new1).items()},
                 jnp.asarray(mask),
             )
         y = np.stack(
@@ -413,13 +427,12 @@ def laplace_all(setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace)
         for c in group:
             for mi in range(m):
                 batch.append((c, mi))
-                arrays.append({k: getattr(new1, k) for k in RUN_FIELDS})
+                arrays.append(run_arrays(new1))
                 masks.append(mask)
                 ys.append(y[mi])
                 run_masks.append(np.arange(laplace.k_pad) < c.n_runs)
-    stacked = {k: jnp.asarray(np.stack([a[k] for a in arrays])) for k in RUN_FIELDS}
     _, var = laplace.after(
-        stacked,
+        stacked(arrays),
         jnp.asarray(np.stack(masks)),
         jnp.asarray(np.stack(ys)),
         jnp.asarray(np.stack(run_masks), dtype=float),

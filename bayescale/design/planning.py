@@ -60,6 +60,7 @@ from bayescale.options import (
     check_ci_prob,
     format_count,
 )
+from bayescale.schedules import shape_of
 
 METHODS = ("auto", "importance", "laplace")
 RANK_BY = ("reduction", "per_flop")
@@ -164,6 +165,7 @@ def plan(
     n_refit_outcomes: int = 8,
     ci_prob: float = DEFAULT_CI_PROB,
     rank_by: str = "reduction",
+    schedule=None,
     progress_bar=None,
     seed: int = 0,
 ) -> Plan:
@@ -200,6 +202,12 @@ def plan(
         recommendation is the cheapest candidate whose expected reduction is
         within Monte-Carlo error of the largest. ``"per_flop"``: expected sd
         reduction per FLOP, which favours cheap experiments.
+    schedule : pandas.DataFrame or dict, optional
+        For a fit with learning-rate schedules: the schedule every new run and
+        the target train with, as columns ``fraction`` (of the run's tokens, in
+        (0, 1]) and ``lr``, stretched over each run's length; their losses
+        then carry the annealing bonus and its uncertainty. Default: a
+        constant rate.
     progress_bar : bool, optional
     seed : int
 
@@ -223,6 +231,9 @@ def plan(
     ci_prob = check_ci_prob(ci_prob)
     budget = parse_count(budget_flops)
     tgt = checked_target(posterior, target)
+    shape = shape_of(schedule)
+    if shape is not None and not posterior.data.has_schedules:
+        raise ValueError("this fit has no learning-rate schedules (no 'lr' column); drop schedule=")
     if candidates is None:
         cands = default_candidates(posterior, tgt.family, budget)
     else:
@@ -247,10 +258,11 @@ def plan(
             n_refit_outcomes,
             ci_prob,
             seed,
+            shape,
         )
         results = _evaluate(setup, affordable, method, min_ess, n_refit_outcomes, current)
     table = _rank(_table(affordable, results, budget, fam.sizes), rank_by)
-    notes += _honesty_notes(table) + schedule_notes(posterior)
+    notes += _honesty_notes(table) + schedule_notes(posterior, shape)
     return Plan(
         table=table,
         target=tgt,
@@ -265,17 +277,22 @@ def plan(
     )
 
 
-def _prepare(post, tgt, kind, affordable, max_draws, n_outcomes, n_refit_outcomes, ci_prob, seed):
+def _prepare(
+    post, tgt, kind, affordable, max_draws, n_outcomes, n_refit_outcomes, ci_prob, seed, shape
+):
     """Draws, target values, simulated-outcome bookkeeping and the current uncertainty."""
     designs = [(c.params, c.tokens) for c in affordable]
-    idx, params, t_draws, run_delta = draws_and_target(post, tgt, kind, max_draws, seed, designs)
+    idx, params, t_draws, run_delta = draws_and_target(
+        post, tgt, kind, max_draws, seed, designs, shape
+    )
     if idx.size == post.n_draws:
         efficiency = draw_efficiency(post, t_draws)
     else:
         every = np.arange(post.n_draws)
         rng = np.random.default_rng([seed, 9])
         d_all = post.level_offsets(tgt.family, [tgt.params], [tgt.tokens], rng, every)[:, 0]
-        efficiency = draw_efficiency(post, target_draws(post, tgt, kind, every, d_all, rng))
+        t_all = target_draws(post, tgt, kind, every, d_all, rng, shape)
+        efficiency = draw_efficiency(post, t_all)
     rng = np.random.default_rng([seed, 8])
     n_out = int(min(n_outcomes, idx.size))
     gen = np.sort(rng.choice(idx.size, n_out, replace=False)) if idx.size > 1 else np.zeros(1, int)
@@ -293,6 +310,7 @@ def _prepare(post, tgt, kind, affordable, max_draws, n_outcomes, n_refit_outcome
             (max(n_out, n_refit_outcomes), max(c.n_runs for c in affordable))
         ),
         ci_prob=ci_prob,
+        schedule=shape,
     )
     current = {"sd": float("nan"), "width": float("nan"), "efficiency": efficiency}
     if idx.size > 1:
@@ -324,7 +342,7 @@ def _evaluate(setup: Setup, affordable, method, min_ess, n_refit_outcomes, curre
     if refit:
         n_pad = next_pow2(max(ck.size for ck in checkpoints.values()))
         k_pad = max(c.n_runs for group in refit.values() for c in group)
-        laplace = Laplace(post, setup.target, setup.kind, n_pad, k_pad)
+        laplace = Laplace(post, setup.target, setup.kind, n_pad, k_pad, setup.schedule)
         for c, r in laplace_all(setup, refit, checkpoints, n_refit_outcomes, laplace).items():
             results[c] = _row_from_laplace(r, current, setup.ci_prob)
     for key, group in groups.items():
@@ -397,14 +415,19 @@ def _rank(table: pd.DataFrame, rank_by: str) -> pd.DataFrame:
     return table
 
 
-def schedule_notes(posterior) -> list[str]:
-    """What planning leaves out for a fit that reads learning-rate schedules."""
+def schedule_notes(posterior, shape=None) -> list[str]:
+    """Which schedule the planned runs follow, for a fit that reads learning-rate schedules."""
     if not posterior.data.has_schedules:
         return []
+    if shape is not None:
+        return [
+            "candidate runs and the target follow the given learning-rate schedule, "
+            "stretched over each run's tokens: their losses carry its annealing bonus"
+        ]
     return [
         "this fit reads learning-rate schedules, but candidate runs and the target are "
-        "planned as constant-rate runs: their losses carry no annealing bonus, and the "
-        "uncertainty of the bonus is not part of the ranking"
+        "planned as constant-rate runs (no schedule= given): their losses carry no "
+        "annealing bonus, and the uncertainty of the bonus is not part of the ranking"
     ]
 
 

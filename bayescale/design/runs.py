@@ -24,33 +24,50 @@ import numpy as np
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayescale import laws
 from bayescale.design.candidates import Candidate, family_design
-from bayescale.model import ModelInputs, family_law, trajectory
+from bayescale.model import ModelInputs, anneal_params, family_law, trajectory
 
 #: The sites of one posterior draw that the run likelihood needs.
 PARAM_KEYS = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "u", "ell", "nu", "sigma_seed")
+#: ... and in fits with learning-rate schedules, the annealing bonus's (those it has).
+ANNEAL_KEYS = ("anneal_B", "anneal_C", "anneal_beta", "anneal_gamma", "anneal_kappa")
 # the arrays of ModelInputs that describe a run (traced under jit)
 RUN_FIELDS = ("run_family", "log_n", "obs_run", "log_d", "first", "y", "log_e_max", "run_single")
+# ... and of a run with a schedule: its LR area and the bonus's three feature matrices
+SCHEDULE_FIELDS = ("log_area", "anneal_drop", "anneal_eta", "anneal_after")
 _GH_NODES = 20
 _FISHER_STEPS = 6
 
 
+def param_keys(post) -> tuple:
+    """The sites a new run's likelihood needs in this fit (:data:`PARAM_KEYS`, annealing)."""
+    tree = post.tree["posterior"]
+    return PARAM_KEYS + tuple(k for k in ANNEAL_KEYS if k in tree)
+
+
 def draw_params(post, idx: np.ndarray) -> dict:
-    """The sites of :data:`PARAM_KEYS` at draws ``idx``, as jnp arrays (S, ...)."""
-    return {k: jnp.asarray(post.draws(k)[idx]) for k in PARAM_KEYS}
+    """The sites of :func:`param_keys` at draws ``idx``, as jnp arrays (S, ...)."""
+    return {k: jnp.asarray(post.draws(k)[idx]) for k in param_keys(post)}
 
 
-def target_draws(post, target, kind: str, idx: np.ndarray, delta, rng) -> np.ndarray:
+def target_draws(post, target, kind: str, idx: np.ndarray, delta, rng, schedule=None) -> np.ndarray:
     """Loss at the target under posterior draws ``idx`` (nats), shape (S,).
 
     ``delta`` is the family offset per draw (module notes); for
     ``kind="new_run"`` a new run's seed effect and trajectory noise are drawn
     with ``rng`` as every prediction draws them
-    (:meth:`~bayescale.posterior.Posterior.new_run_offsets`).
+    (:meth:`~bayescale.posterior.Posterior.new_run_offsets`). ``schedule``
+    (a :class:`~bayescale.schedules.Shape`): the target run's schedule,
+    stretched over its tokens; ``None``: a constant rate.
     """
+    from bayescale.queries import log_law_draws
+
     law = post.law(target.family).map(lambda v: np.asarray(v)[idx])
-    log_mu = np.asarray(laws.log_loss(law, math.log(target.params), math.log(target.tokens)))
+    grid, anneal = None, None
+    if schedule is not None:
+        grid = schedule.grid(target.tokens)
+        anneal = post.anneal(target.family).map(lambda v: np.asarray(v)[idx])
+    log_mu = log_law_draws(law, anneal, [target.params], [target.tokens], grid)[:, 0]
     log_mu = log_mu + delta
     if kind == "new_run":
         noise = post.new_run_offsets(target.family, [target.params], [target.tokens], rng, idx)
@@ -58,19 +75,30 @@ def target_draws(post, target, kind: str, idx: np.ndarray, delta, rng) -> np.nda
     return np.exp(log_mu)
 
 
-def run_inputs(f: int, n_families: int, params: float, tokens, n_pad: int | None = None):
+def run_inputs(
+    f: int, n_families: int, params: float, tokens, n_pad: int | None = None, schedule=None
+):
     """:class:`ModelInputs` of one new run of family ``f`` (``y`` zero), and its mask.
 
     With ``n_pad`` the run is padded to that many checkpoints (log-spaced past
     the last one) so that runs of different lengths share compiled code; the
-    mask is False on the padding.
+    mask is False on the padding. ``schedule`` (a
+    :class:`~bayescale.schedules.Shape`) is stretched over the run's tokens;
+    ``None``: a constant rate.
     """
     tokens = np.asarray(tokens, dtype=float)
     n = tokens.size
     n_pad = n if n_pad is None else int(n_pad)
     if n_pad < n:
         raise ValueError(f"n_pad={n_pad} is shorter than the run ({n} checkpoints)")
-    tokens = np.concatenate([tokens, tokens[-1] * np.exp(0.1 * np.arange(1, n_pad - n + 1))])
+    end = tokens[-1]
+    tokens = np.concatenate([tokens, end * np.exp(0.1 * np.arange(1, n_pad - n + 1))])
+    sched = {}
+    if schedule is not None:
+        from bayescale.schedules import features
+
+        log_area, *anneal = features(schedule.grid(end), tokens, schedule.width)
+        sched = {"log_area": log_area, "anneal": tuple(anneal)}
     first = np.zeros(n_pad, dtype=bool)
     first[0] = True
     inputs = ModelInputs(
@@ -83,13 +111,31 @@ def run_inputs(f: int, n_families: int, params: float, tokens, n_pad: int | None
         n_families=int(n_families),
         log_e_max=np.zeros(int(n_families)),
         run_single=np.zeros(1, dtype=bool),
+        **sched,
     )
     return inputs, np.arange(n_pad) < n
 
 
+def run_arrays(inputs1: ModelInputs) -> dict:
+    """The arrays of one run's inputs that differ between designs (stacked, traced)."""
+    out = {k: getattr(inputs1, k) for k in RUN_FIELDS}
+    if inputs1.anneal is not None:
+        out |= dict(zip(SCHEDULE_FIELDS, (inputs1.log_area, *inputs1.anneal), strict=True))
+    return out
+
+
+def stacked(arrays: list) -> dict:
+    """:func:`run_arrays` of several designs, stacked along a first axis."""
+    return {k: jnp.asarray(np.stack([a[k] for a in arrays])) for k in arrays[0]}
+
+
 def run_inputs_from(arrays: dict) -> ModelInputs:
-    """Rebuild run inputs from their arrays (``n_families`` is unused by the likelihood)."""
-    return ModelInputs(**arrays, n_families=0)
+    """Rebuild run inputs from :func:`run_arrays` (``n_families`` is unused by the likelihood)."""
+    base = {k: arrays[k] for k in RUN_FIELDS}
+    if SCHEDULE_FIELDS[0] not in arrays:
+        return ModelInputs(**base, n_families=0)
+    log_area, *anneal = (arrays[k] for k in SCHEDULE_FIELDS)
+    return ModelInputs(**base, n_families=0, log_area=log_area, anneal=tuple(anneal))
 
 
 def one_draw(params: dict, i) -> dict:
@@ -105,6 +151,7 @@ def _run_trajectory(inputs1: ModelInputs, draw: dict, u):
         draw["sigma_seed"],
         draw["ell"],
         draw["nu"],
+        anneal_params(draw),
     )
 
 
