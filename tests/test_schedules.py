@@ -395,3 +395,33 @@ def test_one_decaying_schedule_per_family_is_named():
     assert "In fam every run follows one schedule" in " ".join(model_description(_posterior(data)))
     both = _posterior(ScalingData.from_frame(_frame(), min_tokens=None))
     assert "every run follows one schedule" not in " ".join(model_description(both))
+
+
+def test_cli_predict_and_plan_read_a_schedule_file(tmp_path, capsys):
+    import json
+
+    from bayescale.cli import main
+
+    post = _posterior(ScalingData.from_frame(_frame(), min_tokens=None))
+    fit_path = tmp_path / "sched.nc"
+    post.save(fit_path)
+    steps = np.arange(1000, 10001, 500.0)
+    cosine = pd.DataFrame({"tokens": steps * STEP, "lr": _cosine(steps, total=10000)})
+    cosine.to_csv(tmp_path / "cos.csv", index=False)
+    end = steps[-1] * STEP
+    args = ["predict", str(fit_path), "--target", f"fam:300M:{end:.0f}", "--kind", "mean", "--json"]
+    assert main([*args, "--schedule", str(tmp_path / "cos.csv")]) == 0
+    got = json.loads(capsys.readouterr().out)[0]["median"]
+    want = post.predict("fam", 3e8, end, schedule=cosine)["median"].iloc[0]
+    assert got == pytest.approx(want, rel=1e-9)
+    # plan: the shape as fractions of each run
+    shape = pd.DataFrame({"fraction": steps / steps[-1], "lr": cosine["lr"]})
+    shape.to_csv(tmp_path / "shape.csv", index=False)
+    plan_args = ["plan", str(fit_path), "--target", "fam:1B:10B", "--budget", "1e20"]
+    plan_args += ["--method", "importance", "--outcomes", "8", "--json"]
+    assert main([*plan_args, "--schedule", str(tmp_path / "shape.csv")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert any("stretched over each run's tokens" in n for n in out["notes"])
+    # a file without the columns the command needs is named, with what it has
+    assert main([*plan_args, "--schedule", str(tmp_path / "cos.csv")]) == 2
+    assert "needs columns fraction, lr; missing ['fraction']" in capsys.readouterr().err

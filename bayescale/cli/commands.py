@@ -215,8 +215,9 @@ def cmd_predict(args) -> int:
     if (args.run is None) == (args.target is None):
         raise BadInput("give either --target FAMILY:N:D or --run NAME [--tokens D[,D...]]")
     post = load_fit(args.fit)
+    schedule = schedule_table(args.schedule, ("tokens", "lr"))
     if args.run is not None:
-        return _predict_run(post, args)
+        return _predict_run(post, args, schedule)
     tables = []
     for t in args.target:
         if t.family not in post.families:
@@ -229,7 +230,13 @@ def cmd_predict(args) -> int:
             )
         tables.append(
             post.predict(
-                t.family, t.params, t.tokens, kind=args.kind, ci_prob=args.ci_prob, seed=args.seed
+                t.family,
+                t.params,
+                t.tokens,
+                kind=args.kind,
+                ci_prob=args.ci_prob,
+                seed=args.seed,
+                schedule=schedule,
             )
         )
     table = pd.concat(tables, ignore_index=True)
@@ -246,10 +253,14 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
-def _predict_run(post, args) -> int:
+def _predict_run(post, args, schedule) -> int:
     try:
         table = post.predict(
-            run=args.run, tokens=args.tokens or None, ci_prob=args.ci_prob, seed=args.seed
+            run=args.run,
+            tokens=args.tokens or None,
+            ci_prob=args.ci_prob,
+            seed=args.seed,
+            schedule=schedule,
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from None
@@ -261,6 +272,25 @@ def _predict_run(post, args) -> int:
     print(f"run {args.run}, fitted up to {format_count(fitted)} tokens; forecast:")
     print(format_predictions(table))
     return EXIT_OK
+
+
+def schedule_table(path, columns: tuple):
+    """The ``--schedule`` CSV as a DataFrame with ``columns`` (None without the option)."""
+    import pandas as pd
+
+    if path is None:
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--schedule {path}: cannot read it as CSV ({exc})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise BadInput(
+            f"--schedule {path}: needs columns {', '.join(columns)}; missing {missing} "
+            f"(it has {list(table.columns)})"
+        )
+    return table[list(columns)]
 
 
 def format_predictions(table) -> str:
@@ -412,6 +442,7 @@ def cmd_plan(args) -> int:
         n_outcomes=args.outcomes,
         rank_by=args.rank_by,
         ci_prob=args.ci_prob,
+        schedule=schedule_table(args.schedule, ("fraction", "lr")),
         seed=args.seed,
         progress_bar=None if not args.quiet else False,
     )

@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --run: later token counts to forecast at, e.g. 200B,300B",
     )
     p.add_argument(
+        "--schedule",
+        metavar="FILE.csv",
+        help="fits with learning-rate schedules: the predicted run's schedule, columns "
+        "tokens,lr (default: a constant rate; with --run, the run's own)",
+    )
+    p.add_argument(
         "--kind",
         default="new_run",
         choices=KINDS,
@@ -229,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="reduction",
         choices=("reduction", "per_flop"),
         help="largest sd reduction within the budget, or reduction per FLOP",
+    )
+    p.add_argument(
+        "--schedule",
+        metavar="FILE.csv",
+        help="fits with learning-rate schedules: the schedule new runs and the target train "
+        "with, columns fraction (of the run's tokens) and lr (default: a constant rate)",
     )
     p.add_argument("--outcomes", type=int, default=64, help="simulated outcomes per candidate")
     p.add_argument("--ci-prob", type=_ci_prob, default=DEFAULT_CI_PROB, help="interval probability")
