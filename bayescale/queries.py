@@ -51,14 +51,19 @@ def query_points(params, tokens):
     return np.broadcast_arrays(p, t)
 
 
+def check_has_schedules(post) -> None:
+    """A ValueError unless the fit reads learning-rate schedules (a ``schedule=`` needs one)."""
+    if not post.data.has_schedules:
+        raise ValueError("this fit has no learning-rate schedules (no 'lr' column); drop schedule=")
+
+
 def schedule_grid(post, schedule):
     """A planned run's LR schedule (table with ``tokens`` and ``lr``) as a Grid, or None."""
     from bayescale.schedules import Grid, grid
 
     if schedule is None or isinstance(schedule, Grid):
         return schedule
-    if not post.data.has_schedules:
-        raise ValueError("this fit has no learning-rate schedules (no 'lr' column); drop schedule=")
+    check_has_schedules(post)
     try:
         t = np.asarray(schedule["tokens"], dtype=float)
         lr = np.asarray(schedule["lr"], dtype=float)

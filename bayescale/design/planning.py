@@ -60,6 +60,7 @@ from bayescale.options import (
     check_ci_prob,
     format_count,
 )
+from bayescale.queries import check_has_schedules
 from bayescale.schedules import shape_of
 
 METHODS = ("auto", "importance", "laplace")
@@ -232,8 +233,8 @@ def plan(
     budget = parse_count(budget_flops)
     tgt = checked_target(posterior, target)
     shape = shape_of(schedule)
-    if shape is not None and not posterior.data.has_schedules:
-        raise ValueError("this fit has no learning-rate schedules (no 'lr' column); drop schedule=")
+    if shape is not None:
+        check_has_schedules(posterior)
     if candidates is None:
         cands = default_candidates(posterior, tgt.family, budget)
     else:
