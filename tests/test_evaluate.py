@@ -340,7 +340,7 @@ def test_protocols_fit_with_their_own_default_settings(monkeypatch):
     # sampler options from the command line change only themselves
     configs.clear()
     assert cli.main(["evaluate", "--protocol", "gadre", "--samples", "700", "--json"]) == 0
-    assert configs and {(c.target_accept, c.num_samples) for c in configs} == {(0.95, 700)}
+    assert configs and {(c.target_accept, c.num_samples) for c in configs} == {(0.99, 700)}
     assert ev.default_settings("gadre", quick=True) == ev.QUICK
 
 
