@@ -200,7 +200,11 @@ def predict(
         upper, extrapolation (:func:`extrapolation`: 1 inside the fitted
         range, 10 for ten times beyond it), point_estimate (True for a MAP
         fit: the interval then holds only the run-to-run noise, not the
-        uncertainty of the law).
+        uncertainty of the law). ``mean`` is the draws' average: for
+        ``new_run`` the evaluation noise is Student-t on log loss, whose
+        exponential has no mean, so where the fit leaves the degrees of
+        freedom to their prior (a few single-checkpoint runs) it can be
+        absurdly large; use ``median``.
     """
     ci_prob = check_ci_prob(ci_prob)
     p, t = query_points(params, tokens)
