@@ -396,13 +396,14 @@ def laplace_all(setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace)
         new1, mask = run_inputs(
             setup.f, post.data.n_families, key[0], checkpoints[key], laplace.n_pad, setup.schedule
         )
+        design = run_arrays(new1)
         if post.n_draws > 1:
             params, delta = setup.params, jnp.asarray(setup.run_delta[key])
         else:
             params, delta = laplace.sample_draws(
                 jax.random.fold_in(setup.base_key, 99),
                 m,
-                {k: jnp.asarray(v) for k, v in run_arrays(new1).items()},
+                {k: jnp.asarray(v) for k, v in design.items()},
                 jnp.asarray(mask),
             )
         y = np.stack(
@@ -427,7 +428,7 @@ def laplace_all(setup, refit: dict, checkpoints: dict, n_outcomes: int, laplace)
         for c in group:
             for mi in range(m):
                 batch.append((c, mi))
-                arrays.append(run_arrays(new1))
+                arrays.append(design)
                 masks.append(mask)
                 ys.append(y[mi])
                 run_masks.append(np.arange(laplace.k_pad) < c.n_runs)
