@@ -38,11 +38,6 @@ SETTINGS = {
 }
 
 
-# a model trained by the same team on nearly the same data as a hidden model
-# would give its answer away: Pythia and Pythia-deduped differ only in
-# deduplication, so Pythia's 12B run is hidden with Pythia-deduped's
-TWINS = {"pythia-deduped": ("pythia",)}
-
 JSON_KEYS = ("family", "params", "tokens", "median", "lower", "upper", "actual", "are", "inside")
 
 
@@ -67,20 +62,20 @@ def demo_frame() -> pd.DataFrame:
     return pd.concat([hh[cols], gadre[cols]], ignore_index=True)
 
 
-def split_largest(df: pd.DataFrame, families=TARGETS, twins=None):
+def split_largest(df: pd.DataFrame, families=TARGETS):
     """Split off the largest model (all its runs) of each target family.
 
-    The same size of a near-twin family (:data:`TWINS`) leaves the training
-    data too, without becoming a target.
+    The same size of a near-twin family (:func:`~bayescale.datasets.hitchhiker.near_twins`)
+    leaves the training data too, without becoming a target.
     """
-    twins = TWINS if twins is None else twins
+    from bayescale.datasets.hitchhiker import without_twins_at
+
     largest = df.groupby("family")["params"].max()
     hide = df["family"].isin(families) & (df["params"] == df["family"].map(largest))
-    drop = pd.Series(False, index=df.index)
+    train = df[~hide]
     for fam in families:
-        for twin in twins.get(fam, ()):
-            drop |= (df["family"] == twin) & np.isclose(df["params"], largest.get(fam), rtol=0.05)
-    return df[~hide & ~drop], df[hide]
+        train = without_twins_at(train, fam, largest[fam])
+    return train, df[hide]
 
 
 def run_demo(
@@ -129,9 +124,13 @@ def run_demo(
 
 
 def _twin_note() -> str:
+    from bayescale.datasets.hitchhiker import near_twins
+
+    twins = {f: [t for t in near_twins(f) if t in CONTEXT] for f in TARGETS}
     return "; ".join(
         f"{', '.join(t)} hidden at the size of {f}'s largest model too: near-twin data"
-        for f, t in TWINS.items()
+        for f, t in twins.items()
+        if t
     )
 
 

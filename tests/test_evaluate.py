@@ -309,6 +309,25 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
     assert lines[1].startswith("[fit 1] one-model fam-a from 1e+09")
 
 
+def test_one_model_hides_the_target_size_of_near_twin_families(monkeypatch):
+    frames = []
+
+    def recording_fit(frame, config=None, **kwargs):
+        frames.append(frame)
+        return fake_fit(frame, config, **kwargs)
+
+    monkeypatch.setattr(fitting, "fit", recording_fit)
+    twins = {"fam-a": "pythia", "fam-b": "pythia-deduped", "fam-c": "fam-c"}
+    df = curves(families=("fam-a", "fam-b", "fam-c")).replace({"family": twins})
+    largest = max(SIZES)
+    ev.evaluate_one_model(df, targets={"pythia": (1e9,)}, context=["pythia-deduped", "fam-c"])
+    sizes = frames[0].groupby("family")["params"].unique()
+    assert sorted(sizes["pythia"]) == [1e9]
+    # the twin suite keeps every size but the target's; other families keep all
+    assert sorted(sizes["pythia-deduped"]) == [n for n in sorted(SIZES) if n != largest]
+    assert sorted(sizes["fam-c"]) == sorted(SIZES)
+
+
 def test_protocols_fit_with_their_own_default_settings(monkeypatch):
     """Each protocol fits with ``default_settings`` unless given settings; the CLI too."""
     configs = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from bayescale.datasets._files import read_bundled
@@ -15,6 +16,29 @@ DESCRIPTION = (
     "(ColPret): 32 families, ~580 runs, one row per checkpoint"
 )
 CITATION = "Choshen, Zhang & Andreas, ICML 2025 (arXiv:2410.11840) + per-family sources"
+
+# families of one suite: one team, architecture, tokenizer and (nearly) one
+# corpus, so a model of one says almost what the same size of another reaches
+# (Pythia's 12B runs end within 1% of each other)
+SUITES = (("pythia", "pythia-deduped", "pythia-v0", "pythia-deduped-v0", "pythia-bf16"),)
+
+
+def near_twins(family: str) -> tuple[str, ...]:
+    """The other families of ``family``'s suite (:data:`SUITES`); empty if it has none."""
+    for suite in SUITES:
+        if family in suite:
+            return tuple(f for f in suite if f != family)
+    return ()
+
+
+def without_twins_at(df: pd.DataFrame, family: str, params: float) -> pd.DataFrame:
+    """``df`` without the runs of ``family``'s near twins at ``params`` parameters (5%).
+
+    A held-out model is predicted from other families, not looked up: the same
+    size of a near twin would give its answer away.
+    """
+    twin = df["family"].isin(near_twins(family)) & np.isclose(df["params"], params, rtol=0.05)
+    return df[~twin]
 
 
 def load_hitchhiker(*, families: str | Iterable[str] | None = None) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bayescale.datasets.hitchhiker import without_twins_at
 from bayescale.evaluation.common import (
     Evaluation,
     fit_columns,
@@ -49,7 +50,9 @@ def evaluate_one_model(
         Family → sizes of the one run used in turn; default the paper's
         (:data:`ONE_MODEL_TARGETS`). ``{"OPT": "all"}`` uses every smaller size.
     context : list of str, optional
-        Other families, complete; default :func:`context_families`.
+        Other families, complete but for the target size of the target's near
+        twins (:func:`~bayescale.datasets.hitchhiker.without_twins_at`: Pythia's
+        12B is hidden in all four Pythia suites); default :func:`context_families`.
     settings : FitConfig, optional
         Default NUTS (quick: :data:`~bayescale.evaluation.common.QUICK`).
     group_by : str, optional
@@ -94,6 +97,7 @@ def evaluate_one_model(
             sizes = tuple(all_sizes[:-1])
         _, target = hitchhiker_split(fam_df)
         others = df[df["family"].isin(set(context) - {fam})]
+        others = without_twins_at(others, fam, float(target["params"].max()))
         for size in sizes:
             match = all_sizes[np.isclose(all_sizes, float(size), rtol=0.02)]
             if not len(match):
