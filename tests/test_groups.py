@@ -65,6 +65,16 @@ def test_a_column_that_groups_nothing_is_ignored_with_a_warning(labels, why):
     assert d.family_group is None
 
 
+def test_families_alone_in_their_group_form_one_group():
+    from bayescale.data import LONE_GROUP
+
+    fams = ("a1", "a2", "b1", "c1", "d1")
+    df = testing.synthetic_frame(families=fams, sizes=(1e8, 1e9), n_ckpt=3)
+    d = ScalingData.from_frame(df.assign(group=df["family"].str[0]), min_tokens=None)
+    assert d.family_group == ("a", "a", LONE_GROUP, LONE_GROUP, LONE_GROUP)
+    assert d.inputs().n_groups == 2
+
+
 def _trace(inputs, law, exponents, seed=0):
     model = handlers.seed(scaling_model, jax.random.PRNGKey(seed))
     return handlers.trace(model).get_trace(inputs, law=law, exponents=exponents)
