@@ -31,9 +31,9 @@ DEFAULT_MIN_TOKENS = 1e10
 DEFAULT_WARMUP_FRACTION = 0.1
 DEFAULT_MAX_POINTS = 50
 _PERPLEXITY_THRESHOLD = 15.0
+_PERPLEXITY_MEDIAN = 7.0
 #: The group of the families that share their ``group`` label with no other family.
 LONE_GROUP = "(families alone in their group)"
-_PERPLEXITY_MEDIAN = 7.0
 
 
 def warmup_cut(final_tokens, min_tokens: float | None, fraction: float | None):

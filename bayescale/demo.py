@@ -73,7 +73,7 @@ def split_largest(df: pd.DataFrame, families=TARGETS):
     largest = df.groupby("family")["params"].max()
     hide = df["family"].isin(families) & (df["params"] == df["family"].map(largest))
     train = df[~hide]
-    for fam in families:
+    for fam in largest.index.intersection(list(families)):
         train = without_twins_at(train, fam, largest[fam])
     return train, df[hide]
 
