@@ -50,6 +50,10 @@ def map_search(
     return best, fs, info
 
 
+#: fresh L-BFGS-B runs after the first, at most, while each still gains
+RESTARTS = 3
+
+
 def multistart_minimize(
     potential_fn, z0: dict, *, n_starts: int, key, maxiter: int = 400, show=False, desc="MAP"
 ):
@@ -96,10 +100,31 @@ def multistart_minimize(
     xs, fs = [], []
     starts = np.asarray(flat0, dtype=np.float64)[None, :] + jitter
     for x0 in progress.bar(starts, desc=desc, show=show, unit="start"):
-        res = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter})
+        res = _restarted_lbfgs(fun, x0, maxiter)
         xs.append(res.x)
         fs.append(res.fun if np.isfinite(res.fun) and res.fun < 1e30 else np.inf)
     fs = np.asarray(fs)
     best = int(np.argmin(fs))
     x_best = xs[best] if np.isfinite(fs[best]) else np.asarray(flat0)
     return unravel(jax.numpy.asarray(x_best, dtype=dtype)), fs
+
+
+def _restarted_lbfgs(fun, x0, maxiter: int, restarts: int = RESTARTS):
+    """L-BFGS-B from ``x0``, restarted from where it stops while a restart still gains.
+
+    A first step far out of range (a non-finite potential, which ``fun``
+    reports as a flat 1e30) spoils the curvature memory, and L-BFGS-B then
+    stops as converged within a few iterations, far from the mode: a test
+    posterior's MAP stopped at potential -12 where the mode is at -209. A fresh
+    start from that point, with an empty memory, goes on.
+    """
+    res = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter})
+    for _ in range(restarts):
+        again = optimize.minimize(
+            fun, res.x, jac=True, method="L-BFGS-B", options={"maxiter": maxiter}
+        )
+        gain = res.fun - again.fun
+        res = again if gain > 0 else res
+        if gain < 1e-4 * (1.0 + abs(res.fun)):
+            break
+    return res
