@@ -223,7 +223,6 @@ class ScalingData:
             first=np.asarray(self.first, dtype=bool),
             y=y,
             n_families=self.n_families,
-            log_e_max=np.array([y[self.obs_family == f].min() for f in range(self.n_families)]),
             run_single=np.bincount(self.obs_run, minlength=self.n_runs) == 1,
             **sched,
             **self._group_inputs(),

@@ -152,15 +152,13 @@ def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig) -> dict
         centred = centred_groups(inputs)
         z["z_group"] = jnp.asarray(group_coords(values["group_effect"], sigma, centred))
     if "coords" in z:
-        # Beta densities with a shape below 1 are unbounded at the edge, and
-        # the MAP can run into E = the smallest loss (no reducible loss left
-        # there); start the chains inside, with the MAP's a and b
+        # the MAP can run E's share to an edge (all of the loss, or none), where
+        # its coordinate saturates; start the chains inside, with the MAP's a and b
         frac = np.clip(np.asarray(values["e_frac"]), 0.05, 0.95)
         theta = np.stack([np.asarray(values["a"]), np.asarray(values["b"])], axis=-1)
         z["coords"] = from_law(
             jnp.asarray(frac),
             jnp.asarray(theta),
-            jnp.asarray(inputs.log_e_max),
             jnp.asarray(family_centres(inputs)),
             jnp.asarray(values["alpha_f"]),
             jnp.asarray(values["beta_f"]),

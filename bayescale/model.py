@@ -62,7 +62,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayescale.centring import centred_exponents, centred_groups, lone_exponents, partly_centred
-from bayescale.coordinates import FamilyCoords, family_centres, to_law
+from bayescale.coordinates import FamilyCoords, e_share_logs, family_centres, to_law
 from bayescale.laws import LawParams
 from bayescale.options import EXPONENT_FORMS, LAWS, check_choice
 from bayescale.pooling import PooledOffsets, lone_exponent, mean_given_offsets
@@ -91,10 +91,12 @@ class Priors:
         at 0, which keeps the centred hierarchy out of its funnel neck when
         few families are fitted (a boundary-avoiding prior).
     e_frac_mean : tuple of float
-        ``E_f`` is a fraction ``p_f`` of the family's smallest observed loss
-        (it must lie below every loss), ``p_f ~ Beta(m k, (1 - m) k)`` across
-        families with ``m ~ Beta(3, 2)`` (mean 0.6: for language-model
-        cross-entropy the irreducible part is most of the loss) and
+        ``E_f`` is a share ``p_f`` of the family's law at the reference sizes
+        (1e9 parameters, 1e11 tokens; the Chinchilla fit gives 0.71 there), one
+        point for every family whatever sizes it was trained at,
+        ``p_f ~ Beta(m k, (1 - m) k)`` across families with ``m ~ Beta(3, 2)``
+        (mean 0.6: for language-model cross-entropy the irreducible part is most
+        of the loss) and
     e_frac_concentration : float
         ``k ~ Gamma(2, 2 / 10)``. On the log scale a normal hierarchy on
         ``log E`` left a flat plateau towards ``E -> 0`` (whenever the data
@@ -202,7 +204,6 @@ class ModelInputs(NamedTuple):
     first: np.ndarray  # (n,) bool: first kept checkpoint of its run
     y: np.ndarray  # (n,) log(loss / family_scale)
     n_families: int
-    log_e_max: np.ndarray  # (F,) log of each family's smallest relative loss: E's bound
     run_single: np.ndarray  # (R,) bool: the run has a single kept checkpoint
     # (R,) seed variance of a single-checkpoint run's point around the fitted law,
     # in units of sigma_seed^2 (see obs_scale); None: 1
@@ -360,16 +361,14 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     e_prior = dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
     # E, a and b in coordinates centred on each family's data (bayescale.coordinates)
     centre = family_centres(inputs)
-    coords = numpyro.sample(
-        "coords", FamilyCoords(e_prior, offsets, inputs.log_e_max, centre, alpha_f, beta_f)
-    )
-    e_frac, theta, _ = to_law(coords, inputs.log_e_max, centre, alpha_f, beta_f)
-    numpyro.deterministic("e_frac", e_frac)
+    coords = numpyro.sample("coords", FamilyCoords(e_prior, offsets, centre, alpha_f, beta_f))
+    log_e, theta = to_law(coords, centre, alpha_f, beta_f)
+    numpyro.deterministic("e_frac", jnp.exp(e_share_logs(log_e, theta)[0]))
     z_mu = numpyro.sample("z_mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
     numpyro.deterministic(
         "mu_theta", mean_given_offsets(theta, theta_shift, loc, p.ab_scale, scale_tril, z_mu)
     )
-    log_e = numpyro.deterministic("log_E", jnp.log(e_frac) + inputs.log_e_max)
+    log_e = numpyro.deterministic("log_E", log_e)
     numpyro.deterministic("a", theta[:, 0])
     numpyro.deterministic("b", theta[:, 1])
     return LawParams(log_e, theta[:, 0], theta[:, 1], alpha_f, beta_f), sigma_f

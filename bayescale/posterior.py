@@ -216,7 +216,7 @@ class Posterior(PosteriorBase):
 
         A family not in the fit gets coefficients from the population
         distribution (in a fit with groups, as a member of a new group), its
-        ``log_E`` bound from the fitted families' typical one and its loss
+        ``E`` from the population share of the law at the reference sizes and its loss
         scale from the spread of the fitted families' scales, with an
         :class:`UnseenFamilyWarning`.
         """
@@ -274,7 +274,7 @@ class Posterior(PosteriorBase):
         theta = theta + shift[:, :2]
         e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
         e_frac = rng.beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
-        log_e = np.log(e_frac) + float(np.mean(self.data.inputs().log_e_max))
+        log_e = np.log(e_frac) - np.log1p(-e_frac) + np.logaddexp(theta[:, 0], theta[:, 1])
         alpha, beta = self.draws("alpha"), self.draws("beta")
         if self.config.exponents == "pooled":
             alpha = alpha * np.exp(shift[:, 2] + self.draws("tau_alpha") * rng.standard_normal(s))

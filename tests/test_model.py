@@ -41,7 +41,11 @@ def test_sites_and_plates(data, law, exponents):
     f, r, n = data.n_families, data.n_runs, data.n_obs
     assert tr["coords"]["value"].shape == (f, 3)
     assert tr["e_frac"]["value"].shape == (f,)
-    assert np.all(np.asarray(tr["log_E"]["value"]) < inputs.log_e_max)
+    # e_frac is E's share of the law at the reference sizes
+    log_e, a, b = (np.asarray(tr[k]["value"]) for k in ("log_E", "a", "b"))
+    np.testing.assert_allclose(
+        tr["e_frac"]["value"], np.exp(log_e) / (np.exp(log_e) + np.exp(a) + np.exp(b)), rtol=1e-5
+    )
     assert tr["u"]["value"].shape == (r,)
     assert tr["y"]["value"].shape == (n,) and tr["y"]["is_observed"]
     assert tr["alpha_f"]["value"].shape == (f,)

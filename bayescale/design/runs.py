@@ -32,7 +32,7 @@ PARAM_KEYS = ("log_E", "a", "b", "alpha_f", "beta_f", "sigma_obs", "u", "ell", "
 #: ... and in fits with learning-rate schedules, the annealing bonus's (those it has).
 ANNEAL_KEYS = ("anneal_B", "anneal_C", "anneal_beta", "anneal_gamma", "anneal_kappa")
 # the arrays of ModelInputs that describe a run (traced under jit)
-RUN_FIELDS = ("run_family", "log_n", "obs_run", "log_d", "first", "y", "log_e_max", "run_single")
+RUN_FIELDS = ("run_family", "log_n", "obs_run", "log_d", "first", "y", "run_single")
 # ... and of a run with a schedule: its LR area and the bonus's three feature matrices
 SCHEDULE_FIELDS = ("log_area", "anneal_drop", "anneal_eta", "anneal_after")
 _GH_NODES = 20
@@ -109,7 +109,6 @@ def run_inputs(
         first=first,
         y=np.zeros(n_pad),
         n_families=int(n_families),
-        log_e_max=np.zeros(int(n_families)),
         run_single=np.zeros(1, dtype=bool),
         **sched,
     )

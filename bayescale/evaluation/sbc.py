@@ -6,9 +6,9 @@ set from the model, fits it with the default inference
 falls among the posterior draws. If model and inference are right, these
 ranks are uniform, and a 90% interval holds the truth in 90% of replicates.
 
-The data-dependent parts of the prior are fixed for calibration: each
-family's loss constant is 1 and the bound of ``E`` (``log_e_max``) is 0, so
-the prior the data are drawn from is exactly the one the fit uses.
+No part of the prior depends on the data: the replicates' losses are
+simulated on the relative scale (each family's loss constant is 1), so the
+prior the data are drawn from is exactly the one the fit uses.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Design:
 
 
 def design_inputs(design: Design = Design()):  # noqa: B008 - frozen
-    """Model arrays of the design, with the prior's data-dependent parts fixed."""
+    """Model arrays of the design, without observations (each replicate simulates its own)."""
     from bayescale.data import ScalingData
     from bayescale.simulate import simulate_frame
 
@@ -65,7 +65,7 @@ def design_inputs(design: Design = Design()):  # noqa: B008 - frozen
     )
     data = ScalingData.from_frame(frame, min_tokens=None, max_points_per_run=None)
     inputs = data.inputs()
-    return inputs._replace(log_e_max=np.zeros(design.n_families), y=None)
+    return inputs._replace(y=None)
 
 
 def prior_draw(inputs, config, key) -> dict:

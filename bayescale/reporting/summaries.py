@@ -330,7 +330,7 @@ def noise_table(post, ci_prob: float = 0.9) -> pd.DataFrame:
         "sigma_seed": "run-to-run (seed) scatter of log loss",
         "ell": "OU correlation length of checkpoint noise (log tokens)",
         "nu": "Student-t degrees of freedom of checkpoint noise",
-        "e_mu": "population mean of E as a fraction of the family's smallest loss",
+        "e_mu": "population mean of E's share of the law at 1e9 params, 1e11 tokens",
         "anneal_kappa": "growth of the annealing bonus with model size, ∝ (N/1e9)^κ",
         "sigma_delta": "size-level discrepancy: how far a family's sizes depart from its law",
         "ell_delta": "correlation length of the discrepancy (log parameters)",
