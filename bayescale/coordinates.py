@@ -77,6 +77,11 @@ def e_share_logs(log_e, theta):
     return log_e - total, rest - total
 
 
+def log_e_of_share(e_frac, theta):
+    """``log E`` of a family whose E takes share ``e_frac`` of its law at the reference sizes."""
+    return jnp.log(e_frac) - jnp.log1p(-e_frac) + jnp.logaddexp(theta[..., 0], theta[..., 1])
+
+
 def to_law(coords, centre, alpha, beta):
     """``(log_E, theta)`` of coordinates ``coords`` (F, 3); ``theta`` (F, 2) is ``(a, b)``."""
     level, d_logit, e_logit = coords[..., 0], coords[..., 1], coords[..., 2]
@@ -89,7 +94,7 @@ def to_law(coords, centre, alpha, beta):
 
 def from_law(e_frac, theta, centre, alpha, beta):
     """The coordinates (F, 3) of ``(e_frac, theta)``: the inverse of :func:`to_law`."""
-    log_e = jnp.log(e_frac) - jnp.log1p(-e_frac) + jnp.logaddexp(theta[..., 0], theta[..., 1])
+    log_e = log_e_of_share(e_frac, theta)
     a_c = theta[..., 0] - alpha * centre[..., 0]
     b_c = theta[..., 1] - beta * centre[..., 1]
     log_rest = jnp.logaddexp(log_e, a_c)

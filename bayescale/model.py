@@ -29,8 +29,9 @@ log D (sites ``sigma_delta_d``, ``ell_delta_d``, ``z_delta_d`` on plate
 Family coefficients ``(a_f, b_f)`` and exponents are partially pooled around
 population means. Each family's ``E_f``, ``a_f``, ``b_f`` are sampled in
 coordinates centred on its own data (:mod:`bayescale.coordinates`: the law's
-log value at the family's mean size and tokens, E's share of it, and the size
-term's share of the rest), with the same prior. With family groups
+log value at the family's mean size and tokens, the token term's share of it,
+and E's share of the rest), with the same prior; E's prior is on its share of
+the law at the reference sizes (``e_frac``). With family groups
 (``inputs.family_group``: one lab's suite of families, or families evaluated
 on one metric) the means are shifted per group, ``mu + g_g`` with ``g_g ~
 Normal(0, sigma_group)`` (sites ``sigma_group``, ``z_group``,

@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from bayescale import fitfile
-from bayescale.coordinates import COORDS
+from bayescale.coordinates import COORDS, log_e_of_share
 from bayescale.data import ScalingData
 from bayescale.inference import PosteriorBase, draws_tree
 from bayescale.laws import LawParams
@@ -274,7 +274,7 @@ class Posterior(PosteriorBase):
         theta = theta + shift[:, :2]
         e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
         e_frac = rng.beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
-        log_e = np.log(e_frac) - np.log1p(-e_frac) + np.logaddexp(theta[:, 0], theta[:, 1])
+        log_e = np.asarray(log_e_of_share(e_frac, theta))
         alpha, beta = self.draws("alpha"), self.draws("beta")
         if self.config.exponents == "pooled":
             alpha = alpha * np.exp(shift[:, 2] + self.draws("tau_alpha") * rng.standard_normal(s))
