@@ -79,7 +79,27 @@ def e_share_logs(log_e, theta):
 
 def log_e_of_share(e_frac, theta):
     """``log E`` of a family whose E takes share ``e_frac`` of its law at the reference sizes."""
-    return jnp.log(e_frac) - jnp.log1p(-e_frac) + jnp.logaddexp(theta[..., 0], theta[..., 1])
+    return log_e_of_odds(jnp.log(e_frac) - jnp.log1p(-e_frac), theta)
+
+
+def log_e_of_odds(log_odds, theta):
+    """``log E`` from the log odds of E's share, ``log(e_frac / (1 - e_frac))``."""
+    return log_odds + jnp.logaddexp(theta[..., 0], theta[..., 1])
+
+
+def beta_log_odds(rng: np.random.Generator, c1, c0) -> np.ndarray:
+    """Draws of ``log(p / (1 - p))`` for ``p ~ Beta(c1, c0)``, exact for small shapes.
+
+    ``p = g1 / (g1 + g0)`` with ``g ~ Gamma(c)``, each drawn in logs as
+    ``Gamma(c + 1) U^(1/c)``: a Beta draw itself rounds to exactly 1 (or a
+    gamma draw to 0) when a shape is below ~1, which made ``log E`` infinite.
+    """
+    c1, c0 = np.broadcast_arrays(np.asarray(c1, float), np.asarray(c0, float))
+
+    def log_gamma(c):
+        return np.log(rng.standard_gamma(c + 1.0)) + np.log(rng.uniform(size=c.shape)) / c
+
+    return log_gamma(c1) - log_gamma(c0)
 
 
 def to_law(coords, centre, alpha, beta):

@@ -8,10 +8,12 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC, NUTS
 from scipy import stats
+from scipy.special import expit
 
 from bayescale.coordinates import (
     COORDS,
     FamilyCoords,
+    beta_log_odds,
     e_share_logs,
     family_centres,
     from_law,
@@ -125,3 +127,14 @@ def test_centres_are_each_familys_mean_log_size_and_tokens():
     np.testing.assert_allclose(
         family_centres(Inputs()), [[0.0, 0.0], [0.0, np.log(100.0)]], atol=1e-9
     )
+
+
+@pytest.mark.parametrize("c1, c0", [(3.0, 2.0), (0.495, 0.005), (0.02, 0.6)])
+def test_beta_log_odds_follow_the_beta_and_stay_finite_where_beta_draws_round(c1, c0):
+    # at the small shapes numpy's own Beta draws are exactly 1 (or 0) most of the time
+    x = beta_log_odds(np.random.default_rng(0), np.full(4000, c1), np.full(4000, c0))
+    assert np.isfinite(x).all()
+    # P(log odds <= x) = P(p <= expit(x)) = P(1 - p >= expit(-x)); each form is exact on
+    # the side where its argument does not round to 1
+    u = np.where(x < 0, stats.beta.cdf(expit(x), c1, c0), stats.beta.sf(expit(-x), c0, c1))
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
