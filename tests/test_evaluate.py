@@ -271,6 +271,31 @@ def test_hierarchical_fits_hide_the_targets(monkeypatch):
     assert fold["subset"].eq("1 folds").all()
 
 
+def test_hierarchical_fits_hide_the_target_size_of_near_twin_families(monkeypatch):
+    frames = []
+
+    def recording_fit(frame, config=None, **kwargs):
+        frames.append(frame)
+        return fake_fit(frame, config, **kwargs)
+
+    monkeypatch.setattr(fitting, "fit", recording_fit)
+    twins = {"fam-a": "pythia", "fam-b": "pythia-deduped", "fam-c": "fam-c"}
+    df = curves(families=("fam-a", "fam-b", "fam-c")).replace({"family": twins})
+    ev.evaluate_hitchhiker(
+        df,
+        families=["pythia"],
+        context=["pythia", "pythia-deduped", "fam-c"],
+        methods=("bayescale-hier",),
+        q_values=(1.0,),
+        bayes_grid="headline",
+    )
+    sizes = frames[0].groupby("family")["params"].unique()
+    largest = max(SIZES)
+    assert largest not in sizes["pythia"]
+    assert sorted(sizes["pythia-deduped"]) == [n for n in sorted(SIZES) if n != largest]
+    assert sorted(sizes["fam-c"]) == sorted(SIZES)
+
+
 def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
     frames = []
 

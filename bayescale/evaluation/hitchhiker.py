@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale import baselines as bl
+from bayescale.datasets.hitchhiker import without_twins_at
 from bayescale.evaluation.common import (
     MAP,
     Evaluation,
@@ -295,6 +296,8 @@ def _bayes_cells(cells: dict, bayes_grid: str) -> set:
 def _hitchhiker_hier(df, cells, bayes_cells, context, settings, grid_settings, folds, log):
     """Hierarchical fits: each target family reduced to its cell, the others complete.
 
+    Complete but for the target's size in its near twins (:func:`without_twins_at`).
+
     A fit serves one cell "spec" -- ``("all", q)`` or ``(k, q)`` -- applied to
     every target family of one fold at once.
     """
@@ -311,6 +314,8 @@ def _hitchhiker_hier(df, cells, bayes_cells, context, settings, grid_settings, f
     for (spec, _fold), keys in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         members = [fam for fam, _, _ in keys]
         others = df[df["family"].isin(set(context) - set(members))]
+        for key in keys:  # a target is predicted, not looked up in a near twin's same size
+            others = without_twins_at(others, key[0], float(cells[key][1]["params"].max()))
         parts = [others] + [cells[key][0] for key in keys]
         data = pd.concat([fit_columns(p) for p in parts], ignore_index=True)
         st = settings if spec == ("all", 1.0) else grid_settings
