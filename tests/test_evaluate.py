@@ -86,6 +86,29 @@ def fake_fit(frame, config=None, progress_bar=None, **kwargs):
 # ------------------------------------------------------------------------ splits
 
 
+class FitCalls:
+    """Stands in for ``fit``: records each call's frame and config, answers with ``fake_fit``."""
+
+    def __init__(self):
+        self.frames, self.configs = [], []
+
+    def __call__(self, frame, config=None, **kwargs):
+        self.frames.append(frame)
+        self.configs.append(config)
+        return fake_fit(frame, config, **kwargs)
+
+    def clear(self):
+        self.frames.clear()
+        self.configs.clear()
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    calls = FitCalls()
+    monkeypatch.setattr(fitting, "fit", calls)
+    return calls
+
+
 def test_hitchhiker_split_follows_the_protocol():
     frame = curves(families=("fam-a",))
     train, target = ev.hitchhiker_split(frame, n_models=2, q=0.5)
@@ -271,14 +294,7 @@ def test_hierarchical_fits_hide_the_targets(monkeypatch):
     assert fold["subset"].eq("1 folds").all()
 
 
-def test_hierarchical_fits_hide_the_target_size_of_near_twin_families(monkeypatch):
-    frames = []
-
-    def recording_fit(frame, config=None, **kwargs):
-        frames.append(frame)
-        return fake_fit(frame, config, **kwargs)
-
-    monkeypatch.setattr(fitting, "fit", recording_fit)
+def test_hierarchical_fits_hide_the_target_size_of_near_twin_families(fit_calls):
     twins = {"fam-a": "pythia", "fam-b": "pythia-deduped", "fam-c": "fam-c"}
     df = curves(families=("fam-a", "fam-b", "fam-c")).replace({"family": twins})
     ev.evaluate_hitchhiker(
@@ -289,21 +305,14 @@ def test_hierarchical_fits_hide_the_target_size_of_near_twin_families(monkeypatc
         q_values=(1.0,),
         bayes_grid="headline",
     )
-    sizes = frames[0].groupby("family")["params"].unique()
+    sizes = fit_calls.frames[0].groupby("family")["params"].unique()
     largest = max(SIZES)
     assert largest not in sizes["pythia"]
     assert sorted(sizes["pythia-deduped"]) == [n for n in sorted(SIZES) if n != largest]
     assert sorted(sizes["fam-c"]) == sorted(SIZES)
 
 
-def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
-    frames = []
-
-    def recording_fit(frame, config=None, **kwargs):
-        frames.append(frame)
-        return fake_fit(frame, config, **kwargs)
-
-    monkeypatch.setattr(fitting, "fit", recording_fit)
+def test_protocol_fits_keep_family_groups_and_log_each_fit(fit_calls, caplog):
     groups = {"fam-a": "g1", "fam-b": "g1", "fam-c": "g2"}
     df = curves(families=("fam-a", "fam-b", "fam-c"))
     df["group"] = df["family"].map(groups)
@@ -314,18 +323,18 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
             q_values=(1.0,), bayes_grid="headline",
         )  # fmt: skip
         ev.evaluate_one_model(df, targets={"fam-a": (1e9,)}, context=context)
-    assert len(frames) == 2
-    for frame in frames:
+    assert len(fit_calls.frames) == 2
+    for frame in fit_calls.frames:
         # the target family's own rows keep their group, as the context's do
         assert frame.groupby("family")["group"].first().to_dict() == groups
     # one-model can group by another column, e.g. the source collection
-    frames.clear()
+    fit_calls.clear()
     by_source = df.drop(columns="group").assign(source=df["group"])
     one = {"targets": {"fam-a": (1e9,)}, "context": context}
     ev.evaluate_one_model(by_source, group_by="source", **one)
     ev.evaluate_one_model(by_source, **one)
-    assert frames[0].groupby("family")["group"].first().to_dict() == groups
-    assert "group" not in frames[1]
+    assert fit_calls.frames[0].groupby("family")["group"].first().to_dict() == groups
+    assert "group" not in fit_calls.frames[1]
     with pytest.raises(ValueError, match="group_by='lab' is not a column"):
         ev.evaluate_one_model(by_source, group_by="lab", **one)
     lines = [r.getMessage() for r in caplog.records if r.name == "bayescale.evaluation"]
@@ -334,57 +343,48 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(monkeypatch, caplog):
     assert lines[1].startswith("[fit 1] one-model fam-a from 1e+09")
 
 
-def test_one_model_hides_the_target_size_of_near_twin_families(monkeypatch):
-    frames = []
-
-    def recording_fit(frame, config=None, **kwargs):
-        frames.append(frame)
-        return fake_fit(frame, config, **kwargs)
-
-    monkeypatch.setattr(fitting, "fit", recording_fit)
+def test_one_model_hides_the_target_size_of_near_twin_families(fit_calls):
     twins = {"fam-a": "pythia", "fam-b": "pythia-deduped", "fam-c": "fam-c"}
     df = curves(families=("fam-a", "fam-b", "fam-c")).replace({"family": twins})
     largest = max(SIZES)
     ev.evaluate_one_model(df, targets={"pythia": (1e9,)}, context=["pythia-deduped", "fam-c"])
-    sizes = frames[0].groupby("family")["params"].unique()
+    sizes = fit_calls.frames[0].groupby("family")["params"].unique()
     assert sorted(sizes["pythia"]) == [1e9]
     # the twin suite keeps every size but the target's; other families keep all
     assert sorted(sizes["pythia-deduped"]) == [n for n in sorted(SIZES) if n != largest]
     assert sorted(sizes["fam-c"]) == sorted(SIZES)
 
 
-def test_protocols_fit_with_their_own_default_settings(monkeypatch):
+def test_protocols_fit_with_their_own_default_settings(fit_calls):
     """Each protocol fits with ``default_settings`` unless given settings; the CLI too."""
-    configs = []
-
-    def recording_fit(frame, config=None, **kwargs):
-        configs.append(config)
-        return fake_fit(frame, config, **kwargs)
-
-    monkeypatch.setattr(fitting, "fit", recording_fit)
     one = {"laws": ("overtrain",), "methods": ("bayescale-hier",)}
     ev.evaluate_gadre(**one)
     ev.evaluate_gadre(settings=ev.DEFAULT, **one)
     gadre = ev.default_settings("gadre")
-    assert [c.target_accept for c in configs] == [gadre.target_accept, ev.DEFAULT.target_accept]
+    assert [c.target_accept for c in fit_calls.configs] == [
+        gadre.target_accept,
+        ev.DEFAULT.target_accept,
+    ]
     assert gadre.target_accept > ev.DEFAULT.target_accept
-    assert configs[0].num_warmup == ev.DEFAULT.num_warmup
-    configs.clear()
+    assert fit_calls.configs[0].num_warmup == ev.DEFAULT.num_warmup
+    fit_calls.clear()
     df = curves(families=("fam-a", "fam-b", "fam-c"))
     ev.evaluate_hitchhiker(
         df, families=["fam-a"], methods=("bayescale-family",), q_values=(1.0,),
         bayes_grid="headline", seed=3,
     )  # fmt: skip
     ev.evaluate_one_model(df, targets={"fam-a": (1e9,)}, context=["fam-b", "fam-c"], seed=3)
-    assert [(c.target_accept, c.num_warmup, c.seed) for c in configs] == [
+    assert [(c.target_accept, c.num_warmup, c.seed) for c in fit_calls.configs] == [
         (ev.default_settings("hitchhiker").target_accept, ev.DEFAULT.num_warmup, 3),
         (ev.DEFAULT.target_accept, ev.DEFAULT.num_warmup, 3),
     ]
     assert ev.default_settings("hitchhiker").target_accept == 0.95
     # sampler options from the command line change only themselves
-    configs.clear()
+    fit_calls.clear()
     assert cli.main(["evaluate", "--protocol", "gadre", "--samples", "700", "--json"]) == 0
-    assert configs and {(c.target_accept, c.num_samples) for c in configs} == {(0.99, 700)}
+    assert fit_calls.configs and {(c.target_accept, c.num_samples) for c in fit_calls.configs} == {
+        (0.99, 700)
+    }
     assert ev.default_settings("gadre", quick=True) == ev.QUICK
 
 
