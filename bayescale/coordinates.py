@@ -79,12 +79,7 @@ def e_share_logs(log_e, theta):
 
 def log_e_of_share(e_frac, theta):
     """``log E`` of a family whose E takes share ``e_frac`` of its law at the reference sizes."""
-    return log_e_of_odds(jnp.log(e_frac) - jnp.log1p(-e_frac), theta)
-
-
-def log_e_of_odds(log_odds, theta):
-    """``log E`` from the log odds of E's share, ``log(e_frac / (1 - e_frac))``."""
-    return log_odds + jnp.logaddexp(theta[..., 0], theta[..., 1])
+    return jnp.log(e_frac) - jnp.log1p(-e_frac) + jnp.logaddexp(theta[..., 0], theta[..., 1])
 
 
 def beta_log_odds(rng: np.random.Generator, c1, c0) -> np.ndarray:

@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from bayescale import fitfile
-from bayescale.coordinates import COORDS, beta_log_odds, log_e_of_odds
+from bayescale.coordinates import COORDS, beta_log_odds
 from bayescale.data import ScalingData
 from bayescale.inference import PosteriorBase, draws_tree
 from bayescale.laws import LawParams
@@ -273,8 +273,9 @@ class Posterior(PosteriorBase):
             shift = self.draws("sigma_group") * rng.standard_normal(shift.shape)
         theta = theta + shift[:, :2]
         e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
+        # log E = log odds of its share + log of the other terms at the reference sizes
         log_odds = beta_log_odds(rng, e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
-        log_e = np.asarray(log_e_of_odds(log_odds, theta))
+        log_e = log_odds + np.logaddexp(theta[:, 0], theta[:, 1])
         alpha, beta = self.draws("alpha"), self.draws("beta")
         if self.config.exponents == "pooled":
             alpha = alpha * np.exp(shift[:, 2] + self.draws("tau_alpha") * rng.standard_normal(s))

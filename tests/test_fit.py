@@ -99,6 +99,8 @@ def test_unseen_family_uses_the_population_and_suggests_a_name(map_post):
     with pytest.warns(bs.UnseenFamilyWarning, match="not in the fit"):
         out = map_post.predict("brand-new", 1e9, 1e11)
     assert np.isfinite(out[["median", "lower", "upper"]].to_numpy()).all()
+    with pytest.warns(bs.UnseenFamilyWarning):
+        assert map_post.law("brand-new").log_E.dtype == np.float64
     with pytest.warns(bs.UnseenFamilyWarning, match="did you mean 'fam0'"):
         map_post.predict("FAM0", 1e9, 1e11)
 
