@@ -117,6 +117,20 @@ def loss_draws(
     ``schedule``: the learning-rate schedule of the run asked about (a table
     with ``tokens`` and ``lr``), for fits with schedules; default a constant rate.
     """
+    return np.exp(
+        log_loss_draws(post, family, params, tokens, kind=kind, seed=seed, schedule=schedule)
+    )
+
+
+def log_loss_draws(
+    post, family: str, params, tokens, *, kind: str = "mean", seed: int = 0, schedule=None
+):
+    """Draws of the log loss: :func:`loss_draws` before the exponential.
+
+    The model's noise is Student-t on this scale, so scores of a ``new_run``
+    forecast are finite here and not on the loss scale (see
+    :func:`bayescale.evaluation.metrics.crps`).
+    """
     check_choice("kind", kind, KINDS)
     params, tokens = query_points(params, tokens)
     rng = np.random.default_rng([seed, 1])
@@ -133,7 +147,7 @@ def loss_draws(
     log_mu = log_mu + post.level_offsets(family, params, tokens, rng, idx)
     if kind == "new_run":
         log_mu = log_mu + post.new_run_offsets(family, params, tokens, rng, idx)
-    return np.exp(log_mu)
+    return log_mu
 
 
 def extrapolation(post, family: str, params, tokens) -> np.ndarray:

@@ -191,8 +191,9 @@ def main(argv=None):
             f"{wall / 60:.1f} min; seed {args.seed}"
             + (f"; hierarchical fits in {args.hier_folds} folds" if args.hier_folds else "")
             + f"; {grouped}.",
-            "Headline targets (ARE, bias, width, interval score and CRPS in % of the actual "
-            "value; `run_cover*` counts each held-out run once, at its last checkpoint):",
+            "Headline targets (ARE, bias, width and interval score in % of the actual value; CRPS "
+            "of the log loss x 100, which is about % for small errors; `run_cover*` counts each "
+            "held-out run once, at its last checkpoint):",
             frame_to_markdown(head, floatfmt=".3g"),
             "ARE over families (headline cells, %):",
             frame_to_markdown(method_summary(result.points), floatfmt=".3g"),

@@ -189,6 +189,36 @@ def test_summarize_and_calibration_are_exact():
     assert pooled["cover90"] == pytest.approx(0.75)
 
 
+def test_crps_matches_its_integral():
+    # brute force: the integral of (F(z) - 1[z >= y])^2 over z, F the draws' empirical CDF
+    from bayescale.evaluation.metrics import crps
+
+    draws = np.random.default_rng(0).normal(size=(40, 2)) * [1.0, 3.0]
+    actual = np.array([0.3, -2.0])
+    z = np.linspace(-15.0, 15.0, 300_001)
+    for j in range(2):
+        cdf = np.searchsorted(np.sort(draws[:, j]), z, side="right") / draws.shape[0]
+        integrand = (cdf - (z >= actual[j])) ** 2
+        brute = np.sum(integrand) * (z[1] - z[0])
+        assert crps(draws, actual)[j] == pytest.approx(brute, rel=1e-4)
+
+
+def test_target_scores_stay_finite_under_log_scale_t_noise():
+    # Student-t noise on log loss: the loss itself has no mean, its CRPS no finite value
+    from bayescale.evaluation.metrics import crps, target_rows
+
+    rng = np.random.default_rng(1)
+    log_draws = np.log(2.0) + 0.05 * rng.standard_t(0.7, size=(4000, 1))
+    targets = pd.DataFrame({"params": [1e9], "tokens": [2e10], "run": ["r"]})
+    (row,) = target_rows({}, targets, [2.0], [2.0], log_draws)
+    assert 0.0 < row["crps"] < 0.1
+    assert row["lower"] < 2.0 < row["upper"]
+    # the same draws scored on the loss scale: the largest draws overflow or dominate
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss_scale = crps(np.exp(log_draws), np.array([2.0]))[0] / 2.0
+    assert not np.isfinite(loss_scale) or loss_scale > 100 * row["crps"]
+
+
 # ----------------------------------------------------------------- protocol runs
 
 

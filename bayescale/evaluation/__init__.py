@@ -140,7 +140,8 @@ def format_summary(result: Evaluation) -> str:
     if len(s):
         s = s.drop(columns=[c for c in ("bias",) if c in s])
         lines += [
-            "Headline targets (ARE, width, interval score and CRPS in % of the actual value):",
+            "Headline targets (ARE, width and interval score in % of the actual value; CRPS of "
+            "the log value x 100, about % for small errors):",
             text_table(s, 3),
         ]
     coef = points[points["row_type"] == "coef"]

@@ -123,7 +123,7 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
 def posterior_rows(post, family: str, targets: pd.DataFrame, base: dict, *, seed=0) -> list:
     """bayescale predictions at the targets: kinds mean and new_run, or one MAP point."""
     from bayescale import laws
-    from bayescale.queries import loss_draws
+    from bayescale.queries import log_loss_draws
 
     n = targets["params"].to_numpy(float)
     d = targets["tokens"].to_numpy(float)
@@ -135,9 +135,9 @@ def posterior_rows(post, family: str, targets: pd.DataFrame, base: dict, *, seed
         return target_rows({**base, "kind": "point"}, targets, actual, point)
     rows = []
     for kind in ("mean", "new_run"):
-        draws = loss_draws(post, family, n, d, kind=kind, seed=seed)
-        med = np.median(draws, axis=0)
-        rows += target_rows({**base, "kind": kind}, targets, actual, med, draws)
+        log_draws = log_loss_draws(post, family, n, d, kind=kind, seed=seed)
+        med = np.exp(np.median(log_draws, axis=0))
+        rows += target_rows({**base, "kind": kind}, targets, actual, med, log_draws)
     return rows
 
 
