@@ -124,8 +124,11 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def target_rows(base: dict, targets: pd.DataFrame, actual, median, log_draws=None) -> list[dict]:
-    """One row per target checkpoint; with ``log_draws`` (S, P) of the log value, intervals
-    and scores too (the CRPS on the log scale, :func:`crps`)."""
+    """One row per target checkpoint; with ``log_draws``, intervals and scores too.
+
+    ``log_draws`` (S, P) are draws of the log value; the CRPS is scored on that
+    scale (:func:`crps`).
+    """
     actual = np.asarray(actual, dtype=float)
     median = np.asarray(median, dtype=float)
     params = targets["params"].to_numpy(float)
