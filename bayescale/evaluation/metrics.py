@@ -144,7 +144,7 @@ def target_rows(base: dict, targets: pd.DataFrame, actual, median, log_draws=Non
         levels = [0.05, 0.25, 0.75, 0.95]
         lo90, lo50, hi50, hi90 = np.exp(np.quantile(log_draws, levels, axis=0))
         score = interval_score(lo90, hi90, actual) / actual
-        crps_rel = crps(log_draws, np.log(actual))
+        crps_log = crps(log_draws, np.log(actual))
     rows = []
     for i in range(len(targets)):
         row = {
@@ -169,7 +169,7 @@ def target_rows(base: dict, targets: pd.DataFrame, actual, median, log_draws=Non
                 inside90=bool(lo90[i] <= actual[i] <= hi90[i]),
                 inside50=bool(lo50[i] <= actual[i] <= hi50[i]),
                 interval_score90=score[i],
-                crps=crps_rel[i],
+                crps=crps_log[i],
             )
         rows.append(row)
     return rows
