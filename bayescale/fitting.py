@@ -127,6 +127,10 @@ def model_kwargs(inputs, config: FitConfig, observe: bool = True) -> dict:
     }
 
 
+#: largest |correlation| of the family offsets a chain starts from
+CORR_START = 0.9
+
+
 def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig) -> dict:
     """Move chain starts off the MAP's pinched group scales (see :func:`spread_scales`).
 
@@ -145,6 +149,11 @@ def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig) -> dict
     for name in ("sigma_theta", "tau_alpha", "tau_beta"):
         if name in z:
             z[name] = jnp.log(jnp.asarray(spread[name]))
+    if "L_omega" in z:
+        # a full MAP search can run the offsets' correlation to +-1, where its
+        # tanh coordinate saturates and chains started there do not move
+        r = float(np.asarray(values["L_omega"])[1, 0])
+        z["L_omega"] = jnp.atleast_1d(jnp.arctanh(jnp.clip(r, -CORR_START, CORR_START)))
     if "sigma_group" in z:
         # the same group shifts under the unpinched scale
         sigma = np.asarray(spread["sigma_group"])

@@ -261,3 +261,23 @@ def test_one_chain_fits():
         post = bs.fit(frame, num_chains=1, num_warmup=30, num_samples=20, progress_bar=False)
     assert post.tree["posterior"].sizes["chain"] == 1
     assert post.draws("alpha").shape == (20,)
+
+
+@pytest.mark.parametrize("r", [0.99999, -0.99999, 0.3])
+def test_chains_start_inside_a_saturated_offset_correlation(small, r):
+    import jax
+    import jax.numpy as jnp
+
+    from bayescale.data import ScalingData
+    from bayescale.fitting import CORR_START, chain_start, model_kwargs
+    from bayescale.model import scaling_model
+    from bayescale.optim import map_search
+
+    config = bs.FitConfig(min_tokens=None)
+    inputs = ScalingData.from_frame(small[0], **config.data_options()).inputs()
+    kwargs = {**model_kwargs(inputs, config), "seed_centring": 0.0}
+    z, _, info = map_search(scaling_model, kwargs, n_starts=1, key=jax.random.PRNGKey(0))
+    z = {**z, "L_omega": jnp.atleast_1d(jnp.arctanh(r))}
+    start = chain_start(z, info.postprocess_fn(z), inputs=inputs, config=config)
+    corr = float(info.postprocess_fn(start)["L_omega"][1, 0])
+    np.testing.assert_allclose(corr, np.clip(r, -CORR_START, CORR_START), rtol=1e-5)
