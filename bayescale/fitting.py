@@ -132,7 +132,9 @@ CORR_START = 0.9
 
 
 def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig) -> dict:
-    """Move chain starts off the MAP's pinched group scales (see :func:`spread_scales`).
+    """Move chain starts off the MAP's edges: pinched group scales (see
+    :func:`spread_scales`), E's share at 0 or 1, a correlation of the family
+    offsets near +-1.
 
     ``inputs`` (:class:`~bayescale.model.ModelInputs`) tells which group shifts
     are sampled centred. The MAP is searched in non-centred seed coordinates
