@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from bayescale import progress
-from bayescale.options import METHODS, check_choice
+from bayescale.options import METHODS, STARTS, check_choice
 
 RHAT_MAX = 1.01
 #: Bulk ESS below which R-hat cannot resolve ``RHAT_MAX``: chains drawn from one
@@ -58,6 +58,11 @@ class InferenceConfig:
         NUTS maximum tree depth (at most ``2**depth`` steps per draw).
     map_starts : int
         L-BFGS starts of the MAP search.
+    start : {"map", "prior"}
+        Where the NUTS chains start: ``"map"`` around the MAP (moved off its
+        edges, small jitter per chain); ``"prior"`` each from its own draw of
+        the prior, with no MAP search, so that chains reach separate modes
+        (and R-hat flags them) where a search from one point finds only one.
     """
 
     method: str = "nuts"
@@ -68,11 +73,13 @@ class InferenceConfig:
     target_accept: float = 0.9
     max_tree_depth: int = 8
     map_starts: int = 3
+    start: str = "map"
 
     _PRIORS = None  # the priors class of subclasses that carry a ``priors`` field
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
+        check_choice("start", self.start, STARTS)
         for name in ("num_chains", "num_warmup", "num_samples", "max_tree_depth", "map_starts"):
             value = getattr(self, name)
             if int(value) != value or value < (0 if name == "num_warmup" else 1):
@@ -153,19 +160,23 @@ def run(
 
     show = progress.resolve(progress_bar)
     k_map, k_start, k_mcmc = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    z_map, _, info = map_search(
-        model,
-        model_kwargs if map_kwargs is None else map_kwargs,
-        n_starts=config.map_starts,
-        key=k_map,
-        show=show,
-        what=what,
-    )
-    values = info.postprocess_fn(z_map)
-    if config.method == "map":
-        return jax.tree.map(lambda v: np.asarray(v)[None, None], values), None
-    z_start = start(z_map, values) if start is not None else z_map
-    dense = [tuple(k for k in dense_block if k in z_start)] if dense_block else False
+    if config.method == "nuts" and config.start == "prior":
+        init = prior_starts(model, model_kwargs, config.num_chains, k_start)
+    else:
+        z_map, _, info = map_search(
+            model,
+            model_kwargs if map_kwargs is None else map_kwargs,
+            n_starts=config.map_starts,
+            key=k_map,
+            show=show,
+            what=what,
+        )
+        values = info.postprocess_fn(z_map)
+        if config.method == "map":
+            return jax.tree.map(lambda v: np.asarray(v)[None, None], values), None
+        z_start = start(z_map, values) if start is not None else z_map
+        init = chain_starts(z_start, config.num_chains, k_start)
+    dense = [tuple(k for k in dense_block if k in init)] if dense_block else False
     kernel = NUTS(
         model,
         target_accept_prob=config.target_accept,
@@ -181,11 +192,15 @@ def run(
         chain_method=chain_method(config.num_chains, stacklevel=4),
         progress_bar=show,
     )
-    init = chain_starts(z_start, config.num_chains, k_start)
     if config.num_chains == 1:
         # NumPyro reads a leading chain axis only when there are several chains
         init = {name: z[0] for name, z in init.items()}
-    mcmc.run(k_mcmc, init_params=init, extra_fields=("num_steps",), **model_kwargs)
+    mcmc.run(
+        k_mcmc,
+        init_params=init,
+        extra_fields=("num_steps", "potential_energy"),
+        **model_kwargs,
+    )
     return mcmc.get_samples(group_by_chain=True), mcmc
 
 
@@ -203,6 +218,22 @@ def chain_starts(z: dict, n_chains: int, key, scale: float = 0.1) -> dict:
         name: z[name][None] + scale * jax.random.normal(k, (n_chains,) + jnp.shape(z[name]))
         for k, name in zip(keys, sorted(z), strict=True)
     }
+
+
+def prior_starts(model, model_kwargs: dict, n_chains: int, key) -> dict:
+    """One start per chain, each an independent draw of the prior (unconstrained space)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import init_to_sample
+    from numpyro.infer.util import initialize_model
+
+    zs = [
+        initialize_model(
+            k, model, model_kwargs=model_kwargs, init_strategy=init_to_sample
+        ).param_info.z
+        for k in jax.random.split(key, n_chains)
+    ]
+    return jax.tree.map(lambda *z: jnp.stack(z), *zs)
 
 
 def draws_tree(samples: dict, coords: dict, dims: dict, *, mcmc=None, log_likelihood=None):

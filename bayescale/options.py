@@ -15,6 +15,8 @@ from dataclasses import dataclass
 LAWS = ("chinchilla", "overtrain")
 EXPONENT_FORMS = ("pooled", "shared")
 METHODS = ("nuts", "map")
+#: where NUTS chains start (:class:`bayescale.inference.InferenceConfig`)
+STARTS = ("map", "prior")
 #: ``mean``: the family's law at the query; ``new_run``: what one fresh training run measures.
 KINDS = ("mean", "new_run")
 #: Interval probability of every query, summary, plan and report (named as in ArviZ).

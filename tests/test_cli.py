@@ -125,9 +125,11 @@ def test_fit_stores_the_seed_coordinates(tmp_path, capsys, csv):
     from bayescale.posterior import load
 
     out = tmp_path / "w.nc"
-    argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--seed-centring", "0.5"]
+    argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--seed-centring", "0.5",
+            "--start", "prior"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
-    assert load(out).config.seed_centring == 0.5
+    config = load(out).config
+    assert config.seed_centring == 0.5 and config.start == "prior"
 
 
 def test_fit_unknown_source_exits_2(tmp_path, capsys):

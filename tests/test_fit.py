@@ -281,3 +281,43 @@ def test_chains_start_inside_a_saturated_offset_correlation(small, r):
     start = chain_start(z, info.postprocess_fn(z), inputs=inputs, config=config)
     corr = float(info.postprocess_fn(start)["L_omega"][1, 0])
     np.testing.assert_allclose(corr, np.clip(r, -CORR_START, CORR_START), rtol=1e-5)
+
+
+def test_prior_starts_are_distinct_finite_draws(small):
+    import jax
+    from numpyro.infer.util import potential_energy
+
+    from bayescale.data import ScalingData
+    from bayescale.fitting import model_kwargs
+    from bayescale.inference import prior_starts
+    from bayescale.model import scaling_model
+
+    config = bs.FitConfig(min_tokens=None)
+    inputs = ScalingData.from_frame(small[0], **config.data_options()).inputs()
+    kwargs = model_kwargs(inputs, config)
+    starts = prior_starts(scaling_model, kwargs, 3, jax.random.PRNGKey(0))
+    assert all(np.shape(v)[0] == 3 for v in starts.values())
+    # no two chains share a start, and each has a finite density
+    flat = np.concatenate([np.reshape(v, (3, -1)) for v in starts.values()], axis=1)
+    assert np.min(np.abs(flat[:, None] - flat[None])[~np.eye(3, dtype=bool)].max(-1)) > 0.1
+    for c in range(3):
+        z = {k: v[c] for k, v in starts.items()}
+        assert np.isfinite(float(potential_energy(scaling_model, (), kwargs, z)))
+
+
+def test_prior_start_skips_the_map_search(small, monkeypatch):
+    import bayescale.optim
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the MAP search ran")
+
+    monkeypatch.setattr(bayescale.optim, "map_search", no_search)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bs.fit(small[0], min_tokens=None, start="prior", num_chains=2,
+                      num_warmup=20, num_samples=10, progress_bar=False)  # fmt: skip
+    assert post.config.start == "prior"
+    assert post.tree["posterior"].sizes["chain"] == 2
+    assert "lp" in post.tree["sample_stats"]
+    with pytest.raises(ValueError, match="start must be one of"):
+        bs.FitConfig(start="random")

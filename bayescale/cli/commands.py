@@ -134,6 +134,7 @@ def _sampler(args) -> dict:
         "num_warmup": args.warmup,
         "num_samples": args.samples,
         "target_accept": args.target_accept,
+        "start": args.start,
     }
 
 

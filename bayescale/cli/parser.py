@@ -16,6 +16,7 @@ from bayescale.options import (
     KINDS,
     LAWS,
     METHODS,
+    STARTS,
     Target,
     check_ci_prob,
     parse_count,
@@ -72,6 +73,13 @@ def _sampler_options(p, *, target_accept: float = 0.9):
         type=float,
         default=target_accept,
         help="NUTS target acceptance; raise it when a fit reports divergences",
+    )
+    g.add_argument(
+        "--start",
+        default="map",
+        choices=STARTS,
+        help="where chains start: map: around the MAP; prior: each from its own prior draw, "
+        "so that chains can find separate modes (slower to warm up on many families)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of everything random")
 

@@ -76,10 +76,15 @@ def model_description(post) -> list[str]:
     if c.exponents == "pooled":
         exps += " " + exponent_form_note(post.data, c.law)
     if c.method == "nuts":
+        start = (
+            "each chain started from its own prior draw"
+            if c.start == "prior"
+            else "started around a MAP estimate"
+        )
         method = (
             f"Sampled with NUTS: {c.num_chains} chains × {c.num_samples} draws after "
             f"{c.num_warmup} warm-up steps (target acceptance {c.target_accept}, maximum tree "
-            f"depth {c.max_tree_depth}), started around a MAP estimate, seed {c.seed}."
+            f"depth {c.max_tree_depth}), {start}, seed {c.seed}."
         )
     else:
         method = (
