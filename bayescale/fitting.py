@@ -246,7 +246,7 @@ def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
         kwargs,
         config,
         map_kwargs={**kwargs, "seed_centring": 0.0},
-        start=functools.partial(chain_start, inputs=inputs, config=config),
+        move_start=functools.partial(chain_start, inputs=inputs, config=config),
         dense_block=DENSE_BLOCK if config.dense_mass else (),
         progress_bar=progress_bar,
         what="fit",

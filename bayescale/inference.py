@@ -6,7 +6,8 @@ A fit runs the same steps for the loss law and the downstream law:
 2. for ``method="map"``, that point is the result (one draw);
 3. otherwise NUTS, one chain per device in parallel (see
    :func:`bayescale.set_host_device_count`), each chain started from its own
-   point around the MAP so that R-hat can see chains that disagree;
+   point around the MAP so that R-hat can see chains that disagree (or, with
+   ``start="prior"``, from its own prior draw and without step 1);
 4. draws, sampling statistics and pointwise log-likelihood as an ArviZ
    DataTree, then R-hat, ESS and divergences checked: problems are raised as
    a visible :class:`ConvergenceWarning`, never silently.
@@ -116,7 +117,7 @@ def run(
     model_kwargs: dict,
     config: InferenceConfig,
     *,
-    start=None,
+    move_start=None,
     map_kwargs=None,
     dense_block=(),
     progress_bar=None,
@@ -131,13 +132,13 @@ def run(
     model_kwargs : dict
         Its keyword arguments.
     config : InferenceConfig
-    start : callable, optional
-        ``start(z_map, values) -> z``: move the MAP (unconstrained values
+    move_start : callable, optional
+        ``move_start(z_map, values) -> z``: move the MAP (unconstrained values
         ``z_map``, constrained ``values``) to a better place to start chains.
     map_kwargs : dict, optional
         Keyword arguments of the model for the MAP search (default
         ``model_kwargs``): other coordinates of the same model, which
-        ``start`` then maps to the sampler's.
+        ``move_start`` then maps to the sampler's.
     dense_block : sequence of str
         Sites sharing a dense mass matrix (diagonal elsewhere).
     progress_bar : bool, optional
@@ -174,7 +175,7 @@ def run(
         values = info.postprocess_fn(z_map)
         if config.method == "map":
             return jax.tree.map(lambda v: np.asarray(v)[None, None], values), None
-        z_start = start(z_map, values) if start is not None else z_map
+        z_start = move_start(z_map, values) if move_start is not None else z_map
         init = chain_starts(z_start, config.num_chains, k_start)
     dense = [tuple(k for k in dense_block if k in init)] if dense_block else False
     kernel = NUTS(
