@@ -79,7 +79,7 @@ def _sampler_options(p, *, target_accept: float = 0.9):
         default="map",
         choices=STARTS,
         help="where chains start: map: around the MAP; prior: each from its own prior draw, "
-        "so that chains can find separate modes (slower to warm up on many families)",
+        "to look for separate modes (on fits of many families a chain can stall)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of everything random")
 
