@@ -155,7 +155,7 @@ def format_table(result: DemoResult) -> str:
         "",
         f"{int(t['inside'].sum())} of {len(t)} actual losses inside their 90% intervals; "
         f"median ARE {100 * float(np.median(t['are'])):.2f}%.",
-        f"Fit: {result.settings['num_chains']} chains x {result.settings['num_samples']} draws "
+        f"Fit: {result.settings['num_chains']} chains x {diag['draws']} draws "
         f"on {result.posterior.data.n_obs} checkpoints of {result.posterior.data.n_runs} runs "
         f"in {result.posterior.data.n_families} families; {result.seconds:.0f} s.",
     ]

@@ -222,13 +222,13 @@ def fit(
             f"data must be a pandas DataFrame or a ScalingData, got {type(data).__name__}"
         )
     inputs = data.inputs()
-    samples, mcmc = sample_inputs(inputs, config, progress_bar=progress_bar)
+    samples, stats = sample_inputs(inputs, config, progress_bar=progress_bar)
     log_lik = None
-    if mcmc is not None:
+    if stats is not None:
         log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
-    tree = build_tree(samples, data, mcmc=mcmc, log_likelihood=log_lik)
+    tree = build_tree(samples, data, stats=stats, log_likelihood=log_lik)
     post = Posterior(tree=tree, data=data, config=config)
-    if mcmc is not None and check:
+    if stats is not None and check:
         post.check(warn=True)
     return post
 
@@ -236,25 +236,26 @@ def fit(
 def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
     """The default inference (MAP, chain starts, NUTS) on model arrays.
 
-    Returns ``(samples, mcmc)`` as :func:`bayescale.inference.run`; ``fit``
+    Returns ``(samples, stats)`` as :func:`bayescale.inference.run`; ``fit``
     and simulation-based calibration (:mod:`bayescale.evaluation.sbc`) share it.
     """
     kwargs = model_kwargs(inputs, config)
     # the MAP in non-centred seed coordinates, whatever the chains use (chain_start)
-    samples, mcmc = run(
+    samples, stats = run(
         scaling_model,
         kwargs,
         config,
         map_kwargs={**kwargs, "seed_centring": 0.0},
         move_start=functools.partial(chain_start, inputs=inputs, config=config),
         dense_block=DENSE_BLOCK if config.dense_mass else (),
+        skip=Posterior._SKIP_VARS,
         progress_bar=progress_bar,
         what="fit",
     )
-    if mcmc is None and config.seed_centring:
+    if stats is None and config.seed_centring:
         sigma = np.asarray(samples["sigma_seed"])[..., None]
         samples["z_u"] = _seed_coords(samples["z_u"], sigma, inputs, config)
-    return samples, mcmc
+    return samples, stats
 
 
 def _seed_coords(z_u, sigma_seed, inputs, config: FitConfig):

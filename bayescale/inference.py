@@ -8,7 +8,10 @@ A fit runs the same steps for the loss law and the downstream law:
    :func:`bayescale.set_host_device_count`), each chain started from its own
    point around the MAP so that R-hat can see chains that disagree (or, with
    ``start="prior"``, from its own prior draw and without step 1);
-4. draws, sampling statistics and pointwise log-likelihood as an ArviZ
+4. while the worst R-hat lies between 1.01 and 1.05 (where more draws, not a
+   new warm-up, can settle it), up to ``extend`` further rounds of draws from
+   where the chains stopped;
+5. draws, sampling statistics and pointwise log-likelihood as an ArviZ
    DataTree, then R-hat, ESS and divergences checked: problems are raised as
    a visible :class:`ConvergenceWarning`, never silently.
 """
@@ -64,6 +67,11 @@ class InferenceConfig:
         edges, small jitter per chain); ``"prior"`` each from its own draw of
         the prior, with no MAP search, so that chains reach separate modes
         (and R-hat flags them) where a search from one point finds only one.
+    extend : int
+        Rounds of ``num_samples`` further draws per chain (same step size and
+        mass matrix, no new warm-up), each taken only while the worst R-hat
+        lies in (``RHAT_MAX``, ``RHAT_CHANCE``]: there chains that agree may
+        not yet have drawn enough to show it. 0 keeps ``num_samples`` draws.
     """
 
     method: str = "nuts"
@@ -75,16 +83,20 @@ class InferenceConfig:
     max_tree_depth: int = 8
     map_starts: int = 3
     start: str = "map"
+    extend: int = 2
 
     _PRIORS = None  # the priors class of subclasses that carry a ``priors`` field
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
         check_choice("start", self.start, STARTS)
-        for name in ("num_chains", "num_warmup", "num_samples", "max_tree_depth", "map_starts"):
+        names = ("num_chains", "num_warmup", "num_samples", "max_tree_depth", "map_starts")
+        for name in names + ("extend",):
             value = getattr(self, name)
-            if int(value) != value or value < (0 if name == "num_warmup" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            zero_ok = name in ("num_warmup", "extend")
+            if int(value) != value or value < (0 if zero_ok else 1):
+                kind = "non-negative" if zero_ok else "positive"
+                raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
         if not 0 < float(self.target_accept) < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
 
@@ -120,6 +132,7 @@ def run(
     move_start=None,
     map_kwargs=None,
     dense_block=(),
+    skip=(),
     progress_bar=None,
     what: str = "fit",
 ):
@@ -141,6 +154,9 @@ def run(
         ``move_start`` then maps to the sampler's.
     dense_block : sequence of str
         Sites sharing a dense mass matrix (diagonal elsewhere).
+    skip : sequence of str
+        Sites left out of the R-hat that decides on more draws (as in the
+        fit's reported diagnostics).
     progress_bar : bool, optional
         Default: shown when a person is watching (:mod:`bayescale.progress`).
     what : str
@@ -150,8 +166,9 @@ def run(
     -------
     samples : dict
         Site name -> array (chain, draw, ...).
-    mcmc : numpyro.infer.MCMC or None
-        The sampler (None for a MAP fit).
+    stats : dict or None
+        Sampling statistics, each (chain, draw): ``diverging``, ``n_steps``,
+        ``step_size``, ``lp`` (None for a MAP fit).
     """
     import jax
     from numpyro.infer import MCMC, NUTS, init_to_median
@@ -196,13 +213,45 @@ def run(
     if config.num_chains == 1:
         # NumPyro reads a leading chain axis only when there are several chains
         init = {name: z[0] for name, z in init.items()}
-    mcmc.run(
-        k_mcmc,
-        init_params=init,
-        extra_fields=("num_steps", "potential_energy"),
-        **model_kwargs,
-    )
-    return mcmc.get_samples(group_by_chain=True), mcmc
+    fields = ("num_steps", "potential_energy")
+    mcmc.run(k_mcmc, init_params=init, extra_fields=fields, **model_kwargs)
+    samples, stats = _drawn(mcmc)
+    for round_ in range(config.extend):
+        if not RHAT_MAX < _worst_rhat(samples, skip) <= RHAT_CHANCE:
+            break
+        # the chains go on from where they stopped, with their adapted kernel
+        mcmc.post_warmup_state = mcmc.last_state
+        key = jax.random.fold_in(k_mcmc, round_ + 1)
+        mcmc.run(key, extra_fields=fields, **model_kwargs)
+        more, more_stats = _drawn(mcmc)
+        samples = {k: np.concatenate([v, more[k]], axis=1) for k, v in samples.items()}
+        stats = {k: np.concatenate([v, more_stats[k]], axis=1) for k, v in stats.items()}
+    return samples, stats
+
+
+def _drawn(mcmc) -> tuple[dict, dict]:
+    """The last run's draws and sampling statistics, each (chain, draw, ...)."""
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    diverging = np.asarray(extra["diverging"])
+    # fixed after warm-up: one value per chain (a scalar with one chain)
+    step = np.asarray(mcmc.last_state.adapt_state.step_size, dtype=float).reshape(-1, 1)
+    stats = {
+        "diverging": diverging,
+        "n_steps": np.asarray(extra["num_steps"]),
+        "step_size": np.broadcast_to(step, diverging.shape).copy(),
+        "lp": -np.asarray(extra["potential_energy"]),
+    }
+    return samples, stats
+
+
+def _worst_rhat(samples: dict, skip=()) -> float:
+    """The largest finite R-hat over the draws, as :func:`sampling_diagnostics` reports it."""
+    from arviz_base import from_dict
+
+    names = [k for k in samples if not k.startswith("z_") and k not in skip]
+    post = from_dict({"posterior": {k: samples[k] for k in names}})["posterior"].to_dataset()
+    return _rhat_summary(post)[0]
 
 
 def chain_starts(z: dict, n_chains: int, key, scale: float = 0.1) -> dict:
@@ -237,7 +286,7 @@ def prior_starts(model, model_kwargs: dict, n_chains: int, key) -> dict:
     return jax.tree.map(lambda *z: jnp.stack(z), *zs)
 
 
-def draws_tree(samples: dict, coords: dict, dims: dict, *, mcmc=None, log_likelihood=None):
+def draws_tree(samples: dict, coords: dict, dims: dict, *, stats=None, log_likelihood=None):
     """ArviZ DataTree of draws (chain, draw, ...), with sampling stats and log-likelihood.
 
     Parameters
@@ -247,8 +296,9 @@ def draws_tree(samples: dict, coords: dict, dims: dict, *, mcmc=None, log_likeli
         get default dims.
     coords, dims : dict
         Coordinates and per-variable dims (those of absent variables are dropped).
-    mcmc : numpyro.infer.MCMC, optional
-        Adds ``sample_stats`` (divergences, steps, energy).
+    stats : dict, optional
+        ``sample_stats`` (divergences, steps, step size, log density), as
+        :func:`run` returns them.
     log_likelihood : dict, optional
         Observed variable -> pointwise log-likelihood (chain, draw, ...).
     """
@@ -257,20 +307,28 @@ def draws_tree(samples: dict, coords: dict, dims: dict, *, mcmc=None, log_likeli
     groups = {"posterior": {k: np.asarray(v) for k, v in samples.items()}}
     if log_likelihood:
         groups["log_likelihood"] = {k: np.asarray(v) for k, v in log_likelihood.items()}
-    if mcmc is not None:
-        extra = mcmc.get_extra_fields(group_by_chain=True)
-        stats = {"diverging": np.asarray(extra["diverging"])}
-        if "num_steps" in extra:
-            stats["n_steps"] = np.asarray(extra["num_steps"])
-        # fixed after warm-up: one value per chain (a scalar with one chain)
-        step = np.asarray(mcmc.last_state.adapt_state.step_size, dtype=float).reshape(-1, 1)
-        stats["step_size"] = np.broadcast_to(step, stats["diverging"].shape).copy()
-        if "potential_energy" in extra:
-            stats["lp"] = -np.asarray(extra["potential_energy"])
-        groups["sample_stats"] = stats
+    if stats is not None:
+        groups["sample_stats"] = {k: np.asarray(v) for k, v in stats.items()}
     names = set(groups["posterior"]) | set(groups.get("log_likelihood", {}))
     dims = {k: v for k, v in dims.items() if k in names}
     return from_dict(groups, coords=coords, dims=dims)
+
+
+def _finite(ds) -> dict:
+    vals = {v: np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars}
+    return {v: x[np.isfinite(x)] for v, x in vals.items() if np.isfinite(x).any()}
+
+
+def _rhat_summary(post) -> tuple[float, list]:
+    """Worst finite R-hat of a posterior Dataset, and its three worst ``(rhat, entry)``."""
+    from arviz_stats import rhat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rh = rhat(post)
+    worst = sorted(((float(x.max()), v) for v, x in _finite(rh).items()), reverse=True)[:3]
+    worst = [(r, worst_entry(rh[v])) for r, v in worst]
+    return (worst[0][0] if worst else float("nan")), worst
 
 
 def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
@@ -282,29 +340,23 @@ def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
     """
     out = {"method": method, "divergences": 0, "rhat_max": float("nan")}
     out.update({"ess_bulk_min": float("nan"), "ess_tail_min": float("nan"), "problems": []})
+    out["draws"] = int(tree["posterior"].sizes["draw"])
     if method != "nuts":
         out["status"] = "n/a (point estimate)"
         return out
-    from arviz_stats import ess, rhat
+    from arviz_stats import ess
 
     names = [v for v in tree["posterior"].data_vars if not v.startswith("z_") and v not in skip]
     post = tree["posterior"].to_dataset()[names]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        rh = rhat(post)
         eb = ess(post, method="bulk")
         et = ess(post, method="tail")
 
-    def finite(ds) -> dict:
-        vals = {v: np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars}
-        return {v: x[np.isfinite(x)] for v, x in vals.items() if np.isfinite(x).any()}
-
     def smallest(ds):
-        return min((float(x.min()) for x in finite(ds).values()), default=float("nan"))
+        return min((float(x.min()) for x in _finite(ds).values()), default=float("nan"))
 
-    worst = sorted(((float(x.max()), v) for v, x in finite(rh).items()), reverse=True)[:3]
-    worst = [(r, worst_entry(rh[v])) for r, v in worst]
-    out["rhat_max"] = worst[0][0] if worst else float("nan")
+    out["rhat_max"], worst = _rhat_summary(post)
     out["ess_bulk_min"] = smallest(eb)
     out["ess_tail_min"] = smallest(et)
     out["rhat_worst"] = {v: r for r, v in worst}
@@ -363,7 +415,8 @@ def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python
         if np.isfinite(ess) and 0 < ess < ESS_RESOLVE and not rhat > RHAT_CHANCE:
             # chains that agree still show R-hat > 1.01 at this ESS
             # (benchmarks/rhat_resolution.py); more draws, not more warm-up
-            more = int(math.ceil(config.num_samples * ESS_RESOLVE / ess / 100.0) * 100)
+            drawn = diag.get("draws", config.num_samples)
+            more = int(math.ceil(drawn * ESS_RESOLVE / ess / 100.0) * 100)
             tips.append(
                 f"draw more ({samples}={more}): the smallest bulk ESS is {ess:.0f}, and "
                 f"below about {ESS_RESOLVE} effective draws chains that agree still "

@@ -91,9 +91,9 @@ def _coords(data: ScalingData) -> dict:
     )
 
 
-def build_tree(samples: dict, data: ScalingData, *, mcmc=None, log_likelihood=None):
+def build_tree(samples: dict, data: ScalingData, *, stats=None, log_likelihood=None):
     """The fit's DataTree: draws (chain, draw, ...), sampling stats, data groups."""
-    tree = draws_tree(samples, _coords(data), _DIMS, mcmc=mcmc, log_likelihood=log_likelihood)
+    tree = draws_tree(samples, _coords(data), _DIMS, stats=stats, log_likelihood=log_likelihood)
     const = xr.Dataset(
         {
             "family_scale": ("family", np.asarray(data.family_scale, dtype=float)),
@@ -427,7 +427,7 @@ class Posterior(PosteriorBase):
             status = "MAP point estimate"
         else:
             status = (
-                f"{self.config.num_chains}x{self.config.num_samples} draws, "
+                f"{self.config.num_chains}x{diag['draws']} draws, "
                 f"{diag['status']}, R-hat {diag['rhat_max']:.3f}, "
                 f"{diag['divergences']} divergences"
             )

@@ -121,15 +121,15 @@ def test_fit_bad_sampler_settings_exit_2(tmp_path, capsys, csv, flags, pattern):
     assert not out.exists()
 
 
-def test_fit_stores_the_seed_coordinates(tmp_path, capsys, csv):
+def test_fit_stores_the_sampler_settings(tmp_path, capsys, csv):
     from bayescale.posterior import load
 
     out = tmp_path / "w.nc"
     argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--seed-centring", "0.5",
-            "--start", "prior"]  # fmt: skip
+            "--start", "prior", "--extend", "0"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     config = load(out).config
-    assert config.seed_centring == 0.5 and config.start == "prior"
+    assert config.seed_centring == 0.5 and config.start == "prior" and config.extend == 0
 
 
 def test_fit_unknown_source_exits_2(tmp_path, capsys):

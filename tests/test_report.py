@@ -346,3 +346,16 @@ def test_the_model_description_names_the_families_whose_exponents_were_centred()
     alone = ScalingData.from_frame(few, min_tokens=None)
     note = method.exponent_form_note(alone, "chinchilla")
     assert note.endswith("α_f: no family; β_f: no family.")
+
+
+def test_method_paragraph_counts_the_draws_kept(post):
+    from dataclasses import replace
+
+    from bayescale.reporting.method import model_description
+
+    chains = post.config.num_chains
+    assert f"{chains} chains × 400 draws after" in " ".join(model_description(post))
+    # a fit that drew on past num_samples (R-hat unsettled) says so
+    drew_on = replace(post, config=replace(post.config, num_samples=200))
+    text = " ".join(model_description(drew_on))
+    assert f"{chains} chains × 400 draws (200 draws, then more while R-hat" in text

@@ -133,6 +133,7 @@ def _sampler(args) -> dict:
         "num_chains": args.chains,
         "num_warmup": args.warmup,
         "num_samples": args.samples,
+        "extend": args.extend,
         "target_accept": args.target_accept,
         "start": args.start,
     }

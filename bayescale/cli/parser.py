@@ -69,6 +69,13 @@ def _sampler_options(p, *, target_accept: float = 0.9):
     g.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain")
     g.add_argument("--samples", type=int, default=500, help="NUTS draws kept per chain")
     g.add_argument(
+        "--extend",
+        type=int,
+        default=2,
+        help="rounds of --samples more draws per chain, each taken while R-hat lies between "
+        "1.01 and 1.05 (0: never)",
+    )
+    g.add_argument(
         "--target-accept",
         type=float,
         default=target_accept,

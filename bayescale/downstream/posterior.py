@@ -86,19 +86,25 @@ def fit_downstream(
         raise TypeError("data must be a pandas DataFrame or a DownstreamData")
     kwargs = {"inputs": data.inputs(), "priors": config.priors}
     with float64():
-        samples, mcmc = run(
-            downstream_model, kwargs, config, progress_bar=progress_bar, what="downstream fit"
+        samples, stats = run(
+            downstream_model,
+            kwargs,
+            config,
+            skip=DownstreamPosterior._SKIP_VARS,
+            progress_bar=progress_bar,
+            what="downstream fit",
         )
         log_lik = None
-        if mcmc is not None:
+        if stats is not None:
             from numpyro.infer import log_likelihood
 
-            ll = log_likelihood(downstream_model, mcmc.get_samples(), **kwargs)["correct"]
+            flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in samples.items()}
+            ll = log_likelihood(downstream_model, flat, **kwargs)["correct"]
             log_lik = {"correct": np.asarray(ll).reshape(config.num_chains, -1, ll.shape[-1])}
         samples = {k: np.asarray(v) for k, v in samples.items()}
-        tree = _tree(samples, data, mcmc=mcmc, log_likelihood=log_lik)
+        tree = _tree(samples, data, stats=stats, log_likelihood=log_lik)
     post = DownstreamPosterior(tree=tree, data=data, config=config)
-    if mcmc is not None:
+    if stats is not None:
         post.check(warn=True)
     return post
 
@@ -107,8 +113,8 @@ def _coords(data: DownstreamData) -> dict:
     return {"task": list(data.tasks), "family": list(data.families), "obs": np.arange(data.n_obs)}
 
 
-def _tree(samples: dict, data: DownstreamData, *, mcmc=None, log_likelihood=None):
-    tree = draws_tree(samples, _coords(data), _DIMS, mcmc=mcmc, log_likelihood=log_likelihood)
+def _tree(samples: dict, data: DownstreamData, *, stats=None, log_likelihood=None):
+    tree = draws_tree(samples, _coords(data), _DIMS, stats=stats, log_likelihood=log_likelihood)
     const = xr.Dataset(
         {
             "chance_err": ("task", np.asarray(data.chance_err, dtype=float)),

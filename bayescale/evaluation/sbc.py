@@ -96,7 +96,7 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
 
     truth = prior_draw(inputs, config, jax.random.PRNGKey(10_000 + i))
     fit_inputs = inputs._replace(y=truth["y"])
-    samples, mcmc = sample_inputs(fit_inputs, config, progress_bar=False)
+    samples, stats = sample_inputs(fit_inputs, config, progress_bar=False)
     record = {"replicate": i}
     rhats = []
     stuck = []
@@ -118,8 +118,7 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
             stuck.append(np.ptp(draws, axis=1) == 0)
     record["rhat_max"] = max(rhats) if rhats else math.nan
     record["stuck_chains"] = int(np.any(stuck, axis=0).sum()) if stuck else 0
-    extra = mcmc.get_extra_fields() if mcmc is not None else {}
-    record["divergences"] = int(np.sum(extra.get("diverging", 0)))
+    record["divergences"] = int(np.sum(stats["diverging"])) if stats is not None else 0
     return record
 
 

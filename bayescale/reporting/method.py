@@ -81,8 +81,14 @@ def model_description(post) -> list[str]:
             if c.start == "prior"
             else "started around a MAP estimate"
         )
+        draws = int(post.tree["posterior"].sizes["draw"])
+        more = (
+            f" ({c.num_samples} draws, then more while R-hat was between 1.01 and 1.05)"
+            if draws > c.num_samples
+            else ""
+        )
         method = (
-            f"Sampled with NUTS: {c.num_chains} chains × {c.num_samples} draws after "
+            f"Sampled with NUTS: {c.num_chains} chains × {draws} draws{more} after "
             f"{c.num_warmup} warm-up steps (target acceptance {c.target_accept}, maximum tree "
             f"depth {c.max_tree_depth}), {start}, seed {c.seed}."
         )

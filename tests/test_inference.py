@@ -1,0 +1,89 @@
+"""The sampler loop of :func:`bayescale.inference.run`: more draws while R-hat is unsettled."""
+
+import numpy as np
+import pytest
+
+from bayescale import inference
+from bayescale.inference import InferenceConfig
+
+
+def _normal_model():
+    import numpyro
+    import numpyro.distributions as dist
+
+    numpyro.sample("x", dist.Normal(1.0, 2.0))
+    numpyro.sample("z_helper", dist.Normal(0.0, 1.0))
+
+
+def _run(monkeypatch, rhats, **config):
+    """``run`` on a two-site normal model, with R-hat decisions read from ``rhats``."""
+    seen = iter(rhats)
+    calls = []
+
+    def worst_rhat(samples, skip=()):
+        calls.append((sorted(samples), samples["x"].shape, tuple(skip)))
+        return next(seen)
+
+    monkeypatch.setattr(inference, "_worst_rhat", worst_rhat)
+    cfg = InferenceConfig(num_chains=2, num_warmup=100, num_samples=200, start="prior", **config)
+    samples, stats = inference.run(_normal_model, {}, cfg, skip=("x_skip",), progress_bar=False)
+    return samples, stats, calls
+
+
+@pytest.mark.parametrize(
+    ("rhats", "extend", "draws"),
+    [
+        ([1.02, 1.005], 2, 400),  # one round settles it
+        ([1.02, 1.03], 2, 600),  # unsettled: as many rounds as allowed
+        ([1.02], 0, 200),  # extend=0 never asks
+        ([1.2], 2, 200),  # chains apart: more draws would not help
+        ([1.004], 2, 200),  # settled at once
+    ],
+)
+def test_more_draws_only_while_rhat_is_unsettled(monkeypatch, rhats, extend, draws):
+    samples, stats, calls = _run(monkeypatch, rhats, extend=extend)
+    assert samples["x"].shape == (2, draws)
+    assert {k: v.shape for k, v in stats.items()} == dict.fromkeys(stats, (2, draws))
+    # asked once per finished round, on the draws so far, with the caller's skip list
+    assert len(calls) == min(extend, len(rhats))
+    for i, (names, shape, skip) in enumerate(calls):
+        assert names == ["x", "z_helper"] and shape == (2, 200 * (i + 1)) and skip == ("x_skip",)
+
+
+def test_extra_rounds_go_on_with_the_adapted_kernel(monkeypatch):
+    samples, stats, _ = _run(monkeypatch, [1.02, 1.02], extend=2)
+    # one step size per chain through every round: a new warm-up would adapt a new one
+    assert np.all(stats["step_size"] == stats["step_size"][:, :1])
+    # the rounds are new draws of the same posterior (Normal(1, 2)), not repeats
+    x = samples["x"]
+    assert not np.allclose(x[:, :200], x[:, 200:400])
+    for part in (x[:, :200], x[:, 200:]):
+        assert abs(part.mean() - 1.0) < 0.6 and 1.4 < part.std() < 2.6
+
+
+def test_worst_rhat_is_the_reported_one():
+    from arviz_base import from_dict
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 300, 3))
+    x[:2, :, 2] += 1.0
+    # left out: z_* helpers and the skipped sites, whose chains disagree far more
+    samples = {
+        "beta_f": x,
+        "z_u": x + [[[5]], [[0]], [[0]], [[0]]],
+        "L_omega": rng.normal(size=(4, 300)) * [[1], [1], [9], [9]],
+    }
+    tree = from_dict(
+        {"posterior": samples, "sample_stats": {"diverging": np.zeros((4, 300), bool)}}
+    )
+    diag = inference.sampling_diagnostics(tree, "nuts", skip=("L_omega",))
+    assert inference._worst_rhat(samples, skip=("L_omega",)) == pytest.approx(diag["rhat_max"])
+    assert 1.05 < diag["rhat_max"] < 1.5 and diag["draws"] == 300
+
+
+def test_extend_must_be_a_count():
+    assert InferenceConfig(extend=0).extend == 0
+    with pytest.raises(ValueError, match="extend must be a non-negative integer"):
+        InferenceConfig(extend=-1)
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        InferenceConfig(num_samples=0)
