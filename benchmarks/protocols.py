@@ -78,6 +78,10 @@ def fit_line(fits: pd.DataFrame) -> str:
             f"{len(nuts)} fits above 1.01), min bulk ESS {ess.min():.0f}, "
             f"{int(div.sum())} divergences in {int((div > 0).sum())} fits"
         )
+        if "draws" in nuts:
+            # fits whose R-hat lay in (1.01, 1.05] drew on past num_samples
+            more = pd.to_numeric(nuts["draws"], errors="coerce") > nuts["num_samples"]
+            line += f", {int(more.sum())} of {len(nuts)} drew on past num_samples"
     return line + "."
 
 

@@ -110,6 +110,8 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         "rhat_worst": next(iter(diag.get("rhat_worst", {})), ""),
         "ess_bulk_min": diag.get("ess_bulk_min"),
         "divergences": diag.get("divergences"),
+        "draws": diag.get("draws"),
+        "num_samples": config.num_samples,
     }
     log.append(rec)
     line = f"[fit {len(log)}] {label}: {rec['seconds']:.0f} s"
