@@ -217,12 +217,15 @@ def run(
     mcmc.run(k_mcmc, init_params=init, extra_fields=fields, **model_kwargs)
     samples, stats = _drawn(mcmc)
     for round_ in range(config.extend):
-        if not RHAT_MAX < _worst_rhat(samples, skip) <= RHAT_CHANCE:
+        rhat = _worst_rhat(samples, skip)
+        if not RHAT_MAX < rhat <= RHAT_CHANCE:
             break
         # the chains go on from where they stopped, with their adapted kernel
         mcmc.post_warmup_state = mcmc.last_state
         key = jax.random.fold_in(k_mcmc, round_ + 1)
-        mcmc.run(key, extra_fields=fields, **model_kwargs)
+        desc = f"{what}: R-hat {rhat:.3f}, {config.num_samples} more draws per chain"
+        with progress.stage(desc, show):
+            mcmc.run(key, extra_fields=fields, **model_kwargs)
         more, more_stats = _drawn(mcmc)
         samples = {k: np.concatenate([v, more[k]], axis=1) for k, v in samples.items()}
         stats = {k: np.concatenate([v, more_stats[k]], axis=1) for k, v in stats.items()}
