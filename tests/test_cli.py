@@ -270,3 +270,15 @@ def test_fit_with_the_discrepancy_saves_it_and_describes_it(tmp_path, capsys, cs
     assert {"z_delta", "sigma_delta", "delta"} <= set(post.tree["posterior"].data_vars)
     assert "size-level discrepancy" in " ".join(model_description(post))
     assert "sigma_delta" in set(noise_table(post)["parameter"])
+
+
+def test_diagnostics_line_counts_the_draws_kept():
+    from bayescale.cli.commands import diag_line, json_diag
+
+    diag = {"method": "nuts", "status": "warn", "rhat_max": 1.013, "ess_bulk_min": 380.0,
+            "ess_tail_min": 500.0, "divergences": 0, "draws": 1500,
+            "problems": ["R-hat 1.013 > 1.01 (worst: beta_f[olmo] 1.013)"]}  # fmt: skip
+    line = diag_line(diag)
+    assert line.startswith("diagnostics: WARN  max R-hat 1.013") and "1500 draws per chain" in line
+    assert "\n  R-hat 1.013 > 1.01" in line
+    assert json_diag(diag)["draws"] == 1500

@@ -100,7 +100,8 @@ def diag_line(diag: dict) -> str:
         return "diagnostics: n/a (MAP point estimate: intervals hold only run-to-run noise)"
     line = (
         f"diagnostics: {diag['status'].upper()}  max R-hat {diag['rhat_max']:.3f}, min bulk ESS "
-        f"{diag['ess_bulk_min']:.0f}, divergences {diag['divergences']}"
+        f"{diag['ess_bulk_min']:.0f}, divergences {diag['divergences']}, "
+        f"{diag['draws']} draws per chain"
     )
     if diag["problems"]:
         line += "\n  " + "\n  ".join(diag["problems"])
@@ -108,7 +109,8 @@ def diag_line(diag: dict) -> str:
 
 
 def json_diag(diag: dict) -> dict:
-    keep = ("status", "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "problems")
+    keep = ("status", "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "draws")
+    keep += ("problems",)
     return _clean({k: diag.get(k) for k in keep})
 
 
