@@ -218,7 +218,7 @@ def run(
     samples, stats = _drawn(mcmc)
     for round_ in range(config.extend):
         rhat = _worst_rhat(samples, skip)
-        if not RHAT_MAX < rhat <= RHAT_CHANCE:
+        if not draws_can_settle(rhat):
             break
         # the chains go on from where they stopped, with their adapted kernel
         mcmc.post_warmup_state = mcmc.last_state
@@ -230,6 +230,11 @@ def run(
         samples = {k: np.concatenate([v, more[k]], axis=1) for k, v in samples.items()}
         stats = {k: np.concatenate([v, more_stats[k]], axis=1) for k, v in stats.items()}
     return samples, stats
+
+
+def draws_can_settle(rhat: float) -> bool:
+    """Whether more draws may settle an R-hat: it lies in (``RHAT_MAX``, ``RHAT_CHANCE``]."""
+    return RHAT_MAX < rhat <= RHAT_CHANCE
 
 
 def _drawn(mcmc) -> tuple[dict, dict]:

@@ -59,12 +59,12 @@ def _drawn_on(x: np.ndarray, rounds: int) -> tuple[float, int]:
     """R-hat of chains ``x`` (chain, draw) under the fit's rule, and the draws kept per chain."""
     from arviz_stats import rhat
 
-    from bayescale.inference import RHAT_CHANCE, RHAT_MAX
+    from bayescale.inference import draws_can_settle
 
     kept = DRAWS
     r = float(rhat(x[:, :kept]))
     for _ in range(rounds):
-        if not RHAT_MAX < r <= RHAT_CHANCE:
+        if not draws_can_settle(r):
             break
         kept += DRAWS
         r = float(rhat(x[:, :kept]))

@@ -87,3 +87,12 @@ def test_extend_must_be_a_count():
         InferenceConfig(extend=-1)
     with pytest.raises(ValueError, match="num_samples must be a positive integer"):
         InferenceConfig(num_samples=0)
+
+
+def test_the_band_where_more_draws_can_settle_rhat():
+    from bayescale.inference import RHAT_CHANCE, RHAT_MAX, draws_can_settle
+
+    assert [draws_can_settle(r) for r in (1.0, RHAT_MAX, 1.011, RHAT_CHANCE, 1.051)] == [
+        False, False, True, True, False,
+    ]  # fmt: skip
+    assert not draws_can_settle(float("nan"))
