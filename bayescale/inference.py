@@ -38,6 +38,11 @@ ESS_RESOLVE = 400
 RHAT_CHANCE = 1.05
 
 
+#: Integer settings of :class:`InferenceConfig` and the least value each may take.
+_COUNTS = {"num_chains": 1, "num_warmup": 0, "num_samples": 1, "max_tree_depth": 1}
+_COUNTS |= {"map_starts": 1, "extend": 0}
+
+
 class ConvergenceWarning(UserWarning):
     """R-hat above 1.01, divergent transitions or low ESS."""
 
@@ -90,12 +95,10 @@ class InferenceConfig:
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
         check_choice("start", self.start, STARTS)
-        names = ("num_chains", "num_warmup", "num_samples", "max_tree_depth", "map_starts")
-        for name in names + ("extend",):
+        for name, least in _COUNTS.items():
             value = getattr(self, name)
-            zero_ok = name in ("num_warmup", "extend")
-            if int(value) != value or value < (0 if zero_ok else 1):
-                kind = "non-negative" if zero_ok else "positive"
+            if int(value) != value or value < least:
+                kind = "positive" if least else "non-negative"
                 raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
         if not 0 < float(self.target_accept) < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")

@@ -55,14 +55,16 @@ def ar1_chains(phi: float, n_rep: int, rng, draws: int = DRAWS) -> np.ndarray:
     return lfilter([np.sqrt(1.0 - phi**2)], [1.0, -phi], e, axis=-1)
 
 
-def _drawn_on(x: np.ndarray, rounds: int) -> tuple[float, int]:
-    """R-hat of chains ``x`` (chain, draw) under the fit's rule, and the draws kept per chain."""
+def _drawn_on(x: np.ndarray, rounds: int, r: float) -> tuple[float, int]:
+    """R-hat of chains ``x`` (chain, draw) under the fit's rule, and the draws kept per chain.
+
+    ``r`` is the R-hat of the first ``DRAWS`` draws, where the rule starts.
+    """
     from arviz_stats import rhat
 
     from bayescale.inference import draws_can_settle
 
     kept = DRAWS
-    r = float(rhat(x[:, :kept]))
     for _ in range(rounds):
         if not draws_can_settle(r):
             break
@@ -90,7 +92,7 @@ def null_table(n_rep: int, seed: int, shifts=(0.0,)) -> pd.DataFrame:
             x[:, 0] += shift
             rh = np.array([rhat(x[i, :, :DRAWS]) for i in range(n_rep)])
             eb = np.array([ess(x[i, :, :DRAWS], method="bulk") for i in range(n_rep)])
-            after = [_drawn_on(x[i], rounds) for i in range(n_rep)]
+            after = [_drawn_on(x[i], rounds, rh[i]) for i in range(n_rep)]
             r_after = np.array([a[0] for a in after])
             rows.append(
                 {
