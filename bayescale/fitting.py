@@ -201,7 +201,9 @@ def fit(
         Default: shown when a person is watching (terminal or Jupyter).
     check : bool
         Warn (:class:`~bayescale.inference.ConvergenceWarning`) about sampling
-        problems; ``post.diagnostics()`` reports them either way.
+        problems, or for a MAP fit about spreads that fell to zero
+        (:func:`~bayescale.inference.collapsed_spreads`); ``post.diagnostics()``
+        reports them either way.
     **options
         Fields of :class:`FitConfig` that override ``config``, e.g.
         ``fit(df, num_chains=2, seed=1)``.
@@ -228,7 +230,7 @@ def fit(
         log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
     tree = build_tree(samples, data, stats=stats, log_likelihood=log_lik)
     post = Posterior(tree=tree, data=data, config=config)
-    if stats is not None and check:
+    if check:
         post.check(warn=True)
     return post
 

@@ -36,6 +36,9 @@ RHAT_MAX = 1.01
 ESS_RESOLVE = 400
 #: Above this R-hat chains disagree whatever the ESS: warm up longer as well.
 RHAT_CHANCE = 1.05
+#: A MAP spread below this share of its prior mean has fallen into the hierarchy's
+#: neck: under the Gamma(2) spread priors a share this small has prior mass 0.5%.
+SPREAD_COLLAPSED = 0.05
 
 
 #: Integer settings of :class:`InferenceConfig` and the least value each may take.
@@ -44,7 +47,7 @@ _COUNTS |= {"map_starts": 1, "extend": 0}
 
 
 class ConvergenceWarning(UserWarning):
-    """R-hat above 1.01, divergent transitions or low ESS."""
+    """R-hat above 1.01, divergent transitions, low ESS, or a MAP spread at zero."""
 
 
 @dataclass(frozen=True)
@@ -342,18 +345,21 @@ def _rhat_summary(post) -> tuple[float, list]:
     return (worst[0][0] if worst else float("nan")), worst
 
 
-def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
+def sampling_diagnostics(tree, method: str, *, skip=(), spreads=None) -> dict:
     """Worst R-hat, smallest bulk and tail ESS, divergences, problems and status.
 
     Variables named ``z_*`` (non-centred helpers) and those in ``skip`` are left
     out; entries constant across draws (fixed by construction) give NaN and are
-    ignored.
+    ignored. A point estimate has none of these; its problems are the
+    hierarchy's ``spreads`` (site -> prior mean) that fell to zero
+    (:func:`collapsed_spreads`).
     """
     out = {"method": method, "divergences": 0, "rhat_max": float("nan")}
     out.update({"ess_bulk_min": float("nan"), "ess_tail_min": float("nan"), "problems": []})
     out["draws"] = int(tree["posterior"].sizes["draw"])
     if method != "nuts":
-        out["status"] = "n/a (point estimate)"
+        out["problems"] = collapsed_spreads(tree["posterior"], spreads or {})
+        out["status"] = "warn" if out["problems"] else "n/a (point estimate)"
         return out
     from arviz_stats import ess
 
@@ -381,6 +387,33 @@ def sampling_diagnostics(tree, method: str, *, skip=()) -> dict:
     if np.isfinite(out["ess_bulk_min"]) and out["ess_bulk_min"] < 100 * min(n_chains, 4) / 4:
         out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
     out["status"] = "warn" if out["problems"] else "pass"
+    return out
+
+
+def collapsed_spreads(post, spreads: dict) -> list:
+    """Problems for spreads of a point estimate below ``SPREAD_COLLAPSED`` of their prior mean.
+
+    The density of a hierarchy grows without bound as a spread shrinks with its
+    members' offsets, so a MAP can settle at a spread of about zero and pool
+    those members completely, whether or not the data call for it.
+    """
+    out = []
+    for name, prior_mean in spreads.items():
+        if name not in post:
+            continue
+        values = post[name]
+        arr = np.asarray(values.values, dtype=float)[0, 0]
+        share = arr / np.broadcast_to(np.asarray(prior_mean, dtype=float), arr.shape)
+        for index in np.ndindex(arr.shape):
+            if not share[index] < SPREAD_COLLAPSED:
+                continue
+            labels = [str(values[d].values[i]) for d, i in zip(values.dims[2:], index, strict=True)]
+            entry = f"{name}[{', '.join(labels)}]" if labels else name
+            out.append(
+                f"MAP spread {entry} is {arr[index]:.2g}, under {SPREAD_COLLAPSED:.0%} of its "
+                "prior mean: complete pooling, which a MAP of a hierarchy falls into whether "
+                "or not the data call for it"
+            )
     return out
 
 
@@ -417,6 +450,12 @@ def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python
     }[style]
     warm, samples, accept = names
     tips = []
+    if any(p.startswith("MAP spread") for p in diag.get("problems", [])):
+        tips.append(
+            "sample the spreads with NUTS ("
+            + ('method="nuts"' if style == "python" else "--method nuts")
+            + "), whose intervals take the families' partial pooling into account"
+        )
     if any("divergent" in p for p in diag.get("problems", [])):
         higher = min(0.99, max(0.95, config.target_accept + 0.05))
         tips.append(f"raise {accept} (now {config.target_accept}, try {higher:g})")
@@ -471,7 +510,13 @@ class PosteriorBase:
 
     def diagnostics(self) -> dict:
         """R-hat (max), bulk/tail ESS (min), divergences, and a pass/warn status."""
-        return sampling_diagnostics(self.tree, self.config.method, skip=self._SKIP_VARS)
+        return sampling_diagnostics(
+            self.tree, self.config.method, skip=self._SKIP_VARS, spreads=self._spreads()
+        )
+
+    def _spreads(self) -> dict:
+        """Spread sites of the hierarchy -> their prior means (checked on point estimates)."""
+        return {}
 
     def check(self, warn: bool = True, *, style: str = "python") -> dict:
         """Run :meth:`diagnostics` and warn visibly about any problem."""

@@ -195,6 +195,17 @@ class Posterior(PosteriorBase):
 
     _SKIP_VARS = ("L_omega",)
 
+    def _spreads(self) -> dict:
+        if len(self.families) < 2:  # one family's spreads are its priors'; no neck
+            return {}
+        p = self.config.priors
+        return {
+            "sigma_theta": p.offset_sd,
+            "tau_alpha": p.exponent_spread,
+            "tau_beta": p.exponent_spread,
+            "sigma_group": p.group_spread,
+        }
+
     @classmethod
     def from_draws(cls, draws: dict, data: ScalingData, config=None) -> Posterior:
         """A posterior from draws shaped (chain, draw, ...) of the model's sites.

@@ -96,3 +96,57 @@ def test_the_band_where_more_draws_can_settle_rhat():
         False, False, True, True, False,
     ]  # fmt: skip
     assert not draws_can_settle(float("nan"))
+
+
+def _with_spread(post, name, values):
+    """``post`` (a point estimate) with site ``name`` set to ``values``."""
+    import xarray as xr
+
+    ds = post.tree["posterior"].to_dataset()
+    ds[name] = ds[name].copy(data=np.asarray(values, dtype=ds[name].dtype).reshape(ds[name].shape))
+    tree = post.tree.copy()
+    tree["posterior"] = xr.DataTree(ds)
+    return type(post)(tree=tree, data=post.data, config=post.config)
+
+
+@pytest.fixture(scope="module")
+def point():
+    from bayescale import testing
+
+    return testing.point_estimate(testing.posterior(draws=20))
+
+
+def test_a_map_spread_at_zero_is_a_visible_problem(point):
+    from bayescale.cli.commands import diag_line
+    from bayescale.reporting import status
+
+    prior = np.asarray(point.config.priors.offset_sd)
+    fallen = _with_spread(point, "sigma_theta", [0.01 * prior[0], 0.5 * prior[1]])
+    diag = fallen.diagnostics()
+    assert diag["status"] == "warn"
+    assert len(diag["problems"]) == 1 and diag["problems"][0].startswith(
+        "MAP spread sigma_theta[a]"
+    )
+    assert 'method="nuts"' in inference.convergence_advice(diag, fallen.config)
+    assert "--method nuts" in inference.convergence_advice(diag, fallen.config, "cli")
+    assert "MAP spread sigma_theta[a]" in diag_line(diag)
+    assert ("spreads", "warn") in [c[:2] for c in status(fallen).checks]
+    with pytest.warns(inference.ConvergenceWarning, match="MAP spread sigma_theta"):
+        fallen.check()
+
+
+def test_map_spreads_are_checked_only_where_they_can_fall(point):
+    prior = np.asarray(point.config.priors.offset_sd)
+    # just above the line: no problem
+    kept = _with_spread(point, "sigma_theta", 1.01 * inference.SPREAD_COLLAPSED * prior)
+    assert kept.diagnostics()["problems"] == []
+    assert kept.diagnostics()["status"] == "n/a (point estimate)"
+    # one family: its spread is its prior's, with no neck to fall into
+    from bayescale import testing
+
+    one = testing.posterior(testing.synthetic_frame(families=("fam-a",)), draws=20)
+    lone = _with_spread(testing.point_estimate(one), "sigma_theta", 1e-4 * prior)
+    assert lone.diagnostics()["problems"] == []
+    # sampled spreads are the posterior's, small or not: R-hat and ESS judge those
+    sampled = _with_spread(one, "sigma_theta", np.full(one.draws("sigma_theta").shape, 1e-4))
+    assert not any("MAP spread" in p for p in sampled.diagnostics()["problems"])

@@ -97,7 +97,8 @@ def load_fit(path: str):
 
 def diag_line(diag: dict) -> str:
     if diag.get("method") != "nuts":
-        return "diagnostics: n/a (MAP point estimate: intervals hold only run-to-run noise)"
+        line = "diagnostics: n/a (MAP point estimate: intervals hold only run-to-run noise)"
+        return "\n  ".join([line, *diag["problems"]])
     line = (
         f"diagnostics: {diag['status'].upper()}  max R-hat {diag['rhat_max']:.3f}, min bulk ESS "
         f"{diag['ess_bulk_min']:.0f}, divergences {diag['divergences']}, "

@@ -157,6 +157,7 @@ def status(post) -> Status:
                 "uncertainty of the fitted law. Refit with NUTS for calibrated intervals.",
             )
         )
+        checks += [("spreads", "warn", problem) for problem in diag["problems"]]
     else:
         problems = list(diag.get("problems", []))
 
