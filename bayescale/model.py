@@ -219,6 +219,16 @@ class ModelInputs(NamedTuple):
     n_groups: int = 0
 
 
+def spread_priors(priors: Priors) -> dict:
+    """The hierarchy's spread sites, each ``Gamma(2, 2 / m)`` a priori, -> their means ``m``."""
+    return {
+        "sigma_theta": priors.offset_sd,
+        "tau_alpha": priors.exponent_spread,
+        "tau_beta": priors.exponent_spread,
+        "sigma_group": priors.group_spread,
+    }
+
+
 # -- the parameters of one draw -------------------------------------------------------------
 def family_law(sites: dict) -> LawParams:
     """Per-family laws (relative scale) from a dict of the model's sites."""

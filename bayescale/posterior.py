@@ -24,7 +24,7 @@ from bayescale.coordinates import COORDS, beta_log_odds
 from bayescale.data import ScalingData
 from bayescale.inference import PosteriorBase, draws_tree
 from bayescale.laws import LawParams
-from bayescale.model import COEFS, GROUP_COEFS
+from bayescale.model import COEFS, GROUP_COEFS, spread_priors
 from bayescale.options import DEFAULT_CI_PROB, check_ci_prob, format_count
 from bayescale.seeds import law_offset_runs
 
@@ -198,13 +198,7 @@ class Posterior(PosteriorBase):
     def _spreads(self) -> dict:
         if len(self.families) < 2:  # one family's spreads are its priors'; no neck
             return {}
-        p = self.config.priors
-        return {
-            "sigma_theta": p.offset_sd,
-            "tau_alpha": p.exponent_spread,
-            "tau_beta": p.exponent_spread,
-            "sigma_group": p.group_spread,
-        }
+        return spread_priors(self.config.priors)
 
     @classmethod
     def from_draws(cls, draws: dict, data: ScalingData, config=None) -> Posterior:

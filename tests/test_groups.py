@@ -258,3 +258,24 @@ def test_new_runs_of_a_planned_experiment_join_their_familys_group(data):
         pd.concat([data.to_frame(), rows], ignore_index=True), min_tokens=None
     )
     assert both.family_group == data.family_group
+
+
+def test_spread_priors_are_the_models_gamma2_spreads(data):
+    """The MAP spread check reads prior means from ``spread_priors``: they must be the model's."""
+    import jax
+    import numpyro.distributions as dist
+    from numpyro import handlers
+
+    from bayescale.model import Priors, scaling_model, spread_priors
+
+    priors = Priors(offset_sd=(0.4, 0.7), exponent_spread=0.2, group_spread=(0.5, 0.6, 0.1, 0.3))
+    model = handlers.seed(scaling_model, jax.random.PRNGKey(0))
+    tr = handlers.trace(model).get_trace(data.inputs(), priors=priors)
+    spreads = spread_priors(priors)
+    assert set(spreads) <= set(tr)
+    for name, mean in spreads.items():
+        fn = tr[name]["fn"]
+        base = fn.base_dist if isinstance(fn, dist.Independent) else fn
+        assert isinstance(base, dist.Gamma), name
+        np.testing.assert_allclose(base.concentration, 2.0)
+        np.testing.assert_allclose(base.mean, np.broadcast_to(mean, np.shape(base.mean)))
