@@ -110,10 +110,17 @@ def _with_spread(post, name, values):
 
 
 @pytest.fixture(scope="module")
-def point():
+def drawn():
     from bayescale import testing
 
-    return testing.point_estimate(testing.posterior(draws=20))
+    return testing.posterior(draws=20)
+
+
+@pytest.fixture(scope="module")
+def point(drawn):
+    from bayescale import testing
+
+    return testing.point_estimate(drawn)
 
 
 def test_a_map_spread_at_zero_is_a_visible_problem(point):
@@ -135,7 +142,7 @@ def test_a_map_spread_at_zero_is_a_visible_problem(point):
         fallen.check()
 
 
-def test_map_spreads_are_checked_only_where_they_can_fall(point):
+def test_map_spreads_are_checked_only_where_they_can_fall(point, drawn):
     prior = np.asarray(point.config.priors.offset_sd)
     # just above the line: no problem
     kept = _with_spread(point, "sigma_theta", 1.01 * inference.SPREAD_COLLAPSED * prior)
@@ -148,5 +155,6 @@ def test_map_spreads_are_checked_only_where_they_can_fall(point):
     lone = _with_spread(testing.point_estimate(one), "sigma_theta", 1e-4 * prior)
     assert lone.diagnostics()["problems"] == []
     # sampled spreads are the posterior's, small or not: R-hat and ESS judge those
-    sampled = _with_spread(one, "sigma_theta", np.full(one.draws("sigma_theta").shape, 1e-4))
+    shape = drawn.tree["posterior"]["sigma_theta"].shape
+    sampled = _with_spread(drawn, "sigma_theta", np.full(shape, 1e-4))
     assert not any("MAP spread" in p for p in sampled.diagnostics()["problems"])
