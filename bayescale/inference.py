@@ -401,18 +401,16 @@ def collapsed_spreads(post, spreads: dict) -> list:
     for name, prior_mean in spreads.items():
         if name not in post:
             continue
-        values = post[name]
-        arr = np.asarray(values.values, dtype=float)[0, 0]
+        point = post[name].isel(chain=0, draw=0)
+        arr = np.asarray(point.values, dtype=float)
         share = arr / np.broadcast_to(np.asarray(prior_mean, dtype=float), arr.shape)
         for index in np.ndindex(arr.shape):
             if not share[index] < SPREAD_COLLAPSED:
                 continue
-            labels = [str(values[d].values[i]) for d, i in zip(values.dims[2:], index, strict=True)]
-            entry = f"{name}[{', '.join(labels)}]" if labels else name
             out.append(
-                f"MAP spread {entry} is {arr[index]:.2g}, under {SPREAD_COLLAPSED:.0%} of its "
-                "prior mean: complete pooling, which a MAP of a hierarchy falls into whether "
-                "or not the data call for it"
+                f"MAP spread {entry_name(point, index)} is {arr[index]:.2g}, under "
+                f"{SPREAD_COLLAPSED:.0%} of its prior mean: complete pooling, which a MAP of "
+                "a hierarchy falls into whether or not the data call for it"
             )
     return out
 
@@ -432,9 +430,13 @@ def worst_entry(values) -> str:
     The name alone for a scalar. A warning that says ``beta_f[olmo]`` tells
     the user which family to look at; ``beta_f`` alone does not.
     """
+    return entry_name(values, worst_index(values))
+
+
+def entry_name(values, index: tuple) -> str:
+    """``name[label, ...]`` of the entry at ``index`` of a labelled array (scalar: ``name``)."""
     if np.ndim(values.values) == 0:
         return str(values.name)
-    index = worst_index(values)
     labels = [
         str(values[dim].values[i]) if dim in values.coords else str(i)
         for dim, i in zip(values.dims, index, strict=True)
