@@ -447,16 +447,15 @@ def entry_name(values, index: tuple) -> str:
 def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python") -> str:
     """What to change, named as the caller names it (Python keywords or CLI flags)."""
     names = {
-        "python": ("num_warmup", "num_samples", "target_accept"),
-        "cli": ("--warmup", "--samples", "--target-accept"),
+        "python": ("num_warmup", "num_samples", "target_accept", 'method="nuts"'),
+        "cli": ("--warmup", "--samples", "--target-accept", "--method nuts"),
     }[style]
-    warm, samples, accept = names
+    warm, samples, accept, nuts = names
     tips = []
     if any(p.startswith("MAP spread") for p in diag.get("problems", [])):
         tips.append(
-            "sample the spreads with NUTS ("
-            + ('method="nuts"' if style == "python" else "--method nuts")
-            + "), whose intervals take the families' partial pooling into account"
+            f"sample the spreads with NUTS ({nuts}), whose intervals take the families' "
+            "partial pooling into account"
         )
     if any("divergent" in p for p in diag.get("problems", [])):
         higher = min(0.99, max(0.95, config.target_accept + 0.05))

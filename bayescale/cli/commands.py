@@ -98,15 +98,13 @@ def load_fit(path: str):
 def diag_line(diag: dict) -> str:
     if diag.get("method") != "nuts":
         line = "diagnostics: n/a (MAP point estimate: intervals hold only run-to-run noise)"
-        return "\n  ".join([line, *diag["problems"]])
-    line = (
-        f"diagnostics: {diag['status'].upper()}  max R-hat {diag['rhat_max']:.3f}, min bulk ESS "
-        f"{diag['ess_bulk_min']:.0f}, divergences {diag['divergences']}, "
-        f"{diag['draws']} draws per chain"
-    )
-    if diag["problems"]:
-        line += "\n  " + "\n  ".join(diag["problems"])
-    return line
+    else:
+        line = (
+            f"diagnostics: {diag['status'].upper()}  max R-hat {diag['rhat_max']:.3f}, min bulk "
+            f"ESS {diag['ess_bulk_min']:.0f}, divergences {diag['divergences']}, "
+            f"{diag['draws']} draws per chain"
+        )
+    return "\n  ".join([line, *diag["problems"]])
 
 
 def json_diag(diag: dict) -> dict:
