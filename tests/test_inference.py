@@ -99,14 +99,16 @@ def test_the_band_where_more_draws_can_settle_rhat():
 
 
 def _with_spread(post, name, values):
-    """``post`` (a point estimate) with site ``name`` set to ``values``."""
+    """``post`` with site ``name`` set to ``values``."""
+    from dataclasses import replace
+
     import xarray as xr
 
     ds = post.tree["posterior"].to_dataset()
     ds[name] = ds[name].copy(data=np.asarray(values, dtype=ds[name].dtype).reshape(ds[name].shape))
     tree = post.tree.copy()
     tree["posterior"] = xr.DataTree(ds)
-    return type(post)(tree=tree, data=post.data, config=post.config)
+    return replace(post, tree=tree)
 
 
 @pytest.fixture(scope="module")
