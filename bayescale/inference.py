@@ -39,6 +39,12 @@ RHAT_CHANCE = 1.05
 #: A MAP spread below this share of its prior mean has fallen into the hierarchy's
 #: neck: under the Gamma(2) spread priors a share this small has prior mass 0.5%.
 SPREAD_COLLAPSED = 0.05
+#: Where divergent draws are located: an entry is named when their mean lies at
+#: least this many posterior sd from the other draws' mean ...
+DIVERGENT_SHIFT = 0.5
+#: ... and that shift, times the square root of the number of divergent draws,
+#: reaches this (a chance shift of one of a few hundred entries rarely does).
+DIVERGENT_SHIFT_Z = 4.0
 
 
 #: Integer settings of :class:`InferenceConfig` and the least value each may take.
@@ -382,12 +388,50 @@ def sampling_diagnostics(tree, method: str, *, skip=(), spreads=None) -> dict:
         top = ", ".join(f"{v} {r:.3f}" for r, v in worst)
         out["problems"].append(f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} (worst: {top})")
     if out["divergences"]:
-        out["problems"].append(f"{out['divergences']} divergent transitions")
+        diverging = np.asarray(tree["sample_stats"]["diverging"].values, dtype=bool)
+        sites = divergence_sites(post, diverging)
+        out["divergence_sites"] = dict(sites)
+        where = ", ".join(f"{'high' if d > 0 else 'low'} {v} ({d:+.1f} sd)" for v, d in sites)
+        out["problems"].append(
+            f"{out['divergences']} divergent transitions"
+            + (f", their draws at {where}" if where else "")
+        )
     n_chains = tree["posterior"].sizes["chain"]
     if np.isfinite(out["ess_bulk_min"]) and out["ess_bulk_min"] < 100 * min(n_chains, 4) / 4:
         out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
     out["status"] = "warn" if out["problems"] else "pass"
     return out
+
+
+def divergence_sites(post, diverging, top: int = 3) -> list:
+    """Sites whose divergent draws lie apart from the others: ``[(entry, shift), ...]``.
+
+    ``shift`` is the divergent draws' mean minus the other draws' mean, in
+    posterior sd, for each site's most shifted entry (the entries of one
+    site tend to move together); a site is named when it reaches
+    :data:`DIVERGENT_SHIFT` and :data:`DIVERGENT_SHIFT_Z` (see there), the
+    ``top`` largest first. A
+    funnel shows as its spread far below its usual values (``tau_beta`` at
+    -1 sd): that is the site to reparameterise or to pin with data.
+    """
+    mask = np.asarray(diverging, dtype=bool).reshape(-1)
+    n_div = int(mask.sum())
+    if n_div == 0 or n_div == mask.size:
+        return []
+    found = []
+    for name in post.data_vars:
+        arr = np.asarray(post[name].values, dtype=float)
+        flat = arr.reshape(mask.size, -1)
+        sd = flat.std(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = (flat[mask].mean(axis=0) - flat[~mask].mean(axis=0)) / sd
+        size = np.where(np.isfinite(shift) & (sd > 0), np.abs(shift), 0.0)
+        k = int(np.argmax(size))
+        d = float(shift[k])
+        if size[k] >= DIVERGENT_SHIFT and size[k] * math.sqrt(n_div) >= DIVERGENT_SHIFT_Z:
+            index = tuple(int(i) for i in np.unravel_index(k, arr.shape[2:]))
+            found.append((entry_name(post[name].isel(chain=0, draw=0), index), d))
+    return sorted(found, key=lambda e: -abs(e[1]))[:top]
 
 
 def collapsed_spreads(post, spreads: dict) -> list:

@@ -160,3 +160,44 @@ def test_map_spreads_are_checked_only_where_they_can_fall(point, drawn):
     shape = drawn.tree["posterior"]["sigma_theta"].shape
     sampled = _with_spread(drawn, "sigma_theta", np.full(shape, 1e-4))
     assert not any("MAP spread" in p for p in sampled.diagnostics()["problems"])
+
+
+def _divergent_tree(samples, diverging):
+    """A DataTree of ``samples`` (``v`` has entries ``x``, ``y``) and divergent draws."""
+    from arviz_base import from_dict
+
+    return from_dict(
+        {"posterior": samples, "sample_stats": {"diverging": diverging}},
+        coords={"entry": ["x", "y"]},
+        dims={"v": ["entry"]},
+    )
+
+
+def test_divergences_name_where_their_draws_lie():
+    rng = np.random.default_rng(3)
+    tau = rng.gamma(2.0, 0.05, size=(4, 500))
+    v = rng.normal(size=(4, 500, 2))
+    # a funnel: the sampler diverges where the spread is small, and v[y] sits high there
+    diverging = tau < np.quantile(tau, 0.03)
+    v[..., 1] += 2.0 * diverging
+    tree = _divergent_tree({"tau": tau, "v": v}, diverging)
+    sites = dict(inference.divergence_sites(tree["posterior"], diverging))
+    assert sorted(sites) == ["tau", "v[y]"]
+    assert sites["tau"] < -inference.DIVERGENT_SHIFT and sites["v[y]"] > 1.0
+    diag = inference.sampling_diagnostics(tree, "nuts")
+    assert diag["divergences"] == diverging.sum() and diag["divergence_sites"] == sites
+    problem = [p for p in diag["problems"] if "divergent" in p][0]
+    assert "their draws at" in problem and "low tau (" in problem and "high v[y] (" in problem
+
+
+def test_divergences_at_random_draws_name_no_site():
+    rng = np.random.default_rng(4)
+    diverging = np.zeros((4, 500), bool)
+    diverging.ravel()[rng.choice(2000, size=20, replace=False)] = True
+    # 302 entries unrelated to the divergences: a chance shift must not be named
+    samples = {"v": rng.normal(size=(4, 500, 2)), "w": rng.normal(size=(4, 500, 300))}
+    tree = _divergent_tree(samples, diverging)
+    diag = inference.sampling_diagnostics(tree, "nuts")
+    assert diag["divergence_sites"] == {}
+    assert "20 divergent transitions" in diag["problems"] and diag["status"] == "warn"
+    assert inference.divergence_sites(tree["posterior"], np.ones((4, 500), bool)) == []
