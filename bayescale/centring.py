@@ -60,12 +60,21 @@ def centred_exponents(inputs, law: str = "chinchilla") -> np.ndarray:
     return out
 
 
-def partly_centred(name: str, loc, scale, centred, event_dims: int = 0):
+def partly_centred(name: str, loc, scale, centred, event_dims: int = 0, weight=None):
     """A ``Normal(loc, scale)`` value sampled as itself where ``centred``, standardised elsewhere.
 
     Site ``name`` holds the value where ``centred`` is true and
     ``(value - loc) / scale ~ Normal(0, 1)`` elsewhere; returns the value.
+    With a ``weight`` ``w`` in [0, 1] every entry is sampled partly centred
+    (Papaspiliopoulos et al. 2007) instead: the site holds
+    ``z ~ Normal(w loc, scale**w)`` and the value is
+    ``loc + scale**(1 - w) (z - w loc)``, itself at ``w = 1`` and
+    standardised at ``w = 0``.
     """
+    if weight is not None:
+        w = float(weight)
+        z = numpyro.sample(name, dist.Normal(w * loc, scale**w).to_event(event_dims))
+        return loc + scale ** (1.0 - w) * (z - w * loc)
     fn = dist.Normal(jnp.where(centred, loc, 0.0), jnp.where(centred, scale, 1.0))
     z = numpyro.sample(name, fn.to_event(event_dims))
     return jnp.where(centred, z, loc + scale * z)

@@ -69,6 +69,12 @@ class FitConfig(InferenceConfig):
         Weight ``w`` in [0, 1] of the seed effects' sampling coordinates
         (:class:`~bayescale.seeds.RunEffects`): 0 non-centred, 1 centred.
         The model is the same; only how NUTS moves through it changes.
+    exponent_centring : float or None
+        Weight ``w`` in [0, 1] of every family's pooled exponents' sampling
+        coordinates (:func:`~bayescale.centring.partly_centred`); ``None``
+        (default) centres each by the rule of
+        :func:`~bayescale.centring.centred_exponents`. A lone family's
+        exponents keep their own form. Again the same model.
     priors : Priors
     """
 
@@ -82,6 +88,7 @@ class FitConfig(InferenceConfig):
     max_points_per_run: int | None = DEFAULT_MAX_POINTS
     discrepancy: bool = False
     seed_centring: float = 0.0
+    exponent_centring: float | None = None
     priors: Priors = field(default_factory=Priors)
 
     _PRIORS = Priors
@@ -92,6 +99,9 @@ class FitConfig(InferenceConfig):
         check_choice("exponents", self.exponents, EXPONENT_FORMS)
         if not 0.0 <= float(self.seed_centring) <= 1.0:
             raise ValueError(f"seed_centring must be in [0, 1], got {self.seed_centring!r}")
+        w = self.exponent_centring
+        if w is not None and not 0.0 <= float(w) <= 1.0:
+            raise ValueError(f"exponent_centring must be in [0, 1] or None, got {w!r}")
         if self.families is not None:
             if isinstance(self.families, str):
                 object.__setattr__(self, "families", (self.families,))
@@ -123,6 +133,7 @@ def model_kwargs(inputs, config: FitConfig, observe: bool = True) -> dict:
         "priors": config.priors,
         "discrepancy": config.discrepancy,
         "seed_centring": config.seed_centring,
+        "exponent_centring": config.exponent_centring,
         "observe": observe,
     }
 

@@ -296,7 +296,9 @@ def trajectory(
     return OUTrajectory(loc, obs_scale(inputs, sigma_obs, sigma_seed), rho, nu)
 
 
-def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors):
+def _family_block(
+    inputs: ModelInputs, exponents: str, law: str, priors: Priors, exponent_centring=None
+):
     """Population and family-level sites; returns per-family arrays.
 
     Family offsets are sampled *centred* (drawn directly from their
@@ -308,7 +310,9 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
     the exponents they depend on.
     Pooled exponents are centred for the families whose data pin them and
     non-centred for the others (sites ``z_alpha``, ``z_beta``;
-    :func:`centred_exponents`); a one-family fit draws its family's pinned
+    :func:`centred_exponents`), or all partly centred with weight
+    ``exponent_centring`` (:func:`~bayescale.centring.partly_centred`); a
+    one-family fit draws its family's pinned
     exponent first and the shared one given it (:func:`lone_exponent`). The
     fit pairs this with a dense mass matrix over the law block (see
     ``fitting.DENSE_BLOCK``) for the correlations left within a family.
@@ -352,7 +356,11 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
                 "alpha_f",
                 alpha_lone
                 if lone[0]
-                else jnp.exp(partly_centred("z_alpha", log_alpha, tau_alpha, centred[:, 0])),
+                else jnp.exp(
+                    partly_centred(
+                        "z_alpha", log_alpha, tau_alpha, centred[:, 0], weight=exponent_centring
+                    )
+                ),
             )
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
@@ -361,7 +369,11 @@ def _family_block(inputs: ModelInputs, exponents: str, law: str, priors: Priors)
                     "beta_f",
                     beta_lone
                     if lone[1]
-                    else jnp.exp(partly_centred("z_beta", log_beta, tau_beta, centred[:, 1])),
+                    else jnp.exp(
+                        partly_centred(
+                            "z_beta", log_beta, tau_beta, centred[:, 1], weight=exponent_centring
+                        )
+                    ),
                 )
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
@@ -423,6 +435,7 @@ def scaling_model(
     priors: Priors = Priors(),  # noqa: B008 - frozen, immutable default
     discrepancy: bool = False,
     seed_centring: float = 0.0,
+    exponent_centring: float | None = None,
     observe: bool = True,
 ):
     """Hierarchical scaling-law model (plate ``family``, seed coordinates ``z_u``; observed ``y``).
@@ -431,13 +444,15 @@ def scaling_model(
     :class:`~bayescale.trajectory.OUTrajectory`. ``discrepancy`` adds the
     size-level discrepancy to every run's offset (plate ``size``,
     :func:`_discrepancy_block`). ``seed_centring`` is the weight ``w`` of the
-    seed coordinates ``z_u`` (:class:`~bayescale.seeds.RunEffects`): the same
-    model, other coordinates.
+    seed coordinates ``z_u`` (:class:`~bayescale.seeds.RunEffects`), and
+    ``exponent_centring`` (``None``: the rule of
+    :func:`~bayescale.centring.centred_exponents`) that of the pooled
+    exponents' ``z_alpha``, ``z_beta``: the same model, other coordinates.
     """
     check_choice("exponents", exponents, EXPONENT_FORMS)
     check_choice("law", law, LAWS)
     p = priors
-    fam_law, sigma_f = _family_block(inputs, exponents, law, p)
+    fam_law, sigma_f = _family_block(inputs, exponents, law, p, exponent_centring)
     sigma_seed = numpyro.sample("sigma_seed", dist.HalfNormal(p.seed_sd))
     ell = numpyro.sample("ell", dist.LogNormal(p.ell_loc, p.ell_scale))
     nu = numpyro.sample("nu", dist.LogNormal(p.nu_loc, p.nu_scale))

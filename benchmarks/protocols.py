@@ -128,6 +128,13 @@ def main(argv=None):
         help="fit with FitConfig(seed_centring=W): the seed effects' sampling coordinates "
         "(0 non-centred, 1 centred); written to its own section, eval_PROTOCOL_seed_centring",
     )
+    p.add_argument(
+        "--exponent-centring",
+        type=float,
+        help="fit with FitConfig(exponent_centring=W): every family's pooled exponents "
+        "partly centred with weight W; written to its own section, "
+        "eval_PROTOCOL_exponent_centring",
+    )
     args = p.parse_args(argv)
     extra = {}
     changes = {}
@@ -135,6 +142,8 @@ def main(argv=None):
         changes["discrepancy"] = True
     if args.seed_centring is not None:
         changes["seed_centring"] = args.seed_centring
+    if args.exponent_centring is not None:
+        changes["exponent_centring"] = args.exponent_centring
     if changes:
         extra["settings"] = replace(ev.default_settings(args.protocol, args.quick), **changes)
     if args.hier_folds is not None:
@@ -163,6 +172,7 @@ def main(argv=None):
     variant = (
         ("_discrepancy" if args.discrepancy else "")
         + ("_seed_centring" if args.seed_centring is not None else "")
+        + ("_exponent_centring" if args.exponent_centring is not None else "")
         + ("_family_fits" if args.family_fits else "")
     )
     # every row on disk before anything is formatted: a protocol takes up to an hour
@@ -186,6 +196,8 @@ def main(argv=None):
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in extra)
     flags += " --discrepancy" if args.discrepancy else ""
     flags += f" --seed-centring {args.seed_centring:g}" if args.seed_centring is not None else ""
+    if args.exponent_centring is not None:
+        flags += f" --exponent-centring {args.exponent_centring:g}"
     flags += " --family-fits" if args.family_fits else ""
     grouped = f"families grouped by `{args.group_by}`" if args.group_by else "no family groups"
     body = "\n\n".join(
@@ -215,6 +227,7 @@ def main(argv=None):
             "protocol": args.protocol,
             "seed": args.seed,
             "seed_centring": 0.0 if args.seed_centring is None else args.seed_centring,
+            "exponent_centring": args.exponent_centring,
             "wall_seconds": wall,
             "headline": head,
             "methods": method_summary(result.points),

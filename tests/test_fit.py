@@ -55,6 +55,8 @@ def test_config_holds_everything_to_reproduce_the_fit(small):
         bs.FitConfig(target_accept=1.5)
     with pytest.raises(ValueError, match=r"seed_centring must be in \[0, 1\]"):
         bs.FitConfig(seed_centring=1.5)
+    with pytest.raises(ValueError, match=r"exponent_centring must be in \[0, 1\] or None"):
+        bs.FitConfig(exponent_centring=-0.1)
 
 
 def test_seed_coordinates_change_nothing_but_the_coordinates(small, map_post):

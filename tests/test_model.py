@@ -3,8 +3,10 @@
 from types import SimpleNamespace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
+import numpyro.distributions as dist
 import pandas as pd
 import pytest
 from numpyro import handlers
@@ -231,15 +233,34 @@ def test_exponents_are_centred_where_a_family_pins_them_and_the_law_is_the_same(
     np.testing.assert_array_equal(
         centred_exponents(inputs, "overtrain"), np.repeat(centred.any(axis=1)[:, None], 2, axis=1)
     )
-    # both forms draw log alpha_f ~ Normal(log alpha, tau_alpha)
-    draws = Predictive(scaling_model, num_samples=4000)(
-        jax.random.PRNGKey(0), inputs, law="chinchilla", exponents="pooled", observe=False
-    )
-    for site, mean, tau in (("alpha_f", "alpha", "tau_alpha"), ("beta_f", "beta", "tau_beta")):
-        z = (np.log(draws[site]) - np.log(draws[mean])[:, None]) / draws[tau][:, None]
-        np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
-        np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.05)
-    assert draws["z_alpha"].shape == (4000, 4)
+    # both forms, and every family partly centred, draw log alpha_f ~ Normal(log alpha, tau_alpha)
+    for weight in (None, 0.5):
+        draws = Predictive(scaling_model, num_samples=4000)(
+            jax.random.PRNGKey(0), inputs, exponents="pooled", exponent_centring=weight,
+            observe=False,
+        )  # fmt: skip
+        for site, mean, tau in (("alpha_f", "alpha", "tau_alpha"), ("beta_f", "beta", "tau_beta")):
+            z = (np.log(draws[site]) - np.log(draws[mean])[:, None]) / draws[tau][:, None]
+            np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
+            np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.05)
+        assert draws["z_alpha"].shape == (4000, 4)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_partly_centred_coordinates_hold_the_value_between_its_two_forms(weight):
+    from bayescale.centring import partly_centred
+
+    loc, scale = jnp.array([0.3, -1.0]), jnp.array([0.2, 0.05])
+    with handlers.trace() as tr, handlers.seed(rng_seed=1):
+        value = partly_centred("z", loc, scale, np.array([False, True]), weight=weight)
+    z = tr["z"]["value"]
+    # weight 1: the value itself; 0: its standardised departure; the per-entry mask is unused
+    expected = weight * loc + (value - loc) / scale ** (1.0 - weight)
+    np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-6)
+    # the site's density is the value's, less the log Jacobian of the map
+    site_lp = tr["z"]["fn"].log_prob(z)
+    value_lp = dist.Normal(loc, scale).log_prob(value) + (1.0 - weight) * jnp.log(scale)
+    np.testing.assert_allclose(site_lp, value_lp, rtol=1e-5)
 
 
 @pytest.mark.parametrize("law", ["chinchilla", "overtrain"])

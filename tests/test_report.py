@@ -346,6 +346,7 @@ def test_the_model_description_names_the_families_whose_exponents_were_centred()
     alone = ScalingData.from_frame(few, min_tokens=None)
     note = method.exponent_form_note(alone, "chinchilla")
     assert note.endswith("α_f: no family; β_f: no family.")
+    assert "partly centred (weight 0.5" in method.exponent_form_note(alone, "chinchilla", 0.5)
 
 
 def test_method_paragraph_counts_the_draws_kept(post):

@@ -74,7 +74,7 @@ def model_description(post) -> list[str]:
         else "All families share one pair of exponents α, β."
     )
     if c.exponents == "pooled":
-        exps += " " + exponent_form_note(post.data, c.law)
+        exps += " " + exponent_form_note(post.data, c.law, c.exponent_centring)
     if c.method == "nuts":
         start = (
             "each chain started from its own prior draw"
@@ -177,8 +177,18 @@ def discrepancy_note(post) -> str:
     )
 
 
-def exponent_form_note(data, law: str) -> str:
-    """Which families' pooled exponents were sampled as themselves (centred), and why."""
+def exponent_form_note(data, law: str, weight=None) -> str:
+    """Which families' pooled exponents were sampled as themselves (centred), and why.
+
+    With a ``weight`` (``FitConfig.exponent_centring``) every family's were
+    sampled partly centred instead.
+    """
+    if weight is not None:
+        return (
+            f"Every family's pooled exponents were sampled partly centred (weight {weight:g}: "
+            "0 is their standardised departure from the shared value, 1 the exponent itself); "
+            "the law is the same either way."
+        )
     centred = centring.centred_exponents(data.inputs(), law)
     names = ("α_f",) if law == "overtrain" else ("α_f", "β_f")
 
