@@ -111,6 +111,7 @@ def test_fit_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, csv, change,
 @pytest.mark.parametrize(
     "flags,pattern",
     [(["--seed-centring", "2"], r"seed_centring must be in \[0, 1\]"),
+     (["--exponent-centring", "-1"], r"exponent_centring must be in \[0, 1\]"),
      (["--target-accept", "1.5"], r"target_accept must be in \(0, 1\)")],
 )  # fmt: skip
 def test_fit_bad_sampler_settings_exit_2(tmp_path, capsys, csv, flags, pattern):
@@ -126,10 +127,11 @@ def test_fit_stores_the_sampler_settings(tmp_path, capsys, csv):
 
     out = tmp_path / "w.nc"
     argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--seed-centring", "0.5",
-            "--start", "prior", "--extend", "0"]  # fmt: skip
+            "--start", "prior", "--extend", "0", "--exponent-centring", "0.25"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     config = load(out).config
     assert config.seed_centring == 0.5 and config.start == "prior" and config.extend == 0
+    assert config.exponent_centring == 0.25
 
 
 def test_fit_unknown_source_exits_2(tmp_path, capsys):

@@ -193,6 +193,7 @@ def cmd_fit(args) -> int:
             exponents=args.exponents,
             discrepancy=args.discrepancy,
             seed_centring=args.seed_centring,
+            exponent_centring=args.exponent_centring,
             **data_options,
             **_sampler(args),
         )

@@ -141,7 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="W",
         help="sampling coordinates of the seed effects, 0 (non-centred) to 1 (centred): "
-        "the same model, other geometry for the sampler (README: what 0.5 changed)",
+        "the same model, other geometry for the sampler (docs/model-notes.md: what 0.5 changed)",
+    )
+    p.add_argument(
+        "--exponent-centring",
+        type=float,
+        default=None,
+        metavar="W",
+        help="sampling coordinates of every family's pooled exponents, 0 (non-centred) to "
+        "1 (centred); default: centred where a family's data pin them",
     )
     p.add_argument(
         "--min-tokens",
