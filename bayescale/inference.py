@@ -410,9 +410,9 @@ def divergence_sites(post, diverging, top: int = 3) -> list:
     posterior sd, for each site's most shifted entry (the entries of one
     site tend to move together); a site is named when it reaches
     :data:`DIVERGENT_SHIFT` and :data:`DIVERGENT_SHIFT_Z` (see there), the
-    ``top`` largest first. A
-    funnel shows as its spread far below its usual values (``tau_beta`` at
-    -1 sd): that is the site to reparameterise or to pin with data.
+    ``top`` largest first. A funnel shows as its spread far below its usual
+    values (``tau_beta`` at -1 sd): the site to reparameterise or to pin
+    with data.
     """
     mask = np.asarray(diverging, dtype=bool).reshape(-1)
     n_div = int(mask.sum())

@@ -345,6 +345,11 @@ def _family_block(
     if exponents == "pooled":
         tau_alpha, tau_beta = spreads if spreads is not None else _exponent_spreads(p, law)
         centred = centred_exponents(inputs, law)
+
+        def pooled(site, log_loc, tau, column):
+            z = partly_centred(site, log_loc, tau, centred[:, column], weight=exponent_centring)
+            return jnp.exp(z)
+
     shift = _group_shift(inputs, p)
     log_alpha, log_beta = jnp.log(alpha), jnp.log(beta)
     if shift is not None:
@@ -354,26 +359,14 @@ def _family_block(
         if exponents == "pooled":
             alpha_f = numpyro.deterministic(
                 "alpha_f",
-                alpha_lone
-                if lone[0]
-                else jnp.exp(
-                    partly_centred(
-                        "z_alpha", log_alpha, tau_alpha, centred[:, 0], weight=exponent_centring
-                    )
-                ),
+                alpha_lone if lone[0] else pooled("z_alpha", log_alpha, tau_alpha, 0),
             )
             if law == "overtrain":
                 beta_f = numpyro.deterministic("beta_f", alpha_f)
             else:
                 beta_f = numpyro.deterministic(
                     "beta_f",
-                    beta_lone
-                    if lone[1]
-                    else jnp.exp(
-                        partly_centred(
-                            "z_beta", log_beta, tau_beta, centred[:, 1], weight=exponent_centring
-                        )
-                    ),
+                    beta_lone if lone[1] else pooled("z_beta", log_beta, tau_beta, 1),
                 )
         else:
             alpha_f = numpyro.deterministic("alpha_f", jnp.broadcast_to(alpha, (n_families,)))
