@@ -201,3 +201,21 @@ def test_divergences_at_random_draws_name_no_site():
     assert diag["divergence_sites"] == {}
     assert "20 divergent transitions" in diag["problems"] and diag["status"] == "warn"
     assert inference.divergence_sites(tree["posterior"], np.ones((4, 500), bool)) == []
+
+
+def test_divergences_at_a_small_exponent_spread_advise_partly_centred_exponents():
+    from bayescale.fitting import FitConfig
+
+    diag = {"problems": ["40 divergent transitions, their draws at low tau_beta (-1.0 sd)"]}
+    diag["divergence_sites"] = {"tau_beta": -1.0}
+    advice = inference.convergence_advice(diag, FitConfig())
+    assert "exponent_centring=0.5" in advice and "small tau_beta" in advice
+    assert "--exponent-centring 0.5" in inference.convergence_advice(diag, FitConfig(), "cli")
+    # not where the exponents already are partly centred, nor for a spread sitting high
+    assert "centred" not in inference.convergence_advice(diag, FitConfig(exponent_centring=0.5))
+    diag["divergence_sites"] = {"tau_beta": 1.0, "sigma_theta[a]": -1.2}
+    assert "centred" not in inference.convergence_advice(diag, FitConfig())
+    # the downstream fits' config has no such setting
+    assert "centred" not in inference.convergence_advice(
+        {**diag, "divergence_sites": {"tau_alpha": -1.0}}, InferenceConfig()
+    )
