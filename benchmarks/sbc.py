@@ -123,28 +123,21 @@ def main(argv=None):
     print(fits)
     if args.no_write:
         return
+    w = args.exponent_centring
+    flags = " --discrepancy" if args.discrepancy else ""
+    flags += f" --exponent-centring {w:g}" if w is not None else ""
+    partly = (
+        f", every family's pooled exponents partly centred (weight {w:g})" if w is not None else ""
+    )
     body = "\n\n".join(
         [
-            "## Simulation-based calibration (`benchmarks/sbc.py"
-            + (" --discrepancy" if args.discrepancy else "")
-            + (
-                f" --exponent-centring {args.exponent_centring:g}"
-                if args.exponent_centring is not None
-                else ""
-            )
-            + "`)",
+            f"## Simulation-based calibration (`benchmarks/sbc.py{flags}`)",
             f"{machine_info()}. {n} data sets drawn from the prior"
             + (" of the model with the size-level discrepancy" if args.discrepancy else "")
             + " (2 families x 3 sizes x "
             "2 seeds x 8 checkpoints, loss constants fixed at 1), each fitted with the default "
-            "inference (NUTS 4 x 500+500)"
-            + (
-                f", every family's pooled exponents partly centred (weight "
-                f"{args.exponent_centring:g})"
-                if args.exponent_centring is not None
-                else ""
-            )
-            + ". Coverage of the 50% and 90% equal-tailed intervals; "
+            f"inference (NUTS 4 x 500+500){partly}. Coverage of the 50% and 90% equal-tailed "
+            "intervals; "
             f"with exact intervals it falls in {lo50:.2f}-{hi50:.2f} (50%) and {lo90:.2f}-"
             f"{hi90:.2f} (90%) 95% of the time. 'uniformity_p': chi-square test over 10 bins "
             "of the truth's rank among 99 thinned draws.",
