@@ -110,6 +110,7 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         "rhat_worst": next(iter(diag.get("rhat_worst", {})), ""),
         "ess_bulk_min": diag.get("ess_bulk_min"),
         "divergences": diag.get("divergences"),
+        "divergence_sites": ", ".join(diag.get("divergence_sites", {})),
         "draws": diag.get("draws"),
         "num_samples": config.num_samples,
     }
@@ -118,6 +119,7 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
     if config.method == "nuts":
         line += f", R-hat {rec['rhat_max']:.3f} ({rec['rhat_worst']}), "
         line += f"{rec['divergences']} divergences"
+        line += f" (at {rec['divergence_sites']})" if rec["divergence_sites"] else ""
     log_fits.info(line)
     return post
 
