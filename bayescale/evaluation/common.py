@@ -110,7 +110,9 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         "rhat_worst": next(iter(diag.get("rhat_worst", {})), ""),
         "ess_bulk_min": diag.get("ess_bulk_min"),
         "divergences": diag.get("divergences"),
-        "divergence_sites": ", ".join(diag.get("divergence_sites", {})),
+        "divergence_sites": ", ".join(
+            f"{v} {d:+.1f} sd" for v, d in diag.get("divergence_sites", {}).items()
+        ),
         "draws": diag.get("draws"),
         "num_samples": config.num_samples,
     }
