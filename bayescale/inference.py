@@ -383,12 +383,12 @@ def sampling_diagnostics(tree, method: str, *, skip=(), spreads=None) -> dict:
     out["ess_bulk_min"] = smallest(eb)
     out["ess_tail_min"] = smallest(et)
     out["rhat_worst"] = {v: r for r, v in worst}
-    out["divergences"] = int(np.sum(tree["sample_stats"]["diverging"].values))
+    diverging = np.asarray(tree["sample_stats"]["diverging"].values, dtype=bool)
+    out["divergences"] = int(diverging.sum())
     if out["rhat_max"] > RHAT_MAX:
         top = ", ".join(f"{v} {r:.3f}" for r, v in worst)
         out["problems"].append(f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} (worst: {top})")
     if out["divergences"]:
-        diverging = np.asarray(tree["sample_stats"]["diverging"].values, dtype=bool)
         sites = divergence_sites(post, diverging)
         out["divergence_sites"] = dict(sites)
         where = ", ".join(f"{'high' if d > 0 else 'low'} {v} ({d:+.1f} sd)" for v, d in sites)
