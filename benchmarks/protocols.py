@@ -137,13 +137,11 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     extra = {}
-    changes = {}
-    if args.discrepancy:
-        changes["discrepancy"] = True
-    if args.seed_centring is not None:
-        changes["seed_centring"] = args.seed_centring
-    if args.exponent_centring is not None:
-        changes["exponent_centring"] = args.exponent_centring
+    # FitConfig changes: each one named in the section and its flags
+    changes = {"discrepancy": True} if args.discrepancy else {}
+    for name in ("seed_centring", "exponent_centring"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
     if changes:
         extra["settings"] = replace(ev.default_settings(args.protocol, args.quick), **changes)
     if args.hier_folds is not None:
@@ -169,12 +167,7 @@ def main(argv=None):
     result = ev.evaluate(args.protocol, quick=args.quick, seed=args.seed, **extra)
     wall = time.perf_counter() - start
     # what sets this run's section (and saved rows) apart from the protocol's own
-    variant = (
-        ("_discrepancy" if args.discrepancy else "")
-        + ("_seed_centring" if args.seed_centring is not None else "")
-        + ("_exponent_centring" if args.exponent_centring is not None else "")
-        + ("_family_fits" if args.family_fits else "")
-    )
+    variant = "".join(f"_{k}" for k in changes) + ("_family_fits" if args.family_fits else "")
     # every row on disk before anything is formatted: a protocol takes up to an hour
     saved = args.save
     if saved is None and not (args.quick or args.no_write):
@@ -194,10 +187,8 @@ def main(argv=None):
         name += f"_by_{args.group_by}"
     name += variant
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in extra)
-    flags += " --discrepancy" if args.discrepancy else ""
-    flags += f" --seed-centring {args.seed_centring:g}" if args.seed_centring is not None else ""
-    if args.exponent_centring is not None:
-        flags += f" --exponent-centring {args.exponent_centring:g}"
+    for k, v in changes.items():
+        flags += f" --{k.replace('_', '-')}" + ("" if v is True else f" {v:g}")
     flags += " --family-fits" if args.family_fits else ""
     grouped = f"families grouped by `{args.group_by}`" if args.group_by else "no family groups"
     body = "\n\n".join(
