@@ -57,6 +57,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -71,8 +72,9 @@ from bayescale.seeds import RunEffects
 from bayescale.trajectory import OUTrajectory
 
 COEFS = ("a", "b")
-# what a group shifts: the population means of a, b, log alpha and log beta
-GROUP_COEFS = ("a", "b", "log_alpha", "log_beta")
+# what a group shifts: the population means of a, b, log alpha, log beta and of
+# E's share (on its log-odds), so families measured on one metric share their floor
+GROUP_COEFS = ("a", "b", "log_alpha", "log_beta", "e_logit")
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,12 @@ class Priors:
         curves have outliers (the feasibility sketch found nu ~ 1.2).
     group_spread : tuple of float
         Only with a ``group`` column: prior means of the spread of group
-        shifts of ``(a, b, log alpha, log beta)``, each ``Gamma(2, 2 / m)``,
-        the same as the family-level spreads (``offset_sd``,
-        ``exponent_spread``): a priori groups differ as much as families do.
+        shifts of ``(a, b, log alpha, log beta)`` and of the log-odds of
+        E's share, each ``Gamma(2, 2 / m)``; the first four the same as the
+        family-level spreads (``offset_sd``, ``exponent_spread``): a priori
+        groups differ as much as families do. The last is 1: metrics differ
+        in their floor (a log-perplexity of LAMBADA falls far below its
+        value at 1e9 parameters, a web-text loss much less).
     anneal_b_sd, anneal_c_loc, anneal_c_scale, anneal_shape_loc, anneal_shape_scale : float
         Only with learning-rate schedules (:mod:`bayescale.schedules`): the
         bonus of a full decay ``B_f ~ HalfNormal(0.1)`` (annealing lowers the
@@ -175,7 +180,7 @@ class Priors:
     ell_scale: float = 0.5
     nu_loc: float = math.log(4.0)
     nu_scale: float = 0.75
-    group_spread: tuple = (0.6, 0.6, 0.15, 0.15)
+    group_spread: tuple = (0.6, 0.6, 0.15, 0.15, 1.0)
     anneal_b_sd: float = 0.1
     anneal_c_loc: float = math.log(1e3)
     anneal_c_scale: float = 2.5
@@ -376,6 +381,9 @@ def _family_block(
     # the offsets' population mean integrated out of their prior, drawn after them
     # (bayescale.pooling): the same joint law without the funnel between the two
     offsets = PooledOffsets(loc, theta_shift, p.ab_scale, scale_tril)
+    if shift is not None:
+        # the group's share mean: e_mu's log-odds moved by the group's shift
+        e_mu = jax.nn.sigmoid(jnp.log(e_mu) - jnp.log1p(-e_mu) + shift[:, 4])
     e_prior = dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
     # E, a and b in coordinates centred on each family's data (bayescale.coordinates)
     centre = family_centres(inputs)
@@ -401,7 +409,7 @@ def _exponent_spreads(p: Priors, law: str):
 
 
 def _group_shift(inputs: ModelInputs, p: Priors):
-    """Per family, its group's shift of ``GROUP_COEFS`` (F, 4); ``None`` without groups.
+    """Per family, its group's shift of ``GROUP_COEFS`` (F, 5); ``None`` without groups.
 
     ``z_group`` holds each group's shift in its sampling coordinates: the
     shift ``~ Normal(0, sigma_group)`` for a group of several families, the
@@ -569,5 +577,5 @@ def spread_scales(values: dict, n_families: int) -> dict:
         out[tau] = max(spread, 0.05)
     if "group_effect" in values:
         shifts = np.asarray(values["group_effect"])
-        out["sigma_group"] = np.maximum(shifts.std(axis=0), [0.1, 0.1, 0.05, 0.05])
+        out["sigma_group"] = np.maximum(shifts.std(axis=0), [0.1, 0.1, 0.05, 0.05, 0.1])
     return out

@@ -278,6 +278,7 @@ class Posterior(PosteriorBase):
             shift = self.draws("sigma_group") * rng.standard_normal(shift.shape)
         theta = theta + shift[:, :2]
         e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
+        e_mu = 1.0 / (1.0 + np.exp(np.log1p(-e_mu) - np.log(e_mu) - shift[:, 4]))
         # log E = log odds of its share + log of the other terms at the reference sizes
         log_odds = beta_log_odds(rng, e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
         log_e = log_odds + np.logaddexp(theta[:, 0], theta[:, 1])

@@ -150,7 +150,9 @@ def test_no_group_sites_without_groups():
 
 def _hand_posterior(data, sigma_group):
     """A posterior with every family law at the population mean and given group spread."""
-    s, f = 400, data.n_families
+    from bayescale.model import GROUP_COEFS
+
+    s, f, k = 400, data.n_families, len(GROUP_COEFS)
     ones = np.ones((1, s))
     draws = {
         "alpha": 0.3 * ones,
@@ -173,9 +175,9 @@ def _hand_posterior(data, sigma_group):
         "ell": 0.5 * ones,
         "nu": 5.0 * ones,
         "u": np.zeros((1, s, data.n_runs)),
-        "sigma_group": np.full((1, s, 4), sigma_group),
-        "z_group": np.zeros((1, s, 2, 4)),
-        "group_effect": np.zeros((1, s, 2, 4)),
+        "sigma_group": np.full((1, s, k), sigma_group),
+        "z_group": np.zeros((1, s, 2, k)),
+        "group_effect": np.zeros((1, s, 2, k)),
     }
     from bayescale.posterior import Posterior
 
@@ -193,6 +195,28 @@ def test_an_unseen_family_is_drawn_from_a_new_group(data):
         sds.append(np.std(np.asarray(law.a)))
     assert sds[0] == pytest.approx(0.1, rel=0.15)
     assert sds[1] == pytest.approx(np.hypot(0.1, 0.3), rel=0.15)
+
+
+def test_an_unseen_familys_e_share_is_drawn_around_a_new_groups_mean(data):
+    """A new group's shift moves the mean of E's share (e_mu 0.6, e_kappa 10) on its log-odds."""
+    rng = np.random.default_rng(2)
+    iqrs = []
+    for sigma_group in (1e-6, 1.0):
+        post = _hand_posterior(data, sigma_group)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            law = post.law("new-family", seed=1)
+        log_odds = np.asarray(law.log_E) - np.logaddexp(np.asarray(law.a), np.asarray(law.b))
+        # brute-force reference: the share drawn as the model states it
+        shift = sigma_group * rng.standard_normal(50_000)
+        mean = 1.0 / (1.0 + np.exp(-(np.log(0.6 / 0.4) + shift)))
+        share = rng.beta(10.0 * mean, 10.0 * (1.0 - mean))
+        ref = np.log(share) - np.log1p(-share)
+        # interquartile ranges: the log-odds of a Beta with a small shape have long tails
+        iqr = np.subtract(*np.percentile(log_odds, [75, 25]))
+        assert iqr == pytest.approx(np.subtract(*np.percentile(ref, [75, 25])), rel=0.12)
+        iqrs.append(iqr)
+    assert iqrs[1] > 1.5 * iqrs[0]
 
 
 def test_groups_survive_save_and_load(data, tmp_path):
