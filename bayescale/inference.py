@@ -18,6 +18,8 @@ A fit runs the same steps for the loss law and the downstream law:
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import warnings
@@ -567,6 +569,12 @@ class PosteriorBase:
 
     def diagnostics(self) -> dict:
         """R-hat (max), bulk/tail ESS (min), divergences, and a pass/warn status."""
+        return copy.deepcopy(self._diagnostics)
+
+    @functools.cached_property
+    def _diagnostics(self) -> dict:
+        # computed once: the fit's check, the CLI and the report each ask, and the
+        # draws of a frozen posterior do not change
         return sampling_diagnostics(
             self.tree, self.config.method, skip=self._SKIP_VARS, spreads=self._spreads()
         )

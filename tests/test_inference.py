@@ -125,6 +125,25 @@ def point(drawn):
     return testing.point_estimate(drawn)
 
 
+def test_diagnostics_are_computed_once_and_handed_out_as_copies(monkeypatch):
+    from bayescale import inference, testing
+
+    post = testing.posterior(draws=20, divergences=3)
+    calls = []
+    real = inference.sampling_diagnostics
+    monkeypatch.setattr(
+        inference, "sampling_diagnostics", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    first = post.diagnostics()
+    first["problems"].append("changed by a caller")
+    with pytest.warns(inference.ConvergenceWarning):
+        post.check()
+    assert post.diagnostics() == real(
+        post.tree, post.config.method, skip=post._SKIP_VARS, spreads=post._spreads()
+    )
+    assert len(calls) == 1
+
+
 def test_a_map_spread_at_zero_is_a_visible_problem(point):
     from bayescale.cli.commands import diag_line
     from bayescale.reporting import status
