@@ -96,7 +96,7 @@ def centred_groups(inputs) -> np.ndarray:
 
 
 def group_coords(effect, sigma, centred) -> np.ndarray:
-    """The sampling coordinates ``z_group`` of group shifts ``effect`` (G, 4).
+    """The sampling coordinates ``z_group`` of group shifts ``effect`` (G, 5).
 
     The shift itself for a centred group, ``effect / sigma`` for the others
     (the inverse of the map in ``model._group_shift``).
