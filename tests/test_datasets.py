@@ -124,6 +124,18 @@ def test_gadre_downstream_matches_runs():
     np.testing.assert_allclose(avg46, runs.loc[avg46.index, "err_avg46"], rtol=0, atol=1e-9)
 
 
+def test_the_metric_tells_apart_losses_of_one_name_on_different_text():
+    df = load_dataset("hitchhiker").drop_duplicates("family").set_index("family")
+    metric = df["metric"]
+    assert metric["GPT2-c4-1"] == metric["datablations-contour-c4"] == "validation loss (c4)"
+    assert metric["GPT2-oscar-1"] == "validation loss (oscar)"
+    assert metric["pythia"] == metric["pythia-deduped"] == df.loc["pythia", "loss_name"]
+    assert metric["K2(single)"] != metric["llm360Mamba(single)"]
+    # one metric per family
+    per_family = load_dataset("hitchhiker").groupby("family")["metric"].nunique()
+    assert (per_family == 1).all()
+
+
 def test_pythia_evals_share_the_hitchhiker_loss():
     ev = load_dataset("pythia_evals")
     assert ev["family"].nunique() == 8 and ev["run"].nunique() == 40

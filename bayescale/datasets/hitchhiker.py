@@ -85,6 +85,9 @@ def load_hitchhiker(*, families: str | Iterable[str] | None = None) -> pd.DataFr
         - ``n_source_rows`` (int64): how many source rows were averaged into this
           row (1 for almost all).
         - ``flops`` (float64): ``6 * params * tokens``, as in the source table.
+        - ``metric`` (str): what the loss measures and on which text
+          (:func:`metric_of`), e.g. ``"validation loss (oscar)"``; families of
+          one metric can be given one ``group``.
 
     Notes
     -----
@@ -174,4 +177,31 @@ def load_hitchhiker(*, families: str | Iterable[str] | None = None) -> pd.DataFr
     """
     df = read_bundled(FILE, families, NAME)
     df["flops"] = 6.0 * df["params"] * df["tokens"]
+    df["metric"] = metric_of(df)
     return df
+
+
+# losses measured on the training corpus itself (its training stream or its own
+# held-out split), by ``loss_name``; the others name their evaluation set
+_ON_OWN_CORPUS = {
+    "final training loss (digitised)": "training loss",
+    "training lm loss": "training loss",
+    "training loss": "training loss",
+    "training loss (digitised)": "training loss",
+    "final validation loss": "validation loss",
+    "validation loss": "validation loss",
+    "validation loss (digitised)": "validation loss",
+    "val_loss (x = 'Seen Examples')": "validation loss",
+}
+
+
+def metric_of(df: pd.DataFrame) -> pd.Series:
+    """What each row's loss measures and on which text: the quantity to group families by.
+
+    ``loss_name`` where it names its evaluation set (LAMBADA, mC4-en, ...);
+    otherwise the kind of loss with the training corpus it is measured on,
+    e.g. ``"validation loss (c4)"``: a C4 loss and an OSCAR loss are two
+    quantities though both are called "validation loss".
+    """
+    kind = df["loss_name"].map(_ON_OWN_CORPUS)
+    return kind.where(kind.isna(), kind + " (" + df["data"] + ")").fillna(df["loss_name"])
