@@ -134,6 +134,24 @@ def test_fit_stores_the_sampler_settings(tmp_path, capsys, csv):
     assert config.exponent_centring == 0.25
 
 
+def test_fit_groups_families_by_a_column(tmp_path, capsys):
+    from bayescale.posterior import load
+
+    frame, _ = simulate_frame(n_families=3, sizes=(1e8, 1e9), n_checkpoints=4, seed=1)
+    first = frame["family"] == frame["family"].iloc[0]
+    table = tmp_path / "labelled.csv"
+    frame.assign(lab=np.where(first, "x", "y")).to_csv(table, index=False)
+    out = tmp_path / "g.nc"
+    argv = ["fit", str(table), "--out", str(out), "--method", "map", "--min-tokens", "1e4"]
+    assert main([*argv, "--group-by", "lab"]) == 0, capsys.readouterr().err
+    assert load(out).data.groups == ("x", "y")
+    argv[3] = str(tmp_path / "h.nc")
+    code = main([*argv, "--group-by", "labs"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--group-by 'labs' is not a column" in err and "lab" in err
+    assert not (tmp_path / "h.nc").exists()
+
+
 def test_fit_unknown_source_exits_2(tmp_path, capsys):
     code = main(["fit", "no-such-thing", "--out", str(tmp_path / "f.nc")])
     assert code == 2 and "neither a file nor a bundled dataset" in capsys.readouterr().err

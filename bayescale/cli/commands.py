@@ -180,6 +180,13 @@ def cmd_fit(args) -> int:
     }
     # the table is checked before JAX loads: a bad table is refused at once
     df = read_source(args.data, families=args.families)
+    if args.group_by is not None:
+        if args.group_by not in df:
+            raise BadInput(
+                f"--group-by {args.group_by!r} is not a column of the table; "
+                f"columns: {', '.join(map(str, df.columns))}"
+            )
+        df = df.assign(group=df[args.group_by])
     try:
         data = ScalingData.from_frame(df, **data_options)
     except DataError as exc:

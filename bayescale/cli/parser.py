@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     _output(p, "FIT.nc")
     p.add_argument("--families", type=_names, help="comma-separated families to fit (default: all)")
     p.add_argument(
+        "--group-by",
+        metavar="COLUMN",
+        help="this column of the table becomes the families' group (e.g. metric of the "
+        "hitchhiker table): a group shifts the pooled means, so a family borrows first from "
+        "its own group (default: the table's group column, if any)",
+    )
+    p.add_argument(
         "--law",
         default="chinchilla",
         choices=LAWS,
