@@ -114,7 +114,8 @@ def main(argv=None):
     p.add_argument(
         "--group-by",
         help="one-model: this column of the data becomes the families' group (e.g. "
-        "loss_name, one group per metric); written to its own section, eval_one_model_by_COLUMN",
+        "metric: the loss and the text it is measured on); written to its own section, "
+        "eval_one_model_by_COLUMN",
     )
     p.add_argument(
         "--discrepancy",
