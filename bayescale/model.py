@@ -57,11 +57,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.special import expit, logit
 
 from bayescale.centring import centred_exponents, centred_groups, lone_exponents, partly_centred
 from bayescale.coordinates import FamilyCoords, e_share_logs, family_centres, to_law
@@ -383,7 +383,7 @@ def _family_block(
     offsets = PooledOffsets(loc, theta_shift, p.ab_scale, scale_tril)
     if shift is not None:
         # the group's share mean: e_mu's log-odds moved by the group's shift
-        e_mu = jax.nn.sigmoid(jnp.log(e_mu) - jnp.log1p(-e_mu) + shift[:, 4])
+        e_mu = expit(logit(e_mu) + shift[:, 4])
     e_prior = dist.Beta(e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
     # E, a and b in coordinates centred on each family's data (bayescale.coordinates)
     centre = family_centres(inputs)

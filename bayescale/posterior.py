@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.special import expit, logit
 
 from bayescale import fitfile
 from bayescale.coordinates import COORDS, beta_log_odds
@@ -278,7 +279,7 @@ class Posterior(PosteriorBase):
             shift = self.draws("sigma_group") * rng.standard_normal(shift.shape)
         theta = theta + shift[:, :2]
         e_mu, e_kappa = self.draws("e_mu"), self.draws("e_kappa")
-        e_mu = 1.0 / (1.0 + np.exp(np.log1p(-e_mu) - np.log(e_mu) - shift[:, 4]))
+        e_mu = expit(logit(e_mu) + shift[:, 4])
         # log E = log odds of its share + log of the other terms at the reference sizes
         log_odds = beta_log_odds(rng, e_mu * e_kappa, (1.0 - e_mu) * e_kappa)
         log_e = log_odds + np.logaddexp(theta[:, 0], theta[:, 1])
@@ -551,6 +552,13 @@ def load(path, *, data: ScalingData | None = None) -> Posterior:
         raise fitfile.FitFileError(f"{path}: stored data do not match the stored hash")
     if data is not None and data.hash() != stored.hash():
         raise fitfile.FitFileError(f"{path} was fitted to different data")
+    if "sigma_group" in tree["posterior"]:
+        shifted = tree["posterior"]["sigma_group"].sizes["group_coef"]
+        if shifted != len(GROUP_COEFS):
+            raise fitfile.FitFileError(
+                f"{path} holds a grouped fit whose groups shift {shifted} means; groups now "
+                f"shift {len(GROUP_COEFS)} ({', '.join(GROUP_COEFS)}): refit the data"
+            )
     return Posterior(tree=tree, data=stored, config=config)
 
 

@@ -148,11 +148,11 @@ def test_no_group_sites_without_groups():
     assert not {"sigma_group", "z_group", "group_effect", "group"} & set(tr)
 
 
-def _hand_posterior(data, sigma_group):
+def _hand_posterior(data, sigma_group, k=None):
     """A posterior with every family law at the population mean and given group spread."""
     from bayescale.model import GROUP_COEFS
 
-    s, f, k = 400, data.n_families, len(GROUP_COEFS)
+    s, f, k = 400, data.n_families, k or len(GROUP_COEFS)
     ones = np.ones((1, s))
     draws = {
         "alpha": 0.3 * ones,
@@ -217,6 +217,18 @@ def test_an_unseen_familys_e_share_is_drawn_around_a_new_groups_mean(data):
         assert iqr == pytest.approx(np.subtract(*np.percentile(ref, [75, 25])), rel=0.12)
         iqrs.append(iqr)
     assert iqrs[1] > 1.5 * iqrs[0]
+
+
+def test_a_grouped_fit_from_before_groups_shifted_e_is_refused(data, tmp_path, monkeypatch):
+    from bayescale import posterior
+    from bayescale.fitfile import FitFileError
+
+    with monkeypatch.context() as m:
+        m.setattr(posterior, "GROUP_COEFS", posterior.GROUP_COEFS[:4])
+        old = _hand_posterior(data, 0.2, k=4)
+        old.save(tmp_path / "old.nc")
+    with pytest.raises(FitFileError, match="groups shift 4 means; groups now shift 5"):
+        posterior.load(tmp_path / "old.nc")
 
 
 def test_groups_survive_save_and_load(data, tmp_path):
