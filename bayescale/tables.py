@@ -225,6 +225,22 @@ def _flags(col: pd.Series, line: int | None = None) -> pd.Series:
     return text.isin(_TRUE)
 
 
+def grouped_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``df`` with its ``column`` as the families' ``group`` (e.g. ``"metric"``).
+
+    Raises
+    ------
+    DataError
+        If ``column`` is not a column of ``df``; the message lists them.
+    """
+    if column not in df:
+        raise DataError(
+            f"{column!r} is not a column of the table to group families by; "
+            f"columns: {', '.join(map(str, df.columns))}"
+        )
+    return df.assign(group=df[column])
+
+
 def read_table(source) -> pd.DataFrame:
     """Read a tidy table from a CSV (plain or gzipped) or Parquet file.
 

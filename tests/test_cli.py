@@ -148,7 +148,7 @@ def test_fit_groups_families_by_a_column(tmp_path, capsys):
     argv[3] = str(tmp_path / "h.nc")
     code = main([*argv, "--group-by", "labs"])
     err = capsys.readouterr().err
-    assert code == 2 and "--group-by 'labs' is not a column" in err and "lab" in err
+    assert code == 2 and "'labs' is not a column" in err and "lab" in err
     assert not (tmp_path / "h.nc").exists()
 
 

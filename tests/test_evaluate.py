@@ -365,7 +365,7 @@ def test_protocol_fits_keep_family_groups_and_log_each_fit(fit_calls, caplog):
     ev.evaluate_one_model(by_source, **one)
     assert fit_calls.frames[0].groupby("family")["group"].first().to_dict() == groups
     assert "group" not in fit_calls.frames[1]
-    with pytest.raises(ValueError, match="group_by='lab' is not a column"):
+    with pytest.raises(ValueError, match="'lab' is not a column of the table"):
         ev.evaluate_one_model(by_source, group_by="lab", **one)
     lines = [r.getMessage() for r in caplog.records if r.name == "bayescale.evaluation"]
     assert [line.split("]")[0] for line in lines] == ["[fit 1", "[fit 1"]

@@ -169,7 +169,7 @@ def cmd_datasets(args) -> int:
 
 def cmd_fit(args) -> int:
     from bayescale.data import ScalingData
-    from bayescale.tables import DataError
+    from bayescale.tables import DataError, grouped_by
 
     out = check_out(args.out, args.overwrite)
     data_options = {
@@ -180,14 +180,9 @@ def cmd_fit(args) -> int:
     }
     # the table is checked before JAX loads: a bad table is refused at once
     df = read_source(args.data, families=args.families)
-    if args.group_by is not None:
-        if args.group_by not in df:
-            raise BadInput(
-                f"--group-by {args.group_by!r} is not a column of the table; "
-                f"columns: {', '.join(map(str, df.columns))}"
-            )
-        df = df.assign(group=df[args.group_by])
     try:
+        if args.group_by is not None:
+            df = grouped_by(df, args.group_by)
         data = ScalingData.from_frame(df, **data_options)
     except DataError as exc:
         raise BadInput(str(exc)) from None

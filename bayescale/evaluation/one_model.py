@@ -28,6 +28,7 @@ from bayescale.evaluation.reference import (
     QUICK_CONTEXT,
 )
 from bayescale.fitting import FitConfig
+from bayescale.tables import grouped_by
 
 
 def evaluate_one_model(
@@ -78,9 +79,7 @@ def evaluate_one_model(
     if df is None:
         df = load_dataset("hitchhiker")
     if group_by is not None:
-        if group_by not in df:
-            raise ValueError(f"group_by={group_by!r} is not a column of the table")
-        df = df.assign(group=df[group_by])
+        df = grouped_by(df, group_by)
     if targets is None:
         targets = {"OPT": (3.0e10,)} if quick else dict(ONE_MODEL_TARGETS)
     settings = settings_for(settings, quick, seed, "one-model")
