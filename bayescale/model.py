@@ -34,7 +34,7 @@ and E's share of the rest), with the same prior; E's prior is on its share of
 the law at the reference sizes (``e_frac``). With family groups
 (``inputs.family_group``: one lab's suite of families, or families evaluated
 on one metric) the means are shifted per group, ``mu + g_g`` with ``g_g ~
-Normal(0, sigma_group)`` (sites ``sigma_group``, ``z_group``,
+Normal(0, sigma_group)``, the mean of E's share on its log-odds (sites ``sigma_group``, ``z_group``,
 ``group_effect``; centred for groups of three or more families, non-centred
 below, :func:`centred_groups`), so a family with one run borrows first from
 its own group and only then from the rest. Pooled exponents, ``log alpha_f ~
