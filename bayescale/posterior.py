@@ -552,12 +552,14 @@ def load(path, *, data: ScalingData | None = None) -> Posterior:
         raise fitfile.FitFileError(f"{path}: stored data do not match the stored hash")
     if data is not None and data.hash() != stored.hash():
         raise fitfile.FitFileError(f"{path} was fitted to different data")
-    if "sigma_group" in tree["posterior"]:
-        shifted = tree["posterior"]["sigma_group"].sizes["group_coef"]
-        if shifted != len(GROUP_COEFS):
+    # the model's own labels: a fit whose coefficients differ is another model's
+    ours = {"coef": list(COEFS), "coord": list(COORDS), "group_coef": list(GROUP_COEFS)}
+    for dim, labels in ours.items():
+        held = tree["posterior"].coords.get(dim)
+        if held is not None and held.values.tolist() != labels:
             raise fitfile.FitFileError(
-                f"{path} holds a grouped fit whose groups shift {shifted} means; groups now "
-                f"shift {len(GROUP_COEFS)} ({', '.join(GROUP_COEFS)}): refit the data"
+                f"{path} was fitted by a model whose {dim} are {held.values.tolist()}; this "
+                f"version's are {labels}: refit the data"
             )
     return Posterior(tree=tree, data=stored, config=config)
 

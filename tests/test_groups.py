@@ -227,7 +227,9 @@ def test_a_grouped_fit_from_before_groups_shifted_e_is_refused(data, tmp_path, m
         m.setattr(posterior, "GROUP_COEFS", posterior.GROUP_COEFS[:4])
         old = _hand_posterior(data, 0.2, k=4)
         old.save(tmp_path / "old.nc")
-    with pytest.raises(FitFileError, match="groups shift 4 means; groups now shift 5"):
+    with pytest.raises(
+        FitFileError, match=r"group_coef are \['a', 'b', 'log_alpha', 'log_beta'\]; this version's"
+    ):
         posterior.load(tmp_path / "old.nc")
 
 
