@@ -34,14 +34,15 @@ and E's share of the rest), with the same prior; E's prior is on its share of
 the law at the reference sizes (``e_frac``). With family groups
 (``inputs.family_group``: one lab's suite of families, or families evaluated
 on one metric) the means are shifted per group, ``mu + g_g`` with ``g_g ~
-Normal(0, sigma_group)``, the mean of E's share on its log-odds (sites ``sigma_group``, ``z_group``,
-``group_effect``; centred for groups of three or more families, non-centred
-below, :func:`centred_groups`), so a family with one run borrows first from
-its own group and only then from the rest. Pooled exponents, ``log alpha_f ~
-Normal(log alpha (+ g), tau_alpha)`` and ``beta_f`` likewise, are sampled
-centred where the family's data pin them (curves at several sizes for
-``alpha_f``, over a range of tokens for ``beta_f``) and non-centred elsewhere
-(sites ``z_alpha``, ``z_beta``; :func:`centred_exponents`).
+Normal(0, sigma_group)``, the mean of E's share on its log-odds (sites
+``sigma_group``, ``z_group``, ``group_effect``; centred for groups of three
+or more families, non-centred below, :func:`centred_groups`), so a family
+with one run borrows first from its own group and only then from the rest.
+Pooled exponents, ``log alpha_f ~ Normal(log alpha (+ g), tau_alpha)`` and
+``beta_f`` likewise, are sampled centred where the family's data pin them
+(curves at several sizes for ``alpha_f``, over a range of tokens for
+``beta_f``) and non-centred elsewhere (sites ``z_alpha``, ``z_beta``;
+:func:`centred_exponents`).
 
 With learning-rate schedules (``inputs.anneal``), ``D`` is the area under the
 run's normalised rate and ``mu`` loses the annealing bonus of

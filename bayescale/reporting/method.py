@@ -231,8 +231,8 @@ def group_note(data) -> str:
         return ""
     return (
         f" The families form {len(data.groups)} groups (`group` column): each group shifts "
-        "the population means of a, b, the exponents and E's share by its own learned amount, so a "
-        "family borrows first from the families of its group."
+        "the population means of a, b, the exponents and E's share by its own learned "
+        "amount, so a family borrows first from the families of its group."
     )
 
 
