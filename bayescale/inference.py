@@ -492,12 +492,22 @@ def entry_name(values, index: tuple) -> str:
 
 def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python") -> str:
     """What to change, named as the caller names it (Python keywords or CLI flags)."""
-    names = {
-        "python": ("num_warmup", "num_samples", "target_accept", 'method="nuts"'),
-        "cli": ("--warmup", "--samples", "--target-accept", "--method nuts"),
+    warm, samples, accept, nuts, partly = {
+        "python": (
+            "num_warmup",
+            "num_samples",
+            "target_accept",
+            'method="nuts"',
+            "exponent_centring=0.5",
+        ),
+        "cli": (
+            "--warmup",
+            "--samples",
+            "--target-accept",
+            "--method nuts",
+            "--exponent-centring 0.5",
+        ),
     }[style]
-    warm, samples, accept, nuts = names
-    partly = {"python": "exponent_centring=0.5", "cli": "--exponent-centring 0.5"}[style]
     tips = []
     if any(p.startswith("MAP spread") for p in diag.get("problems", [])):
         tips.append(
