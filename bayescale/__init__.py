@@ -19,7 +19,7 @@ from bayescale._version import __version__ as __version__
 
 # public name -> module that defines it
 _EXPORTS = {
-    "ConvergenceWarning": "bayescale.inference",
+    "ConvergenceWarning": "bayescale.convergence",
     "DataError": "bayescale.tables",
     "DownstreamConfig": "bayescale.downstream",
     "DownstreamFamilyWarning": "bayescale.downstream",

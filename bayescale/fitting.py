@@ -211,9 +211,9 @@ def fit(
     progress_bar : bool, optional
         Default: shown when a person is watching (terminal or Jupyter).
     check : bool
-        Warn (:class:`~bayescale.inference.ConvergenceWarning`) about sampling
+        Warn (:class:`~bayescale.convergence.ConvergenceWarning`) about sampling
         problems, or for a MAP fit about spreads that fell to zero
-        (:func:`~bayescale.inference.collapsed_spreads`); ``post.diagnostics()``
+        (:func:`~bayescale.convergence.collapsed_spreads`); ``post.diagnostics()``
         reports them either way.
     **options
         Fields of :class:`FitConfig` that override ``config``, e.g.

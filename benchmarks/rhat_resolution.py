@@ -115,7 +115,7 @@ def chain_medians(posterior, name: str) -> np.ndarray:
     """Per-chain median of the entry of variable ``name`` with the largest R-hat."""
     from arviz_stats import rhat
 
-    from bayescale.inference import worst_index
+    from bayescale.convergence import worst_index
 
     da = posterior[name]
     dims = [d for d in da.dims if d not in ("chain", "draw")]
@@ -209,7 +209,7 @@ def main(argv=None):
         "Below a bulk ESS of about 400, agreeing chains exceed 1.01 often: an R-hat of "
         "1.02-1.04 with a smallest ESS of 100-200 says the chains are short, not that "
         "they disagree. The fit's warning then asks for more draws "
-        "(`bayescale.inference.ESS_RESOLVE`).",
+        "(`bayescale.convergence.ESS_RESOLVE`).",
         "",
         "`p_above_1.01_drawn_on`: the same chains continued under the fit's rule (up to "
         f"{InferenceConfig().extend} more rounds "

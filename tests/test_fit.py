@@ -170,7 +170,7 @@ def test_sampling_problems_warn_visibly_in_python_terms():
 
 def test_advice_asks_for_more_draws_when_the_ess_cannot_resolve_rhat():
     """Below ~400 effective draws agreeing chains show R-hat > 1.01: draw more, not warm up."""
-    from bayescale.inference import convergence_advice
+    from bayescale.convergence import convergence_advice
 
     config = bs.FitConfig()  # 500 draws per chain
     problems = ["R-hat 1.027 > 1.01 (worst: beta_f[olmo] 1.027)"]
@@ -191,7 +191,7 @@ def test_advice_asks_for_more_draws_when_the_ess_cannot_resolve_rhat():
 def test_the_warning_names_the_family_whose_chains_disagree():
     from arviz_base import from_dict
 
-    from bayescale.inference import sampling_diagnostics, worst_entry
+    from bayescale.convergence import sampling_diagnostics, worst_entry
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 200, 3))

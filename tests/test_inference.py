@@ -1,9 +1,9 @@
-"""The sampler loop of :func:`bayescale.inference.run`: more draws while R-hat is unsettled."""
+"""The sampler loop of :func:`bayescale.inference.run` and the convergence checks of its draws."""
 
 import numpy as np
 import pytest
 
-from bayescale import inference
+from bayescale import convergence, inference
 from bayescale.inference import InferenceConfig
 
 
@@ -76,7 +76,7 @@ def test_worst_rhat_is_the_reported_one():
     tree = from_dict(
         {"posterior": samples, "sample_stats": {"diverging": np.zeros((4, 300), bool)}}
     )
-    diag = inference.sampling_diagnostics(tree, "nuts", skip=("L_omega",))
+    diag = convergence.sampling_diagnostics(tree, "nuts", skip=("L_omega",))
     assert inference._worst_rhat(samples, skip=("L_omega",)) == pytest.approx(diag["rhat_max"])
     assert 1.05 < diag["rhat_max"] < 1.5 and diag["draws"] == 300
 
@@ -90,7 +90,8 @@ def test_extend_must_be_a_count():
 
 
 def test_the_band_where_more_draws_can_settle_rhat():
-    from bayescale.inference import RHAT_CHANCE, RHAT_MAX, draws_can_settle
+    from bayescale.convergence import RHAT_CHANCE, RHAT_MAX
+    from bayescale.inference import draws_can_settle
 
     assert [draws_can_settle(r) for r in (1.0, RHAT_MAX, 1.011, RHAT_CHANCE, 1.051)] == [
         False, False, True, True, False,
@@ -156,18 +157,18 @@ def test_a_map_spread_at_zero_is_a_visible_problem(point):
     assert len(diag["problems"]) == 1 and diag["problems"][0].startswith(
         "MAP spread sigma_theta[a]"
     )
-    assert 'method="nuts"' in inference.convergence_advice(diag, fallen.config)
-    assert "--method nuts" in inference.convergence_advice(diag, fallen.config, "cli")
+    assert 'method="nuts"' in convergence.convergence_advice(diag, fallen.config)
+    assert "--method nuts" in convergence.convergence_advice(diag, fallen.config, "cli")
     assert "MAP spread sigma_theta[a]" in diag_line(diag)
     assert ("spreads", "warn") in [c[:2] for c in status(fallen).checks]
-    with pytest.warns(inference.ConvergenceWarning, match="MAP spread sigma_theta"):
+    with pytest.warns(convergence.ConvergenceWarning, match="MAP spread sigma_theta"):
         fallen.check()
 
 
 def test_map_spreads_are_checked_only_where_they_can_fall(point, drawn):
     prior = np.asarray(point.config.priors.offset_sd)
     # just above the line: no problem
-    kept = _with_spread(point, "sigma_theta", 1.01 * inference.SPREAD_COLLAPSED * prior)
+    kept = _with_spread(point, "sigma_theta", 1.01 * convergence.SPREAD_COLLAPSED * prior)
     assert kept.diagnostics()["problems"] == []
     assert kept.diagnostics()["status"] == "n/a (point estimate)"
     # one family: its spread is its prior's, with no neck to fall into
@@ -201,10 +202,10 @@ def test_divergences_name_where_their_draws_lie():
     diverging = tau < np.quantile(tau, 0.03)
     v[..., 1] += 2.0 * diverging
     tree = _divergent_tree({"tau": tau, "v": v}, diverging)
-    sites = dict(inference.divergence_sites(tree["posterior"], diverging))
+    sites = dict(convergence.divergence_sites(tree["posterior"], diverging))
     assert sorted(sites) == ["tau", "v[y]"]
-    assert sites["tau"] < -inference.DIVERGENT_SHIFT and sites["v[y]"] > 1.0
-    diag = inference.sampling_diagnostics(tree, "nuts")
+    assert sites["tau"] < -convergence.DIVERGENT_SHIFT and sites["v[y]"] > 1.0
+    diag = convergence.sampling_diagnostics(tree, "nuts")
     assert diag["divergences"] == diverging.sum() and diag["divergence_sites"] == sites
     problem = [p for p in diag["problems"] if "divergent" in p][0]
     assert "their draws at" in problem and "low tau (" in problem and "high v[y] (" in problem
@@ -217,10 +218,10 @@ def test_divergences_at_random_draws_name_no_site():
     # 302 entries unrelated to the divergences: a chance shift must not be named
     samples = {"v": rng.normal(size=(4, 500, 2)), "w": rng.normal(size=(4, 500, 300))}
     tree = _divergent_tree(samples, diverging)
-    diag = inference.sampling_diagnostics(tree, "nuts")
+    diag = convergence.sampling_diagnostics(tree, "nuts")
     assert diag["divergence_sites"] == {}
     assert "20 divergent transitions" in diag["problems"] and diag["status"] == "warn"
-    assert inference.divergence_sites(tree["posterior"], np.ones((4, 500), bool)) == []
+    assert convergence.divergence_sites(tree["posterior"], np.ones((4, 500), bool)) == []
 
 
 def test_divergences_at_a_small_exponent_spread_advise_partly_centred_exponents():
@@ -228,14 +229,14 @@ def test_divergences_at_a_small_exponent_spread_advise_partly_centred_exponents(
 
     diag = {"problems": ["40 divergent transitions, their draws at low tau_beta (-1.0 sd)"]}
     diag["divergence_sites"] = {"tau_beta": -1.0}
-    advice = inference.convergence_advice(diag, FitConfig())
+    advice = convergence.convergence_advice(diag, FitConfig())
     assert "exponent_centring=0.5" in advice and "small tau_beta" in advice
-    assert "--exponent-centring 0.5" in inference.convergence_advice(diag, FitConfig(), "cli")
+    assert "--exponent-centring 0.5" in convergence.convergence_advice(diag, FitConfig(), "cli")
     # not where the exponents already are partly centred, nor for a spread sitting high
-    assert "centred" not in inference.convergence_advice(diag, FitConfig(exponent_centring=0.5))
+    assert "centred" not in convergence.convergence_advice(diag, FitConfig(exponent_centring=0.5))
     diag["divergence_sites"] = {"tau_beta": 1.0, "sigma_theta[a]": -1.2}
-    assert "centred" not in inference.convergence_advice(diag, FitConfig())
+    assert "centred" not in convergence.convergence_advice(diag, FitConfig())
     # the downstream fits' config has no such setting
-    assert "centred" not in inference.convergence_advice(
+    assert "centred" not in convergence.convergence_advice(
         {**diag, "divergence_sites": {"tau_alpha": -1.0}}, InferenceConfig()
     )

@@ -115,7 +115,7 @@ def json_diag(diag: dict) -> dict:
 
 def _fit_warning(post) -> None:
     """The fit's sampling problems, once, on stderr, with advice in CLI terms."""
-    from bayescale.inference import convergence_advice
+    from bayescale.convergence import convergence_advice
 
     diag = post.diagnostics()
     if diag.get("problems"):
@@ -186,8 +186,8 @@ def cmd_fit(args) -> int:
         data = ScalingData.from_frame(df, **data_options)
     except DataError as exc:
         raise BadInput(str(exc)) from None
+    from bayescale.convergence import ConvergenceWarning  # noqa: F401 - shown via the hook
     from bayescale.fitting import FitConfig, fit
-    from bayescale.inference import ConvergenceWarning  # noqa: F401 - shown via the hook
 
     try:
         config = FitConfig(

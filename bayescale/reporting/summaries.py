@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale import laws
-from bayescale.inference import RHAT_MAX, convergence_advice
+from bayescale.convergence import RHAT_MAX, convergence_advice
 from bayescale.model import COEFS, GROUP_COEFS
 from bayescale.options import KINDS, Target, format_count
 from bayescale.queries import extrapolation, loss_draws, run_curve_draws

@@ -1,0 +1,251 @@
+"""Convergence checks of a fit: R-hat, ESS, divergences and where they sit, advice.
+
+Sampling problems are never silent: :func:`sampling_diagnostics` lists them,
+posteriors raise them as a visible :class:`ConvergenceWarning`, and
+:func:`convergence_advice` names the setting to change.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from bayescale.inference import InferenceConfig
+
+RHAT_MAX = 1.01
+#: Bulk ESS below which R-hat cannot resolve ``RHAT_MAX``: chains drawn from one
+#: distribution (4 x 500 draws) exceed 1.01 by chance with probability 0.78 at
+#: ESS 200, 0.32 at 400 and 0.07 at 600 (``benchmarks/rhat_resolution.py``);
+#: Vehtari et al. (2021) ask for 400.
+ESS_RESOLVE = 400
+#: Above this R-hat chains disagree whatever the ESS: warm up longer as well.
+RHAT_CHANCE = 1.05
+#: A MAP spread below this share of its prior mean has fallen into the hierarchy's
+#: neck: under the Gamma(2) spread priors a share this small has prior mass 0.5%.
+SPREAD_COLLAPSED = 0.05
+#: Where divergent draws are located: an entry is named when their mean lies at
+#: least this many posterior sd from the other draws' mean ...
+DIVERGENT_SHIFT = 0.5
+#: ... and that shift, times the square root of the number of divergent draws,
+#: reaches this (a chance shift of one of a few hundred entries rarely does).
+DIVERGENT_SHIFT_Z = 4.0
+
+
+class ConvergenceWarning(UserWarning):
+    """R-hat above 1.01, divergent transitions, low ESS, or a MAP spread at zero."""
+
+
+def _finite(ds) -> dict:
+    vals = {v: np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars}
+    return {v: x[np.isfinite(x)] for v, x in vals.items() if np.isfinite(x).any()}
+
+
+def rhat_summary(post) -> tuple[float, list]:
+    """Worst finite R-hat of a posterior Dataset, and its three worst ``(rhat, entry)``."""
+    from arviz_stats import rhat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rh = rhat(post)
+    worst = sorted(((float(x.max()), v) for v, x in _finite(rh).items()), reverse=True)[:3]
+    worst = [(r, worst_entry(rh[v])) for r, v in worst]
+    return (worst[0][0] if worst else float("nan")), worst
+
+
+def sampling_diagnostics(tree, method: str, *, skip=(), spreads=None) -> dict:
+    """Worst R-hat, smallest bulk and tail ESS, divergences, problems and status.
+
+    Variables named ``z_*`` (non-centred helpers) and those in ``skip`` are left
+    out; entries constant across draws (fixed by construction) give NaN and are
+    ignored. A point estimate has none of these; its problems are the
+    hierarchy's ``spreads`` (site -> prior mean) that fell to zero
+    (:func:`collapsed_spreads`).
+    """
+    out = {"method": method, "divergences": 0, "rhat_max": float("nan")}
+    out.update({"ess_bulk_min": float("nan"), "ess_tail_min": float("nan"), "problems": []})
+    out["draws"] = int(tree["posterior"].sizes["draw"])
+    if method != "nuts":
+        out["problems"] = collapsed_spreads(tree["posterior"], spreads or {})
+        out["status"] = "warn" if out["problems"] else "n/a (point estimate)"
+        return out
+    from arviz_stats import ess
+
+    names = [v for v in tree["posterior"].data_vars if not v.startswith("z_") and v not in skip]
+    post = tree["posterior"].to_dataset()[names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        eb = ess(post, method="bulk")
+        et = ess(post, method="tail")
+
+    def smallest(ds):
+        return min((float(x.min()) for x in _finite(ds).values()), default=float("nan"))
+
+    out["rhat_max"], worst = rhat_summary(post)
+    out["ess_bulk_min"] = smallest(eb)
+    out["ess_tail_min"] = smallest(et)
+    out["rhat_worst"] = {v: r for r, v in worst}
+    diverging = np.asarray(tree["sample_stats"]["diverging"].values, dtype=bool)
+    out["divergences"] = int(diverging.sum())
+    if out["rhat_max"] > RHAT_MAX:
+        top = ", ".join(f"{v} {r:.3f}" for r, v in worst)
+        out["problems"].append(f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} (worst: {top})")
+    if out["divergences"]:
+        sites = divergence_sites(post, diverging)
+        out["divergence_sites"] = dict(sites)
+        where = ", ".join(f"{'high' if d > 0 else 'low'} {v} ({d:+.1f} sd)" for v, d in sites)
+        out["problems"].append(
+            f"{out['divergences']} divergent transitions"
+            + (f", their draws at {where}" if where else "")
+        )
+    n_chains = tree["posterior"].sizes["chain"]
+    if np.isfinite(out["ess_bulk_min"]) and out["ess_bulk_min"] < 100 * min(n_chains, 4) / 4:
+        out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
+    out["status"] = "warn" if out["problems"] else "pass"
+    return out
+
+
+def divergence_sites(post, diverging, top: int = 3) -> list:
+    """Sites whose divergent draws lie apart from the others: ``[(entry, shift), ...]``.
+
+    ``shift`` is the divergent draws' mean minus the other draws' mean, in
+    posterior sd, for each site's most shifted entry (the entries of one
+    site tend to move together); a site is named when it reaches
+    :data:`DIVERGENT_SHIFT` and :data:`DIVERGENT_SHIFT_Z` (see there), the
+    ``top`` largest first. A funnel shows as its spread far below its usual
+    values (``tau_beta`` at -1 sd): the site to reparameterise or to pin
+    with data.
+    """
+    mask = np.asarray(diverging, dtype=bool).reshape(-1)
+    n_div = int(mask.sum())
+    if n_div == 0 or n_div == mask.size:
+        return []
+    found = []
+    for name in post.data_vars:
+        arr = np.asarray(post[name].values, dtype=float)
+        flat = arr.reshape(mask.size, -1)
+        sd = flat.std(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = (flat[mask].mean(axis=0) - flat[~mask].mean(axis=0)) / sd
+        size = np.where(np.isfinite(shift) & (sd > 0), np.abs(shift), 0.0)
+        k = int(np.argmax(size))
+        d = float(shift[k])
+        if size[k] >= DIVERGENT_SHIFT and size[k] * math.sqrt(n_div) >= DIVERGENT_SHIFT_Z:
+            index = tuple(int(i) for i in np.unravel_index(k, arr.shape[2:]))
+            found.append((entry_name(post[name].isel(chain=0, draw=0), index), d))
+    return sorted(found, key=lambda e: -abs(e[1]))[:top]
+
+
+def collapsed_spreads(post, spreads: dict) -> list:
+    """Problems for spreads of a point estimate below ``SPREAD_COLLAPSED`` of their prior mean.
+
+    The density of a hierarchy grows without bound as a spread shrinks with its
+    members' offsets, so a MAP can settle at a spread of about zero and pool
+    those members completely, whether or not the data call for it.
+    """
+    out = []
+    for name, prior_mean in spreads.items():
+        if name not in post:
+            continue
+        point = post[name].isel(chain=0, draw=0)
+        arr = np.asarray(point.values, dtype=float)
+        share = arr / np.broadcast_to(np.asarray(prior_mean, dtype=float), arr.shape)
+        for index in np.ndindex(arr.shape):
+            if not share[index] < SPREAD_COLLAPSED:
+                continue
+            out.append(
+                f"MAP spread {entry_name(point, index)} is {arr[index]:.2g}, under "
+                f"{SPREAD_COLLAPSED:.0%} of its prior mean: complete pooling, which a MAP of "
+                "a hierarchy falls into whether or not the data call for it"
+            )
+    return out
+
+
+def worst_index(values) -> tuple:
+    """Position of the largest finite entry of an array (``()`` for a scalar)."""
+    arr = np.asarray(getattr(values, "values", values), dtype=float)
+    # the same entries the reported maximum is taken over: an infinite R-hat
+    # (a constant entry) must not lend its label to the largest finite one
+    arr = np.where(np.isfinite(arr), arr, -np.inf)
+    return tuple(int(i) for i in np.unravel_index(np.argmax(arr), arr.shape))
+
+
+def worst_entry(values) -> str:
+    """``name[label, ...]`` of the largest finite entry of a labelled array.
+
+    The name alone for a scalar. A warning that says ``beta_f[olmo]`` tells
+    the user which family to look at; ``beta_f`` alone does not.
+    """
+    return entry_name(values, worst_index(values))
+
+
+def entry_name(values, index: tuple) -> str:
+    """``name[label, ...]`` of the entry at ``index`` of a labelled array (scalar: ``name``)."""
+    if np.ndim(values.values) == 0:
+        return str(values.name)
+    labels = [
+        str(values[dim].values[i]) if dim in values.coords else str(i)
+        for dim, i in zip(values.dims, index, strict=True)
+    ]
+    return f"{values.name}[{', '.join(labels)}]"
+
+
+def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python") -> str:
+    """What to change, named as the caller names it (Python keywords or CLI flags)."""
+    warm, samples, accept, nuts, partly = {
+        "python": (
+            "num_warmup",
+            "num_samples",
+            "target_accept",
+            'method="nuts"',
+            "exponent_centring=0.5",
+        ),
+        "cli": (
+            "--warmup",
+            "--samples",
+            "--target-accept",
+            "--method nuts",
+            "--exponent-centring 0.5",
+        ),
+    }[style]
+    tips = []
+    if any(p.startswith("MAP spread") for p in diag.get("problems", [])):
+        tips.append(
+            f"sample the spreads with NUTS ({nuts}), whose intervals take the families' "
+            "partial pooling into account"
+        )
+    if any("divergent" in p for p in diag.get("problems", [])):
+        higher = min(0.99, max(0.95, config.target_accept + 0.05))
+        tips.append(f"raise {accept} (now {config.target_accept}, try {higher:g})")
+        funnel = [
+            v
+            for v, d in diag.get("divergence_sites", {}).items()
+            if v.startswith(("tau_alpha", "tau_beta")) and d < 0
+        ]
+        if funnel and getattr(config, "exponent_centring", 0.0) is None:
+            # measured on small simulated fits: a third of the divergences (docs/model-notes.md)
+            tips.append(
+                f"sample the exponents partly centred ({partly}): the divergent draws sit at "
+                f"a small {funnel[0]}, a funnel of exponents the data pin only loosely"
+            )
+    if any(("R-hat" in p) or ("ESS" in p) for p in diag.get("problems", [])):
+        ess = diag.get("ess_bulk_min", float("nan"))
+        rhat = diag.get("rhat_max", float("nan"))
+        if np.isfinite(ess) and 0 < ess < ESS_RESOLVE and not rhat > RHAT_CHANCE:
+            # chains that agree still show R-hat > 1.01 at this ESS
+            # (benchmarks/rhat_resolution.py); more draws, not more warm-up
+            drawn = diag.get("draws", config.num_samples)
+            more = int(math.ceil(drawn * ESS_RESOLVE / ess / 100.0) * 100)
+            tips.append(
+                f"draw more ({samples}={more}): the smallest bulk ESS is {ess:.0f}, and "
+                f"below about {ESS_RESOLVE} effective draws chains that agree still "
+                f"show R-hat above {RHAT_MAX}"
+            )
+        else:
+            tips.append(
+                f"run longer ({warm}={2 * config.num_warmup}, {samples}={2 * config.num_samples})"
+            )
+    return "Intervals may be unreliable: " + (" and ".join(tips) or "refit") + "."
