@@ -193,6 +193,11 @@ def entry_name(values, index: tuple) -> str:
     return f"{values.name}[{', '.join(labels)}]"
 
 
+def raised_accept(target_accept: float) -> float:
+    """The NUTS target acceptance to try after divergent transitions: 0.95, then 0.99."""
+    return round(min(0.99, max(0.95, target_accept + 0.05)), 2)
+
+
 def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python") -> str:
     """What to change, named as the caller names it (Python keywords or CLI flags)."""
     warm, samples, accept, nuts, partly = {
@@ -218,7 +223,7 @@ def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python
             "partial pooling into account"
         )
     if any("divergent" in p for p in diag.get("problems", [])):
-        higher = min(0.99, max(0.95, config.target_accept + 0.05))
+        higher = raised_accept(config.target_accept)
         tips.append(f"raise {accept} (now {config.target_accept}, try {higher:g})")
         funnel = [
             v

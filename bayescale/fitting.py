@@ -235,7 +235,7 @@ def fit(
             f"data must be a pandas DataFrame or a ScalingData, got {type(data).__name__}"
         )
     inputs = data.inputs()
-    samples, stats = sample_inputs(inputs, config, progress_bar=progress_bar)
+    samples, stats, config = sample_inputs(inputs, config, progress_bar=progress_bar)
     log_lik = None
     if stats is not None:
         log_lik = {"y": pointwise_log_likelihood(inputs, samples)}
@@ -249,12 +249,12 @@ def fit(
 def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
     """The default inference (MAP, chain starts, NUTS) on model arrays.
 
-    Returns ``(samples, stats)`` as :func:`bayescale.inference.run`; ``fit``
+    Returns ``(samples, stats, config)`` as :func:`bayescale.inference.run`; ``fit``
     and simulation-based calibration (:mod:`bayescale.evaluation.sbc`) share it.
     """
     kwargs = model_kwargs(inputs, config)
     # the MAP in non-centred seed coordinates, whatever the chains use (chain_start)
-    samples, stats = run(
+    samples, stats, config = run(
         scaling_model,
         kwargs,
         config,
@@ -268,7 +268,7 @@ def sample_inputs(inputs, config: FitConfig, *, progress_bar=None):
     if stats is None and config.seed_centring:
         sigma = np.asarray(samples["sigma_seed"])[..., None]
         samples["z_u"] = _seed_coords(samples["z_u"], sigma, inputs, config)
-    return samples, stats
+    return samples, stats, config
 
 
 def _seed_coords(z_u, sigma_seed, inputs, config: FitConfig):

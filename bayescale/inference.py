@@ -23,7 +23,7 @@ import copy
 import functools
 import json
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from bayescale.convergence import (
     RHAT_MAX,
     ConvergenceWarning,
     convergence_advice,
+    raised_accept,
     rhat_summary,
     sampling_diagnostics,
 )
@@ -40,7 +41,7 @@ from bayescale.options import METHODS, STARTS, check_choice
 
 #: Integer settings of :class:`InferenceConfig` and the least value each may take.
 _COUNTS = {"num_chains": 1, "num_warmup": 0, "num_samples": 1, "max_tree_depth": 1}
-_COUNTS |= {"map_starts": 1, "extend": 0}
+_COUNTS |= {"map_starts": 1, "extend": 0, "retry": 0}
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,13 @@ class InferenceConfig:
         mass matrix, no new warm-up), each taken only while the worst R-hat
         lies in (``RHAT_MAX``, ``RHAT_CHANCE``]: there chains that agree may
         not yet have drawn enough to show it. 0 keeps ``num_samples`` draws.
+    retry : int
+        Fresh warm-ups, each at a higher ``target_accept``
+        (:func:`~bayescale.convergence.raised_accept`: 0.95, then 0.99), while
+        the chains report divergent transitions. A retry's draws replace the
+        previous ones unless their worst R-hat is higher (and above
+        ``RHAT_MAX``); the posterior's config records the acceptance of the
+        draws kept, so a refit with it gives the same draws. 0: never.
     """
 
     method: str = "nuts"
@@ -85,6 +93,7 @@ class InferenceConfig:
     map_starts: int = 3
     start: str = "map"
     extend: int = 2
+    retry: int = 1
 
     _PRIORS = None  # the priors class of subclasses that carry a ``priors`` field
 
@@ -117,10 +126,12 @@ class InferenceConfig:
         return cls(**d)
 
     def label(self) -> str:
-        """``"map"`` or ``"nuts 4x(500+500)"``."""
+        """``"map"``, ``"nuts 4x(500+500)"``, or with another acceptance ``"... accept 0.95"``."""
         if self.method == "map":
             return "map"
-        return f"nuts {self.num_chains}x({self.num_warmup}+{self.num_samples})"
+        label = f"nuts {self.num_chains}x({self.num_warmup}+{self.num_samples})"
+        default = type(self).__dataclass_fields__["target_accept"].default
+        return label if self.target_accept == default else f"{label} accept {self.target_accept:g}"
 
 
 def run(
@@ -168,11 +179,13 @@ def run(
     stats : dict or None
         Sampling statistics, each (chain, draw): ``diverging``, ``n_steps``,
         ``step_size``, ``lp`` (None for a MAP fit).
+    config : InferenceConfig
+        The settings the draws were made with: ``config``, with the
+        ``target_accept`` of the last warm-up when divergent transitions
+        called for a retry.
     """
     import jax
-    from numpyro.infer import MCMC, NUTS, init_to_median
 
-    from bayescale.devices import chain_method
     from bayescale.optim import map_search
 
     show = progress.resolve(progress_bar)
@@ -190,15 +203,53 @@ def run(
         )
         values = info.postprocess_fn(z_map)
         if config.method == "map":
-            return jax.tree.map(lambda v: np.asarray(v)[None, None], values), None
+            return jax.tree.map(lambda v: np.asarray(v)[None, None], values), None, config
         z_start = move_start(z_map, values) if move_start is not None else z_map
         init = chain_starts(z_start, config.num_chains, k_start)
-    dense = [tuple(k for k in dense_block if k in init)] if dense_block else False
+    if config.num_chains == 1:
+        # NumPyro reads a leading chain axis only when there are several chains
+        init = {name: z[0] for name, z in init.items()}
+    dense = tuple(k for k in dense_block if k in init)
+    nuts = functools.partial(
+        _nuts,
+        model,
+        model_kwargs,
+        init=init,
+        key=k_mcmc,
+        dense=dense,
+        skip=skip,
+        show=show,
+        what=what,
+    )
+    samples, stats = nuts(config)
+    for _ in range(config.retry):
+        n_div = int(np.sum(stats["diverging"]))
+        higher = raised_accept(config.target_accept)
+        if not n_div or higher <= config.target_accept:
+            break
+        # same starts and key: a refit with the returned config repeats these draws
+        tried = replace(config, target_accept=higher)
+        desc = f"{what}: {n_div} divergent transitions, warm-up again at acceptance {higher:g}"
+        with progress.stage(desc, show):
+            more, more_stats = nuts(tried)
+        if _worst_rhat(more, skip) > max(RHAT_MAX, _worst_rhat(samples, skip)):
+            break  # smaller steps whose chains disagree more: the first draws tell more
+        config, samples, stats = tried, more, more_stats
+    return samples, stats, config
+
+
+def _nuts(model, model_kwargs, config, *, init, key, dense, skip, show, what):
+    """Warm-up and draws from ``init``, then more draws while R-hat may settle (:func:`run`)."""
+    import jax
+    from numpyro.infer import MCMC, NUTS, init_to_median
+
+    from bayescale.devices import chain_method
+
     kernel = NUTS(
         model,
         target_accept_prob=config.target_accept,
         max_tree_depth=config.max_tree_depth,
-        dense_mass=dense if dense and dense[0] else False,
+        dense_mass=[dense] if dense else False,
         init_strategy=init_to_median(num_samples=15),
     )
     mcmc = MCMC(
@@ -206,14 +257,11 @@ def run(
         num_warmup=config.num_warmup,
         num_samples=config.num_samples,
         num_chains=config.num_chains,
-        chain_method=chain_method(config.num_chains, stacklevel=4),
+        chain_method=chain_method(config.num_chains, stacklevel=5),
         progress_bar=show,
     )
-    if config.num_chains == 1:
-        # NumPyro reads a leading chain axis only when there are several chains
-        init = {name: z[0] for name, z in init.items()}
     fields = ("num_steps", "potential_energy")
-    mcmc.run(k_mcmc, init_params=init, extra_fields=fields, **model_kwargs)
+    mcmc.run(key, init_params=init, extra_fields=fields, **model_kwargs)
     samples, stats = _drawn(mcmc)
     for round_ in range(config.extend):
         rhat = _worst_rhat(samples, skip)
@@ -221,10 +269,9 @@ def run(
             break
         # the chains go on from where they stopped, with their adapted kernel
         mcmc.post_warmup_state = mcmc.last_state
-        key = jax.random.fold_in(k_mcmc, round_ + 1)
         desc = f"{what}: R-hat {rhat:.3f}, {config.num_samples} more draws per chain"
         with progress.stage(desc, show):
-            mcmc.run(key, extra_fields=fields, **model_kwargs)
+            mcmc.run(jax.random.fold_in(key, round_ + 1), extra_fields=fields, **model_kwargs)
         more, more_stats = _drawn(mcmc)
         samples = {k: np.concatenate([v, more[k]], axis=1) for k, v in samples.items()}
         stats = {k: np.concatenate([v, more_stats[k]], axis=1) for k, v in stats.items()}

@@ -127,10 +127,12 @@ def test_fit_stores_the_sampler_settings(tmp_path, capsys, csv):
 
     out = tmp_path / "w.nc"
     argv = ["fit", str(csv[0]), "--out", str(out), "--method", "map", "--seed-centring", "0.5",
-            "--start", "prior", "--extend", "0", "--exponent-centring", "0.25"]  # fmt: skip
+            "--start", "prior", "--extend", "0", "--exponent-centring", "0.25",
+            "--retry", "0"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     config = load(out).config
     assert config.seed_centring == 0.5 and config.start == "prior" and config.extend == 0
+    assert config.retry == 0
     assert config.exponent_centring == 0.25
 
 

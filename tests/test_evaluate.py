@@ -317,7 +317,7 @@ def test_hierarchical_fits_hide_the_targets(monkeypatch):
     result = ev.evaluate_hitchhiker(df, bayes_grid="subset", hier_folds=1, **kwargs)
     fold, fits = result.points, result.fits.to_dict("records")
     # cells {2, 3 (= all)} x q {0.6 (none: not on the q axis), 1.0}: two specs, one fold each
-    assert sorted(f["method"] for f in fits) == ["map", ev.DEFAULT.label()]
+    assert sorted(f["method"] for f in fits) == ["map", ev.protocol_settings("hitchhiker").label()]
     cells = fold.groupby(["family", "n_models", "q"]).size()
     assert sorted(cells.index) == [("fam-a", 2, 1.0), ("fam-a", 3, 1.0),
                                    ("fam-b", 2, 1.0), ("fam-b", 3, 1.0)]  # fmt: skip

@@ -1,5 +1,7 @@
 """The sampler loop of :func:`bayescale.inference.run` and the convergence checks of its draws."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,10 @@ def _run(monkeypatch, rhats, **config):
 
     monkeypatch.setattr(inference, "_worst_rhat", worst_rhat)
     cfg = InferenceConfig(num_chains=2, num_warmup=100, num_samples=200, start="prior", **config)
-    samples, stats = inference.run(_normal_model, {}, cfg, skip=("x_skip",), progress_bar=False)
+    samples, stats, used = inference.run(
+        _normal_model, {}, cfg, skip=("x_skip",), progress_bar=False
+    )
+    assert used == cfg  # no divergences: no retry, the settings as given
     return samples, stats, calls
 
 
@@ -59,6 +64,43 @@ def test_extra_rounds_go_on_with_the_adapted_kernel(monkeypatch):
     assert not np.allclose(x[:, :200], x[:, 200:400])
     for part in (x[:, :200], x[:, 200:]):
         assert abs(part.mean() - 1.0) < 0.6 and 1.4 < part.std() < 2.6
+
+
+def _funnel():
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    # Neal's funnel sampled centred: divergent transitions at any acceptance
+    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+    numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([4]))
+
+
+@pytest.mark.parametrize(("retry", "accept"), [(0, 0.9), (1, 0.95), (2, 0.95)])
+def test_divergences_call_for_a_warm_up_at_higher_acceptance(retry, accept):
+    cfg = InferenceConfig(num_chains=2, num_warmup=150, num_samples=150, start="prior", extend=0)
+    samples, stats, used = inference.run(_funnel, {}, replace(cfg, retry=retry), progress_bar=False)
+    # divergent at 0.9; none at 0.95 in this short run, so a second retry is not taken
+    assert stats["diverging"].any() == (retry == 0)
+    assert used == replace(cfg, retry=retry, target_accept=accept)
+    assert used.label().endswith("" if retry == 0 else f"accept {accept:g}")
+    # the recorded settings repeat the kept draws: same starts, same key
+    again, _, _ = inference.run(_funnel, {}, replace(used, retry=0), progress_bar=False)
+    np.testing.assert_array_equal(again["v"], samples["v"])
+
+
+def test_a_retry_whose_chains_disagree_more_is_not_kept(monkeypatch):
+    cfg = InferenceConfig(num_chains=2, num_warmup=150, num_samples=150, start="prior", extend=0)
+    first, _, _ = inference.run(_funnel, {}, replace(cfg, retry=0), progress_bar=False)
+    # the first run's chains agree, the retry's do not
+    monkeypatch.setattr(
+        inference,
+        "_worst_rhat",
+        lambda samples, skip=(): 1.0 if np.array_equal(samples["v"], first["v"]) else 1.3,
+    )
+    samples, stats, used = inference.run(_funnel, {}, replace(cfg, retry=2), progress_bar=False)
+    assert used == replace(cfg, retry=2) and stats["diverging"].any()
+    np.testing.assert_array_equal(samples["v"], first["v"])
 
 
 def test_worst_rhat_is_the_reported_one():

@@ -136,6 +136,7 @@ def _sampler(args) -> dict:
         "num_samples": args.samples,
         "extend": args.extend,
         "target_accept": args.target_accept,
+        "retry": args.retry,
         "start": args.start,
     }
 

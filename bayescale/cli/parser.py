@@ -82,6 +82,13 @@ def _sampler_options(p, *, target_accept: float = 0.9):
         help="NUTS target acceptance; raise it when a fit reports divergences",
     )
     g.add_argument(
+        "--retry",
+        type=int,
+        default=1,
+        help="fresh warm-ups at a higher target acceptance (0.95, then 0.99) while the draws "
+        "have divergent transitions (0: never)",
+    )
+    g.add_argument(
         "--start",
         default="map",
         choices=STARTS,

@@ -86,7 +86,7 @@ def fit_downstream(
         raise TypeError("data must be a pandas DataFrame or a DownstreamData")
     kwargs = {"inputs": data.inputs(), "priors": config.priors}
     with float64():
-        samples, stats = run(
+        samples, stats, config = run(
             downstream_model,
             kwargs,
             config,

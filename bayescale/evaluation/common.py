@@ -100,6 +100,8 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
     rec = {
         "fit": label,
         "method": config.label(),
+        # as used: a retry after divergent transitions raises it
+        "target_accept": post.config.target_accept,
         "law": config.law,
         "exponents": config.exponents,
         "families": post.data.n_families,

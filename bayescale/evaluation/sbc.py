@@ -96,7 +96,7 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
 
     truth = prior_draw(inputs, config, jax.random.PRNGKey(10_000 + i))
     fit_inputs = inputs._replace(y=truth["y"])
-    samples, stats = sample_inputs(fit_inputs, config, progress_bar=False)
+    samples, stats, _ = sample_inputs(fit_inputs, config, progress_bar=False)
     record = {"replicate": i}
     rhats = []
     stuck = []
