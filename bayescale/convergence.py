@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from bayescale.inference import InferenceConfig
 
 RHAT_MAX = 1.01
 #: Bulk ESS below which R-hat cannot resolve ``RHAT_MAX``: chains drawn from one
@@ -198,8 +194,11 @@ def raised_accept(target_accept: float) -> float:
     return round(min(0.99, max(0.95, target_accept + 0.05)), 2)
 
 
-def convergence_advice(diag: dict, config: InferenceConfig, style: str = "python") -> str:
-    """What to change, named as the caller names it (Python keywords or CLI flags)."""
+def convergence_advice(diag: dict, config, style: str = "python") -> str:
+    """What to change, named as the caller names it (Python keywords or CLI flags).
+
+    ``config`` is the fit's :class:`~bayescale.inference.InferenceConfig`.
+    """
     warm, samples, accept, nuts, partly = {
         "python": (
             "num_warmup",
