@@ -11,7 +11,9 @@ A fit runs the same steps for the loss law and the downstream law:
 4. while the worst R-hat lies between 1.01 and 1.05 (where more draws, not a
    new warm-up, can settle it), up to ``extend`` further rounds of draws from
    where the chains stopped;
-5. draws, sampling statistics and pointwise log-likelihood as an ArviZ
+5. while the draws have divergent transitions, up to ``retry`` fresh warm-ups
+   from the same starts at a higher target acceptance (smaller steps);
+6. draws, sampling statistics and pointwise log-likelihood as an ArviZ
    DataTree, then R-hat, ESS and divergences checked
    (:mod:`bayescale.convergence`): problems are raised as a visible
    :class:`~bayescale.convergence.ConvergenceWarning`, never silently.
