@@ -76,6 +76,9 @@ COEFS = ("a", "b")
 # what a group shifts: the population means of a, b, log alpha, log beta and of
 # E's share (on its log-odds), so families measured on one metric share their floor
 GROUP_COEFS = ("a", "b", "log_alpha", "log_beta", "e_logit")
+# least group scale a MAP start is given (spread_scales), as for the family scales:
+# 0.1 for a and b (sigma_theta) and E's log-odds, 0.05 for the log exponents (tau)
+_GROUP_SCALE_FLOOR = dict(zip(GROUP_COEFS, (0.1, 0.1, 0.05, 0.05, 0.1), strict=True))
 
 
 @dataclass(frozen=True)
@@ -578,5 +581,5 @@ def spread_scales(values: dict, n_families: int) -> dict:
         out[tau] = max(spread, 0.05)
     if "group_effect" in values:
         shifts = np.asarray(values["group_effect"])
-        out["sigma_group"] = np.maximum(shifts.std(axis=0), [0.1, 0.1, 0.05, 0.05, 0.1])
+        out["sigma_group"] = np.maximum(shifts.std(axis=0), list(_GROUP_SCALE_FLOOR.values()))
     return out
