@@ -12,7 +12,8 @@ A fit runs the same steps for the loss law and the downstream law:
    new warm-up, can settle it), up to ``extend`` further rounds of draws from
    where the chains stopped;
 5. while the draws have divergent transitions, up to ``retry`` fresh warm-ups
-   from the same starts at a higher target acceptance (smaller steps);
+   from the same starts at a higher target acceptance (smaller steps), or at
+   0.99 with twice the warm-up (:func:`retried`);
 6. draws, sampling statistics and pointwise log-likelihood as an ArviZ
    DataTree, then R-hat, ESS and divergences checked
    (:mod:`bayescale.convergence`): problems are raised as a visible
@@ -77,11 +78,11 @@ class InferenceConfig:
         lies in (``RHAT_MAX``, ``RHAT_CHANCE``]: there chains that agree may
         not yet have drawn enough to show it. 0 keeps ``num_samples`` draws.
     retry : int
-        Fresh warm-ups, each at a higher ``target_accept``
-        (:func:`~bayescale.convergence.raised_accept`: 0.95, then 0.99), while
-        the chains report divergent transitions. A retry's draws replace the
+        Fresh warm-ups while the chains report divergent transitions, each at
+        a higher ``target_accept`` (0.95, then 0.99) or, at 0.99, with twice
+        the warm-up steps (:func:`retried`). A retry's draws replace the
         previous ones unless their worst R-hat is higher (and above
-        ``RHAT_MAX``); the posterior's config records the acceptance of the
+        ``RHAT_MAX``); the posterior's config records the settings of the
         draws kept, so a refit with it gives the same draws. 0: never.
     """
 
@@ -226,18 +227,26 @@ def run(
     samples, stats = nuts(config)
     for _ in range(config.retry):
         n_div = int(np.sum(stats["diverging"]))
-        higher = raised_accept(config.target_accept)
-        if not n_div or higher <= config.target_accept:
+        tried = retried(config)
+        if not n_div or tried == config:
             break
         # same starts and key: a refit with the returned config repeats these draws
-        tried = replace(config, target_accept=higher)
-        desc = f"{what}: {n_div} divergent transitions, warm-up again at acceptance {higher:g}"
+        desc = f"{what}: {n_div} divergent transitions, warm-up again ({tried.label()})"
         with progress.stage(desc, show):
             more, more_stats = nuts(tried)
         if _worst_rhat(more, skip) > max(RHAT_MAX, _worst_rhat(samples, skip)):
             break  # smaller steps whose chains disagree more: the first draws tell more
         config, samples, stats = tried, more, more_stats
     return samples, stats, config
+
+
+def retried(config: InferenceConfig) -> InferenceConfig:
+    """The settings of a fresh warm-up after divergences: a higher target acceptance
+    (:func:`~bayescale.convergence.raised_accept`), or at 0.99 twice the warm-up steps."""
+    higher = raised_accept(config.target_accept)
+    if higher > config.target_accept:
+        return replace(config, target_accept=higher)
+    return replace(config, num_warmup=2 * config.num_warmup)
 
 
 def _nuts(model, model_kwargs, config, *, init, key, dense, skip, show, what):

@@ -89,6 +89,22 @@ def test_divergences_call_for_a_warm_up_at_higher_acceptance(retry, accept):
     np.testing.assert_array_equal(again["v"], samples["v"])
 
 
+def test_a_retry_raises_the_acceptance_then_doubles_the_warm_up():
+    cfg = InferenceConfig(num_warmup=500)
+    steps = [cfg]
+    for _ in range(3):
+        steps.append(inference.retried(steps[-1]))
+    assert [(c.target_accept, c.num_warmup) for c in steps] == [
+        (0.9, 500), (0.95, 500), (0.99, 500), (0.99, 1000),
+    ]  # fmt: skip
+    assert [c.label() for c in steps[2:]] == [
+        "nuts 4x(500+500) accept 0.99", "nuts 4x(1000+500) accept 0.99",
+    ]  # fmt: skip
+    # nothing left to change: run() stops retrying
+    no_warm_up = replace(cfg, target_accept=0.99, num_warmup=0)
+    assert inference.retried(no_warm_up) == no_warm_up
+
+
 def test_a_retry_whose_chains_disagree_more_is_not_kept(monkeypatch):
     cfg = InferenceConfig(num_chains=2, num_warmup=150, num_samples=150, start="prior", extend=0)
     first, _, _ = inference.run(_funnel, {}, replace(cfg, retry=0), progress_bar=False)

@@ -85,8 +85,8 @@ def _sampler_options(p, *, target_accept: float = 0.9):
         "--retry",
         type=int,
         default=1,
-        help="fresh warm-ups at a higher target acceptance (0.95, then 0.99) while the draws "
-        "have divergent transitions (0: never)",
+        help="fresh warm-ups while the draws have divergent transitions, at a higher target "
+        "acceptance (0.95, then 0.99) or at 0.99 with twice --warmup (0: never)",
     )
     g.add_argument(
         "--start",
