@@ -183,9 +183,8 @@ def run(
         Sampling statistics, each (chain, draw): ``diverging``, ``n_steps``,
         ``step_size``, ``lp`` (None for a MAP fit).
     config : InferenceConfig
-        The settings the draws were made with: ``config``, with the
-        ``target_accept`` of the last warm-up when divergent transitions
-        called for a retry.
+        The settings the draws were made with: ``config``, or those of the
+        retry whose draws were kept (:func:`retried`).
     """
     import jax
 
