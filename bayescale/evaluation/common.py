@@ -100,8 +100,10 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
     rec = {
         "fit": label,
         "method": config.label(),
-        # as used: a retry after divergent transitions raises it
+        # as used: a retry after divergent transitions raises the acceptance or,
+        # at 0.99, doubles the warm-up
         "target_accept": post.config.target_accept,
+        "num_warmup": post.config.num_warmup,
         "law": config.law,
         "exponents": config.exponents,
         "families": post.data.n_families,
