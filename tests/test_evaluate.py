@@ -456,3 +456,19 @@ def test_text_tables_format_mixed_columns():
     text = ev.text_table(frame, 3)
     assert "1.23" in text and "0.000123" in text and "1.2346" not in text
     assert "OPT" in text and "None" in text
+
+
+def test_protocol_fits_release_their_compiled_code(monkeypatch):
+    """Each fit compiles its own model; a protocol's process that kept them all ran out
+    of memory maps, so every logged fit clears JAX's caches after it."""
+    import jax
+
+    from bayescale.simulate import simulate_frame
+
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1))
+    frame, _ = simulate_frame(n_families=2, sizes=(1e8, 1e9), n_checkpoints=4, seed=0)
+    log = []
+    for i in range(2):
+        common.fit_logged(frame, ev.MAP, log, label=f"fit {i}", map_starts=1, min_tokens=None)
+    assert len(cleared) == 2 and [r["fit"] for r in log] == ["fit 0", "fit 1"]

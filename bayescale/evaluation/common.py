@@ -90,12 +90,20 @@ class Evaluation:
 
 
 def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides):
-    """Fit bayescale and record what the fit took and how it sampled."""
+    """Fit bayescale and record what the fit took and how it sampled.
+
+    JAX's caches are cleared after the fit: every fit compiles its own model,
+    and a protocol's process that kept them all ran out of memory maps after
+    17 one-family fits (each fit adds thousands; the limit is about 65,000).
+    """
+    import jax
+
     from bayescale.fitting import fit
 
     config = replace(config, **overrides)
     start = time.perf_counter()
     post = fit(frame_, config, progress_bar=False)
+    jax.clear_caches()
     diag = post.diagnostics()
     rec = {
         "fit": label,
