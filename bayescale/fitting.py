@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pandas as pd
+from scipy.special import logit
 
 from bayescale.centring import centred_groups, group_coords
 from bayescale.coordinates import family_centres, from_law
@@ -187,7 +188,7 @@ def chain_start(z_map: dict, values: dict, *, inputs, config: FitConfig) -> dict
         )
         if "e_mu" in z:
             e_mu = float(np.clip(np.asarray(values["e_mu"]), 0.05, 0.95))
-            z["e_mu"] = jnp.asarray(np.log(e_mu) - np.log1p(-e_mu))
+            z["e_mu"] = jnp.asarray(logit(e_mu))
         if "e_kappa" in z and n_fam > 1:
             m, v = frac.mean(), max(frac.var(), 1e-4)
             # method of moments for a Beta's concentration, kept moderate
