@@ -20,6 +20,10 @@ RHAT_MAX = 1.01
 ESS_RESOLVE = 400
 #: Above this R-hat chains disagree whatever the ESS: warm up longer as well.
 RHAT_CHANCE = 1.05
+#: A chain whose mean log density lies this far below the other chains' sits in a
+#: lesser mode: within one mode the mean of a few hundred draws varies by well
+#: under one unit (the draws' own log density has sd about sqrt(d / 2)).
+LP_GAP = 2.0
 #: A MAP spread below this share of its prior mean has fallen into the hierarchy's
 #: neck: under the Gamma(2) spread priors a share this small has prior mass 0.5%.
 SPREAD_COLLAPSED = 0.05
@@ -98,10 +102,82 @@ def sampling_diagnostics(tree, method: str, *, skip=(), spreads=None) -> dict:
             + (f", their draws at {where}" if where else "")
         )
     n_chains = tree["posterior"].sizes["chain"]
+    apart = None
+    if out["rhat_max"] > RHAT_CHANCE:
+        apart = chain_apart(post, tree["sample_stats"], worst)
+    if apart is not None:
+        out["chain_apart"] = apart
+        out["problems"].append(chain_apart_text(apart, n_chains))
     if np.isfinite(out["ess_bulk_min"]) and out["ess_bulk_min"] < 100 * min(n_chains, 4) / 4:
         out["problems"].append(f"low bulk ESS ({out['ess_bulk_min']:.0f})")
     out["status"] = "warn" if out["problems"] else "pass"
     return out
+
+
+def chain_apart(post, stats, worst) -> dict | None:
+    """The one chain that sits apart from the others, if leaving it out settles R-hat.
+
+    ``worst`` is :func:`rhat_summary`'s list. The chain is the one whose removal
+    brings the worst entry's R-hat to ``RHAT_CHANCE`` or below, and the others'
+    worst R-hat too. Returned: ``chain`` (0-based), ``entry``, its mean in that
+    chain and in the others, and ``lp_gap``, that chain's mean log density
+    minus the others' (NaN without ``lp``).
+    """
+    if not worst or post.sizes["chain"] < 3:
+        return None
+    entry = worst[0][1]
+    name = entry.split("[")[0]
+    da = post[name]
+    idx = worst_index(_rhat_of(da))
+    x = np.asarray(da.values, dtype=float)[(slice(None), slice(None), *idx)]
+    n_chains = x.shape[0]
+    left_out = [_rhat_array(np.delete(x, c, axis=0)) for c in range(n_chains)]
+    chain = int(np.argmin(left_out))
+    if not left_out[chain] <= RHAT_CHANCE:
+        return None
+    others = [c for c in range(n_chains) if c != chain]
+    if not rhat_summary(post.isel(chain=others))[0] <= RHAT_CHANCE:
+        return None
+    gap = float("nan")
+    if "lp" in stats:
+        lp = np.asarray(stats["lp"].values, dtype=float).mean(axis=1)
+        gap = float(lp[chain] - lp[others].mean())
+    return {
+        "chain": chain,
+        "entry": entry,
+        "mean": float(x[chain].mean()),
+        "others_mean": float(x[others].mean()),
+        "lp_gap": gap,
+    }
+
+
+def chain_apart_text(apart: dict, n_chains: int) -> str:
+    """One line on :func:`chain_apart`'s chain, for the problems list."""
+    text = (
+        f"chain {apart['chain'] + 1} of {n_chains} sits apart ({apart['entry']} "
+        f"{apart['mean']:.3g} against {apart['others_mean']:.3g} in the others)"
+    )
+    gap = apart["lp_gap"]
+    if gap < -LP_GAP:
+        text += f", at a log density {-gap:.1f} lower: a lesser mode of the posterior"
+    elif gap > LP_GAP:
+        text += f", at a log density {gap:.1f} higher: the others may have missed a better mode"
+    return text
+
+
+def _rhat_of(da):
+    from arviz_stats import rhat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return rhat(da)
+
+
+def _rhat_array(x: np.ndarray) -> float:
+    """R-hat of one entry's draws shaped (chain, draw)."""
+    import xarray as xr
+
+    return float(_rhat_of(xr.DataArray(x, dims=("chain", "draw"))))
 
 
 def divergence_sites(post, diverging, top: int = 3) -> list:
@@ -189,6 +265,11 @@ def entry_name(values, index: tuple) -> str:
     return f"{values.name}[{', '.join(labels)}]"
 
 
+def _label_of(entry: str) -> str:
+    """`` of LABEL`` for ``name[LABEL, ...]`` (its family or run); empty for a scalar."""
+    return f" of {entry.split('[', 1)[1].split(',')[0].rstrip(']')}" if "[" in entry else ""
+
+
 def raised_accept(target_accept: float) -> float:
     """The NUTS target acceptance to try after divergent transitions: 0.95, then 0.99."""
     return round(min(0.99, max(0.95, target_accept + 0.05)), 2)
@@ -199,13 +280,14 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
 
     ``config`` is the fit's :class:`~bayescale.inference.InferenceConfig`.
     """
-    warm, samples, accept, nuts, partly = {
+    warm, samples, accept, nuts, partly, seed = {
         "python": (
             "num_warmup",
             "num_samples",
             "target_accept",
             'method="nuts"',
             "exponent_centring=0.5",
+            "seed",
         ),
         "cli": (
             "--warmup",
@@ -213,6 +295,7 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
             "--target-accept",
             "--method nuts",
             "--exponent-centring 0.5",
+            "--seed",
         ),
     }[style]
     tips = []
@@ -235,7 +318,15 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
                 f"sample the exponents partly centred ({partly}): the divergent draws sit at "
                 f"a small {funnel[0]}, a funnel of exponents the data pin only loosely"
             )
-    if any(("R-hat" in p) or ("ESS" in p) for p in diag.get("problems", [])):
+    apart = diag.get("chain_apart")
+    if apart is not None:
+        # a chain held in another mode stays there: more draws or warm-up do not move it
+        tips.append(
+            f"refit with another {seed} (now {config.seed}) to see whether chains land in "
+            f"chain {apart['chain'] + 1}'s mode again, and look at the data"
+            f"{_label_of(apart['entry'])}: a law that fits them poorly can leave several modes"
+        )
+    elif any(("R-hat" in p) or ("ESS" in p) for p in diag.get("problems", [])):
         ess = diag.get("ess_bulk_min", float("nan"))
         rhat = diag.get("rhat_max", float("nan"))
         if np.isfinite(ess) and 0 < ess < ESS_RESOLVE and not rhat > RHAT_CHANCE:

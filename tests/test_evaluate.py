@@ -472,3 +472,12 @@ def test_protocol_fits_release_their_compiled_code(monkeypatch):
     for i in range(2):
         common.fit_logged(frame, ev.MAP, log, label=f"fit {i}", map_starts=1, min_tokens=None)
     assert len(cleared) == 2 and [r["fit"] for r in log] == ["fit 0", "fit 1"]
+
+
+def test_fit_records_say_which_chain_sits_apart():
+    from bayescale.evaluation import common
+
+    apart = {"chain": 2, "entry": "beta_f[f]", "mean": 0.456, "others_mean": 1.31, "lp_gap": -5.4}
+    text = common._apart_text(apart)
+    assert text == "chain 3 apart at beta_f[f] 0.456 (others 1.31), log density -5.4"
+    assert common._apart_text(None) == ""

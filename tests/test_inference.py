@@ -298,3 +298,54 @@ def test_divergences_at_a_small_exponent_spread_advise_partly_centred_exponents(
     assert "centred" not in convergence.convergence_advice(
         {**diag, "divergence_sites": {"tau_alpha": -1.0}}, InferenceConfig()
     )
+
+
+def _apart_tree(shift, lp_shift, chains_apart=(2,)):
+    """Four chains of ``beta_f[fam]`` and a scalar; ``chains_apart`` shifted by ``shift``."""
+    from arviz_base import from_dict
+
+    rng = np.random.default_rng(5)
+    beta = rng.normal(1.3, 0.05, size=(4, 400, 1))
+    lp = rng.normal(300.0, 2.0, size=(4, 400))
+    for c in chains_apart:
+        beta[c] += shift
+        lp[c] += lp_shift
+    return from_dict(
+        {
+            "posterior": {"beta_f": beta, "nu": rng.normal(2.0, 0.1, size=(4, 400))},
+            "sample_stats": {"diverging": np.zeros((4, 400), bool), "lp": lp},
+        },
+        coords={"family": ["GPT2-oscar-44"]},
+        dims={"beta_f": ["family"]},
+    )
+
+
+def test_a_chain_in_a_lesser_mode_is_named_and_calls_for_another_seed():
+    from bayescale.fitting import FitConfig
+
+    diag = convergence.sampling_diagnostics(_apart_tree(-0.85, -5.0), "nuts")
+    apart = diag["chain_apart"]
+    assert apart["chain"] == 2 and apart["entry"] == "beta_f[GPT2-oscar-44]"
+    assert apart["mean"] == pytest.approx(0.45, abs=0.01)
+    assert apart["others_mean"] == pytest.approx(1.3, abs=0.01)
+    assert apart["lp_gap"] == pytest.approx(-5.0, abs=0.3)
+    problem = [p for p in diag["problems"] if "sits apart" in p][0]
+    assert problem.startswith("chain 3 of 4 sits apart (beta_f[GPT2-oscar-44] 0.45")
+    assert "5.0 lower: a lesser mode" in problem
+    advice = convergence.convergence_advice(diag, FitConfig(seed=3))
+    # more draws do not move a chain out of its mode: no "run longer"
+    assert "another seed (now 3)" in advice and "data of GPT2-oscar-44" in advice
+    assert "run longer" not in advice and "draw more" not in advice
+    assert "another --seed" in convergence.convergence_advice(diag, FitConfig(), "cli")
+    higher = convergence.sampling_diagnostics(_apart_tree(-0.85, 5.0), "nuts")
+    assert "5.0 higher: the others may have missed a better mode" in " ".join(higher["problems"])
+
+
+def test_chains_split_two_and_two_name_no_chain_apart():
+    from bayescale.fitting import FitConfig
+
+    diag = convergence.sampling_diagnostics(_apart_tree(-0.85, -5.0, (0, 1)), "nuts")
+    assert diag["rhat_max"] > convergence.RHAT_CHANCE and "chain_apart" not in diag
+    assert "run longer" in convergence.convergence_advice(diag, FitConfig())
+    # chains that agree: nothing to name
+    assert "chain_apart" not in convergence.sampling_diagnostics(_apart_tree(0, 0), "nuts")

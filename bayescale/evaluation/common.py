@@ -127,6 +127,7 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         ),
         "draws": diag.get("draws"),
         "num_samples": config.num_samples,
+        "chain_apart": _apart_text(diag.get("chain_apart")),
     }
     log.append(rec)
     line = f"[fit {len(log)}] {label}: {rec['seconds']:.0f} s"
@@ -134,8 +135,19 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         line += f", R-hat {rec['rhat_max']:.3f} ({rec['rhat_worst']}), "
         line += f"{rec['divergences']} divergences"
         line += f" (at {rec['divergence_sites']})" if rec["divergence_sites"] else ""
+        line += f"; {rec['chain_apart']}" if rec["chain_apart"] else ""
     log_fits.info(line)
     return post
+
+
+def _apart_text(apart: dict | None) -> str:
+    """A fit record's short account of a chain apart (empty when none is)."""
+    if not apart:
+        return ""
+    return (
+        f"chain {apart['chain'] + 1} apart at {apart['entry']} {apart['mean']:.3g} "
+        f"(others {apart['others_mean']:.3g}), log density {apart['lp_gap']:+.1f}"
+    )
 
 
 def posterior_rows(post, family: str, targets: pd.DataFrame, base: dict, *, seed=0) -> list:
