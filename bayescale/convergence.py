@@ -318,15 +318,7 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
                 f"sample the exponents partly centred ({partly}): the divergent draws sit at "
                 f"a small {funnel[0]}, a funnel of exponents the data pin only loosely"
             )
-    apart = diag.get("chain_apart")
-    if apart is not None:
-        # a chain held in another mode stays there: more draws or warm-up do not move it
-        tips.append(
-            f"refit with another {seed} (now {config.seed}) to see whether chains land in "
-            f"chain {apart['chain'] + 1}'s mode again, and look at the data"
-            f"{_label_of(apart['entry'])}: a law that fits them poorly can leave several modes"
-        )
-    elif any(("R-hat" in p) or ("ESS" in p) for p in diag.get("problems", [])):
+    if any(("R-hat" in p) or ("ESS" in p) for p in diag.get("problems", [])):
         ess = diag.get("ess_bulk_min", float("nan"))
         rhat = diag.get("rhat_max", float("nan"))
         if np.isfinite(ess) and 0 < ess < ESS_RESOLVE and not rhat > RHAT_CHANCE:
@@ -343,4 +335,13 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
             tips.append(
                 f"run longer ({warm}={2 * config.num_warmup}, {samples}={2 * config.num_samples})"
             )
+    apart = diag.get("chain_apart")
+    if apart is not None:
+        # a chain held in another mode stays there, however long it runs
+        tips.append(
+            f"if chain {apart['chain'] + 1} stays apart, it sits in another mode: refit with "
+            f"another {seed} (now {config.seed}) to see whether chains land there again, and "
+            f"look at the data{_label_of(apart['entry'])}: a law that fits them poorly can "
+            "leave several modes"
+        )
     return "Intervals may be unreliable: " + (" and ".join(tips) or "refit") + "."
