@@ -113,6 +113,8 @@ def main(argv=None):
         "fits_rhat_above_1.01": int((records["rhat_max"] > 1.01).sum()),
         "median_seconds_per_fit": float(records["seconds"].median()),
     }
+    if "target_accept" in records:  # replicates saved before the retry have none
+        fits["fits_warmed_up_again"] = int((records["target_accept"] > config.target_accept).sum())
     # replicates saved before the frozen-chain check have no such column
     if "stuck_chains" in records:
         checked = records["stuck_chains"].dropna()

@@ -28,6 +28,17 @@ def test_prior_draw_simulates_y_above_e():
     assert not np.allclose(draw["y"], other["y"])
 
 
+def test_a_replicate_records_ranks_and_the_settings_of_its_draws():
+    inputs = sbc.design_inputs(sbc.Design(n_checkpoints=4))
+    config = FitConfig(method="map", map_starts=1, target_accept=0.95)
+    rec = sbc.replicate(0, inputs, config, n_ranks=9)
+    assert rec["target_accept"] == 0.95 and rec["num_warmup"] == config.num_warmup
+    # one MAP point: every truth ranks 0 or 9, no R-hat, no divergences
+    ranks = [v for k, v in rec.items() if k.startswith("rank.")]
+    assert len(ranks) == len(sbc.ranked(config)) and set(ranks) <= {0, 9}
+    assert np.isnan(rec["rhat_max"]) and rec["divergences"] == 0
+
+
 def test_uniformity_tells_uniform_ranks_from_a_biased_posterior():
     rng = np.random.default_rng(0)
     assert sbc.uniformity(rng.integers(0, 100, 400)) > 0.01
@@ -75,6 +86,9 @@ def test_twenty_prior_worlds_fitted_with_the_default_inference_are_covered():
     # a chain frozen in place (as where E's share once rounded to 1 in float32, in
     # six of the first nine fits) is a defect; slow mixing shows in R-hat instead
     assert records["stuck_chains"].sum() == 0, records["stuck_chains"].tolist()
+    # the draws kept: the default's, or one retry's after divergences
+    assert set(records["target_accept"]) <= {0.9, 0.95}
+    assert (records["num_warmup"] == FitConfig().num_warmup).all()
     for level in (90, 50):
         checks = records.filter(like=f"in{level}.")
         assert checks.shape[1] == len(sbc.ranked(FitConfig()))

@@ -87,7 +87,8 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
     draws (0 to ``n_ranks``) and whether its 50% and 90% intervals hold the
     truth, plus the fit's divergences, worst split R-hat and ``stuck_chains``:
     the chains that never left a ranked parameter's value (a frozen sampler,
-    which slow mixing, however slow, does not produce).
+    which slow mixing, however slow, does not produce), and the target
+    acceptance and warm-up of the draws kept.
     """
     import jax
     from numpyro.diagnostics import split_gelman_rubin
@@ -96,8 +97,9 @@ def replicate(i: int, inputs, config, *, n_ranks: int = 99) -> dict:
 
     truth = prior_draw(inputs, config, jax.random.PRNGKey(10_000 + i))
     fit_inputs = inputs._replace(y=truth["y"])
-    samples, stats, _ = sample_inputs(fit_inputs, config, progress_bar=False)
-    record = {"replicate": i}
+    samples, stats, used = sample_inputs(fit_inputs, config, progress_bar=False)
+    # as used: a retry after divergences raises the acceptance (or doubles the warm-up)
+    record = {"replicate": i, "target_accept": used.target_accept, "num_warmup": used.num_warmup}
     rhats = []
     stuck = []
     for name, j in ranked(config):
