@@ -46,11 +46,7 @@ def _finite(ds) -> dict:
 
 def rhat_summary(post) -> tuple[float, list]:
     """Worst finite R-hat of a posterior Dataset, and its three worst ``(rhat, entry)``."""
-    from arviz_stats import rhat
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rh = rhat(post)
+    rh = _rhat_of(post)
     worst = sorted(((float(x.max()), v) for v, x in _finite(rh).items()), reverse=True)[:3]
     worst = [(r, worst_entry(rh[v])) for r, v in worst]
     return (worst[0][0] if worst else float("nan")), worst
@@ -166,6 +162,7 @@ def chain_apart_text(apart: dict, n_chains: int) -> str:
 
 
 def _rhat_of(da):
+    """ArviZ's R-hat of a DataArray or Dataset, quiet about constant entries."""
     from arviz_stats import rhat
 
     with warnings.catch_warnings():
