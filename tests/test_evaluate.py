@@ -475,8 +475,6 @@ def test_protocol_fits_release_their_compiled_code(monkeypatch):
 
 
 def test_fit_records_say_which_chain_sits_apart():
-    from bayescale.evaluation import common
-
     apart = {"chain": 2, "entry": "beta_f[f]", "mean": 0.456, "others_mean": 1.31, "lp_gap": -5.4}
     text = common._apart_text(apart)
     assert text == "chain 3 apart at beta_f[f] 0.456 (others 1.31), log density -5.4"
