@@ -13,7 +13,8 @@ A fit runs the same steps for the loss law and the downstream law:
    where the chains stopped;
 5. while the draws have divergent transitions, up to ``retry`` fresh warm-ups
    from the same starts at a higher target acceptance (smaller steps), or at
-   0.99 with twice the warm-up (:func:`retried`);
+   0.99 with twice the warm-up (:func:`retried`), kept unless its chains agree
+   less or it diverges more (:func:`keeps_retry`);
 6. draws, sampling statistics and pointwise log-likelihood as an ArviZ
    DataTree, then R-hat, ESS and divergences checked
    (:mod:`bayescale.convergence`): problems are raised as a visible
@@ -81,9 +82,10 @@ class InferenceConfig:
         Fresh warm-ups while the chains report divergent transitions, each at
         a higher ``target_accept`` (0.95, then 0.99) or, at 0.99, with twice
         the warm-up steps (:func:`retried`). A retry's draws replace the
-        previous ones unless their worst R-hat is higher (and above
-        ``RHAT_MAX``); the posterior's config records the settings of the
-        draws kept, so a refit with it gives the same draws. 0: never.
+        previous ones unless their chains agree less (a higher band of R-hat)
+        or, at the same agreement, they diverge more (:func:`keeps_retry`);
+        the posterior's config records the settings of the draws kept, so a
+        refit with it gives the same draws. 0: never.
     """
 
     method: str = "nuts"
@@ -233,10 +235,29 @@ def run(
         desc = f"{what}: {n_div} divergent transitions, warm-up again ({tried.label()})"
         with progress.stage(desc, show):
             more, more_stats = nuts(tried)
-        if _worst_rhat(more, skip) > max(RHAT_MAX, _worst_rhat(samples, skip)):
-            break  # smaller steps whose chains disagree more: the first draws tell more
+        first = (n_div, _worst_rhat(samples, skip))
+        if not keeps_retry(first, (int(np.sum(more_stats["diverging"])), _worst_rhat(more, skip))):
+            break
         config, samples, stats = tried, more, more_stats
     return samples, stats, config
+
+
+def keeps_retry(first: tuple[int, float], retry: tuple[int, float]) -> bool:
+    """Whether a retry's draws replace the first ones.
+
+    Each run is ``(divergences, worst R-hat)``. Chains that agree come first:
+    runs are ranked by the band of their R-hat (at most ``RHAT_MAX``: agree; at
+    most ``RHAT_CHANCE``: more draws may settle it; above: chains apart), then
+    by their divergences, then by R-hat itself. The retry is kept unless it
+    ranks below the first run: smaller steps whose chains disagree more, or that
+    diverge more at the same agreement, are not better evidence.
+    """
+
+    def rank(run):
+        n_div, rhat = run
+        return (rhat > RHAT_MAX) + (rhat > RHAT_CHANCE), n_div, rhat
+
+    return rank(retry) <= rank(first)
 
 
 def retried(config: InferenceConfig) -> InferenceConfig:

@@ -119,6 +119,48 @@ def test_a_retry_whose_chains_disagree_more_is_not_kept(monkeypatch):
     np.testing.assert_array_equal(samples["v"], first["v"])
 
 
+@pytest.mark.parametrize(
+    ("first", "retry", "kept"),
+    [
+        ((5, 1.004), (0, 1.008), True),  # no divergences, chains still agree
+        ((5, 1.004), (9, 1.004), False),  # diverges more at the same agreement
+        ((5, 1.004), (0, 1.02), False),  # chains agree less (unsettled)
+        ((5, 1.03), (9, 1.005), True),  # chains agree now, though it diverges more
+        ((5, 1.03), (2, 1.045), True),  # unsettled both: fewer divergences
+        ((2, 1.03), (5, 1.02), False),  # unsettled both: more divergences
+        ((16, 1.10), (3, 1.30), True),  # apart both: fewer divergences
+        ((3, 1.02), (0, 1.20), False),  # chains apart now
+        ((3, 1.08), (3, 1.06), True),  # as many divergences, R-hat lower
+        ((3, 1.06), (3, 1.08), False),
+    ],
+)
+def test_a_retry_is_kept_unless_its_chains_agree_less_or_it_diverges_more(first, retry, kept):
+    assert inference.keeps_retry(first, retry) == kept
+
+
+@pytest.mark.parametrize(
+    ("divergences", "accept"),
+    [
+        ({0.9: 5, 0.95: 9}, 0.9),
+        ({0.9: 5, 0.95: 2, 0.99: 1}, 0.99),
+        ({0.9: 5, 0.95: 2, 0.99: 4}, 0.95),
+    ],
+)
+def test_run_keeps_the_draws_that_keeps_retry_prefers(monkeypatch, divergences, accept):
+    def fake_nuts(model, model_kwargs, config, **_):
+        div = np.zeros((2, 10), bool)
+        div[0, : divergences[config.target_accept]] = True
+        return {"x": np.full((2, 10), config.target_accept)}, {"diverging": div}
+
+    monkeypatch.setattr(inference, "_nuts", fake_nuts)
+    monkeypatch.setattr(inference, "_worst_rhat", lambda samples, skip=(): 1.004)
+    cfg = InferenceConfig(num_chains=2, start="prior", retry=2)
+    samples, stats, used = inference.run(_normal_model, {}, cfg, progress_bar=False)
+    assert used == replace(cfg, target_accept=accept)
+    assert np.all(samples["x"] == accept)
+    assert stats["diverging"].sum() == divergences[accept]
+
+
 def test_worst_rhat_is_the_reported_one():
     from arviz_base import from_dict
 
