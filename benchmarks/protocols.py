@@ -82,6 +82,12 @@ def fit_line(fits: pd.DataFrame) -> str:
             # fits whose R-hat lay in (1.01, 1.05] drew on past num_samples
             more = pd.to_numeric(nuts["draws"], errors="coerce") > nuts["num_samples"]
             line += f", {int(more.sum())} of {len(nuts)} drew on past num_samples"
+        if "warmed_up_again" in nuts:
+            again = nuts["warmed_up_again"].fillna(False).astype(bool)
+            line += f", {int(again.sum())} kept a second warm-up after divergences"
+        if "chain_apart" in nuts:
+            apart = nuts["chain_apart"].fillna("").astype(str) != ""
+            line += f", {int(apart.sum())} with one chain apart"
     return line + "."
 
 

@@ -472,6 +472,26 @@ def test_protocol_fits_release_their_compiled_code(monkeypatch):
     for i in range(2):
         common.fit_logged(frame, ev.MAP, log, label=f"fit {i}", map_starts=1, min_tokens=None)
     assert len(cleared) == 2 and [r["fit"] for r in log] == ["fit 0", "fit 1"]
+    assert [r["warmed_up_again"] for r in log] == [False, False]
+
+
+def test_fit_records_say_when_the_kept_draws_had_a_second_warm_up(monkeypatch):
+    from dataclasses import replace
+
+    import bayescale.fitting
+    from bayescale.simulate import simulate_frame
+
+    real_fit = bayescale.fitting.fit
+
+    def fit_with_retry(frame, config, **kwargs):
+        post = real_fit(frame, config, **kwargs)
+        return replace(post, config=replace(post.config, target_accept=0.95))
+
+    monkeypatch.setattr(bayescale.fitting, "fit", fit_with_retry)
+    frame, _ = simulate_frame(n_families=2, sizes=(1e8, 1e9), n_checkpoints=4, seed=0)
+    log = []
+    common.fit_logged(frame, ev.MAP, log, label="fit", map_starts=1, min_tokens=None)
+    assert log[0]["warmed_up_again"] and log[0]["target_accept"] == 0.95
 
 
 def test_fit_records_say_which_chain_sits_apart():

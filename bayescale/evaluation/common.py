@@ -112,6 +112,7 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         # at 0.99, doubles the warm-up
         "target_accept": post.config.target_accept,
         "num_warmup": post.config.num_warmup,
+        "warmed_up_again": _settings(post.config) != _settings(config),
         "law": config.law,
         "exponents": config.exponents,
         "families": post.data.n_families,
@@ -138,6 +139,11 @@ def fit_logged(frame_, config: FitConfig, log: list, *, label: str, **overrides)
         line += f"; {rec['chain_apart']}" if rec["chain_apart"] else ""
     log_fits.info(line)
     return post
+
+
+def _settings(config: FitConfig) -> tuple:
+    """The warm-up settings a retry after divergences changes."""
+    return config.target_accept, config.num_warmup
 
 
 def _apart_text(apart: dict | None) -> str:
