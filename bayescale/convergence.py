@@ -303,7 +303,14 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
         )
     if any("divergent" in p for p in diag.get("problems", [])):
         higher = raised_accept(config.target_accept)
-        tips.append(f"raise {accept} (now {config.target_accept}, try {higher:g})")
+        if higher > config.target_accept:
+            tips.append(f"raise {accept} (now {config.target_accept:g}, try {higher:g})")
+        else:
+            # at the highest acceptance offered, more adaptation is what is left
+            tips.append(
+                f"warm up longer ({warm}={2 * config.num_warmup}; {accept} is already "
+                f"{config.target_accept:g})"
+            )
         funnel = [
             v
             for v, d in diag.get("divergence_sites", {}).items()

@@ -188,6 +188,26 @@ def test_advice_asks_for_more_draws_when_the_ess_cannot_resolve_rhat():
         assert "num_warmup=1000" in advice and "num_samples=1000" in advice
 
 
+@pytest.mark.parametrize(
+    ("accept", "tip"),
+    [
+        (0.9, "raise target_accept (now 0.9, try 0.95)"),
+        (0.95, "raise target_accept (now 0.95, try 0.99)"),
+        (0.99, "warm up longer (num_warmup=1000; target_accept is already 0.99)"),
+    ],
+)
+def test_advice_on_divergences_names_a_change_not_yet_made(accept, tip):
+    from bayescale.convergence import convergence_advice
+
+    diag = {"problems": ["3 divergent transitions"]}
+    advice = convergence_advice(diag, bs.FitConfig(target_accept=accept))
+    assert tip in advice
+    # nothing asks for the acceptance a fit already has
+    assert f"try {accept:g})" not in advice
+    cli = convergence_advice(diag, bs.FitConfig(target_accept=0.99), "cli")
+    assert "--warmup=1000; --target-accept is already 0.99" in cli
+
+
 def test_the_warning_names_the_family_whose_chains_disagree():
     from arviz_base import from_dict
 
