@@ -296,6 +296,7 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
         ),
     }[style]
     tips = []
+    longer_warm_up = False
     if any(p.startswith("MAP spread") for p in diag.get("problems", [])):
         tips.append(
             f"sample the spreads with NUTS ({nuts}), whose intervals take the families' "
@@ -307,6 +308,7 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
             tips.append(f"raise {accept} (now {config.target_accept:g}, try {higher:g})")
         else:
             # at the highest acceptance offered, more adaptation is what is left
+            longer_warm_up = True
             tips.append(
                 f"warm up longer ({warm}={2 * config.num_warmup}; {accept} is already "
                 f"{config.target_accept:g})"
@@ -335,6 +337,8 @@ def convergence_advice(diag: dict, config, style: str = "python") -> str:
                 f"below about {ESS_RESOLVE} effective draws chains that agree still "
                 f"show R-hat above {RHAT_MAX}"
             )
+        elif longer_warm_up:
+            tips.append(f"draw more ({samples}={2 * config.num_samples})")
         else:
             tips.append(
                 f"run longer ({warm}={2 * config.num_warmup}, {samples}={2 * config.num_samples})"

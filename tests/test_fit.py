@@ -206,6 +206,11 @@ def test_advice_on_divergences_names_a_change_not_yet_made(accept, tip):
     assert f"try {accept:g})" not in advice
     cli = convergence_advice(diag, bs.FitConfig(target_accept=0.99), "cli")
     assert "--warmup=1000; --target-accept is already 0.99" in cli
+    # chains apart too: the longer warm-up is asked for once, with more draws
+    both = {"problems": ["R-hat 1.2 > 1.01", "3 divergent transitions"], "rhat_max": 1.2}
+    advice = convergence_advice(both, bs.FitConfig(target_accept=0.99))
+    assert advice.count("num_warmup=1000") == 1 and "draw more (num_samples=1000)" in advice
+    assert "num_warmup=1000, num_samples=1000" in convergence_advice(both, bs.FitConfig())
 
 
 def test_the_warning_names_the_family_whose_chains_disagree():
