@@ -204,6 +204,12 @@ def test_advice_on_divergences_names_a_change_not_yet_made(accept, tip):
     assert tip in advice
     # nothing asks for the acceptance a fit already has
     assert f"try {accept:g})" not in advice
+
+
+def test_advice_at_the_highest_acceptance_asks_for_a_longer_warm_up_once():
+    from bayescale.convergence import convergence_advice
+
+    diag = {"problems": ["3 divergent transitions"]}
     cli = convergence_advice(diag, bs.FitConfig(target_accept=0.99), "cli")
     assert "--warmup=1000; --target-accept is already 0.99" in cli
     # chains apart too: the longer warm-up is asked for once, with more draws
